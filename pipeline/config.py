@@ -1,0 +1,134 @@
+"""Pipeline configuration: one YAML file names the inputs, the ordered stages
+and each filter's parameters.
+
+YAML is read with ``yaml.safe_load`` only (configs are untrusted input).
+Relative paths in the config are resolved against the config file's folder,
+so a config runs the same from any working directory.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class PipelineConfig:
+    path: Path | None
+    run_dir: Path
+    stages: list[dict[str, Any]]
+    seed: int = 0
+    workers: int = 1
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def stage_names(self) -> list[str]:
+        return [s["name"] for s in self.stages]
+
+    def stage(self, name: str) -> dict[str, Any]:
+        for s in self.stages:
+            if s["name"] == name:
+                return s
+        raise ConfigError(f"no stage named {name!r}; stages: {', '.join(self.stage_names())}")
+
+    def upto(self, name: str | None) -> list[dict[str, Any]]:
+        """Stages from the first up to and including ``name`` (all when None)."""
+        if name is None:
+            return list(self.stages)
+        names = self.stage_names()
+        if name not in names:
+            raise ConfigError(f"no stage named {name!r}; stages: {', '.join(names)}")
+        return self.stages[: names.index(name) + 1]
+
+
+def _normalise_stage(entry: Any, index: int) -> dict[str, Any]:
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"stage #{index} must be a mapping or a name, got {type(entry).__name__}")
+    entry = dict(entry)
+    if "name" not in entry:
+        raise ConfigError(f"stage #{index} has no `name`")
+    entry.setdefault("kind", entry["name"])
+    return entry
+
+
+def _resolve_paths(stages: list[dict], base: Path) -> None:
+    """Make input paths of the ingest stage absolute relative to the config file."""
+    for s in stages:
+        for inp in s.get("inputs", []) or []:
+            for key in ("path", "data_dir", "data_files"):
+                v = inp.get(key)
+                if isinstance(v, str) and not _looks_remote(v) and not Path(v).is_absolute():
+                    inp[key] = str((base / v).resolve()) if (base / v).exists() or "*" in v else str(base / v)
+        for key in ("model_path", "reference_path"):
+            v = s.get(key)
+            if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
+                s[key] = str((base / v).resolve())
+
+
+def _looks_remote(v: str) -> bool:
+    return "://" in v
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return config_from_dict(raw, base=path.parent, path=path, overrides=overrides)
+
+
+def config_from_dict(
+    raw: Any, base: Path | None = None, path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a YAML mapping")
+    raw = copy.deepcopy(raw)
+    for k, v in (overrides or {}).items():
+        raw[k] = v
+    base = Path(base or ".").resolve()
+    unknown = set(raw) - {"run_dir", "stages", "seed", "workers", "executor", "executor_options", "description", "experiment"}
+    if unknown:
+        raise ConfigError(f"unknown top-level config keys: {', '.join(sorted(unknown))}")
+    if "stages" not in raw or not raw["stages"]:
+        raise ConfigError("config needs a non-empty `stages` list")
+    stages = [_normalise_stage(e, i) for i, e in enumerate(raw["stages"])]
+    names = [s["name"] for s in stages]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"stage names must be unique: {', '.join(sorted(dup))}")
+    if stages[0]["kind"] != "ingest":
+        raise ConfigError("the first stage must be of kind `ingest`")
+    _resolve_paths(stages, base)
+    run_dir = Path(raw.get("run_dir", "runs/default"))
+    if not run_dir.is_absolute():
+        run_dir = base / run_dir
+    workers = int(raw.get("workers", 1))
+    if workers < 1:
+        raise ConfigError("workers must be >= 1")
+    executor = raw.get("executor", "local")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be `local` or `ray`, got {executor!r}")
+    return PipelineConfig(
+        path=path,
+        run_dir=run_dir,
+        stages=stages,
+        seed=int(raw.get("seed", 0)),
+        workers=workers,
+        executor=executor,
+        executor_options=dict(raw.get("executor_options") or {}),
+        raw=raw,
+    )

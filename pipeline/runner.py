@@ -1,0 +1,444 @@
+"""The stage runner: schedules score / plan / decide, resumes, checks, records.
+
+Resume rule: a shard counts as finished only when its marker in ``_done/`` exists
+and names the current fingerprint; the marker is written after the shard files,
+so a kill at any moment leaves either a finished shard or one that is redone.
+Each output shard depends only on its input shard, the stage config and (for
+stages with a global step) the plan, so a resumed run writes the same bytes as
+an uninterrupted one.
+
+Fingerprints chain: a stage's *scoring* fingerprint covers its scoring
+parameters and its input (the previous stage's kept-shard checksums); its
+*stage* fingerprint adds the decision parameters. Changing a threshold
+therefore re-decides from cached scores, and anything upstream changing
+re-scores.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import PipelineConfig
+from pipeline.document import REMOVED_FIELDS
+from pipeline.executors import LocalExecutor, make_executor, run_all
+from pipeline.shards import (
+    StageLayout,
+    atomic_write_json,
+    clean_temp_files,
+    fingerprint,
+    read_json,
+    read_parquet,
+    write_parquet,
+)
+from pipeline.stage import Decision, Stage, StageContext, build_stage
+
+
+class ConservationError(RuntimeError):
+    """rows in != kept + removed: a stage lost or invented documents."""
+
+
+class StaleScoresError(RuntimeError):
+    """`winnow select` needs cached scores, and they are missing or stale."""
+
+
+# ---------------------------------------------------------------------------
+# shard output: the one place that writes kept/removed and the marker
+
+
+def _text_chars(table: pa.Table) -> int:
+    if table.num_rows == 0 or "text" not in table.column_names:
+        return 0
+    return int(pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0)
+
+
+def _reason_counts(removed: pa.Table) -> dict[str, list[int]]:
+    if removed.num_rows == 0:
+        return {}
+    reasons = removed.column("reason").to_pylist()
+    lengths = pc.utf8_length(removed.column("text")).to_pylist()
+    out: dict[str, list[int]] = {}
+    for r, n in zip(reasons, lengths):
+        cnt = out.setdefault(r, [0, 0])
+        cnt[0] += 1
+        cnt[1] += n or 0
+    return dict(sorted(out.items()))
+
+
+def write_shard_outputs(
+    layout: StageLayout,
+    shard: str,
+    rows_in: int,
+    chars_in: int,
+    kept: pa.Table,
+    removed: pa.Table,
+    stage_fp: str,
+    seconds: float,
+    extra: dict | None = None,
+) -> dict:
+    """Write one shard's kept and removed files, check conservation, then the marker."""
+    if kept.num_rows + removed.num_rows != rows_in:
+        raise ConservationError(
+            f"{layout.root.name}/{shard}: {rows_in} rows in but {kept.num_rows} kept + "
+            f"{removed.num_rows} removed"
+        )
+    missing = [r for r in removed.column("reason").to_pylist() if not r] if removed.num_rows else []
+    if missing:
+        raise ConservationError(f"{layout.root.name}/{shard}: {len(missing)} removed rows without a reason")
+    kf = write_parquet(layout.root, layout.kept(shard), kept)
+    rf = write_parquet(layout.root, layout.removed(shard), removed)
+    marker = {
+        "shard": shard,
+        "fingerprint": stage_fp,
+        "rows_in": rows_in,
+        "chars_in": chars_in,
+        "kept": kf.to_dict(),
+        "kept_chars": _text_chars(kept),
+        "removed": rf.to_dict(),
+        "removed_by_reason": _reason_counts(removed),
+        "seconds": round(seconds, 4),
+    }
+    if extra:
+        marker.update(extra)
+    atomic_write_json(layout.done_marker(shard), marker)
+    return marker
+
+
+def marker_valid(layout: StageLayout, marker_path: Path, fp: str, files: tuple[str, ...] = ("kept", "removed")) -> dict | None:
+    """Return the marker if it matches ``fp`` and its files are present with the recorded size."""
+    if not marker_path.exists():
+        return None
+    try:
+        m = read_json(marker_path)
+    except (OSError, ValueError):
+        return None
+    if m.get("fingerprint") != fp:
+        return None
+    for key in files:
+        f = m.get(key)
+        p = layout.root / f["path"]
+        if not p.exists() or p.stat().st_size != f["bytes"]:
+            return None
+    return m
+
+
+def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Table, pa.Table]:
+    """Split ``table`` into kept and removed rows according to a decision."""
+    n = table.num_rows
+    if len(d.reasons) != n:
+        raise ConservationError(f"stage {stage_name}: decide returned {len(d.reasons)} reasons for {n} rows")
+    if d.text is not None:
+        table = table.set_column(table.column_names.index("text"), "text", pa.array(d.text, pa.large_string()))
+    for name, arr in d.columns.items():
+        arr = arr if isinstance(arr, (pa.Array, pa.ChunkedArray)) else pa.array(arr)
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, arr)
+        else:
+            table = table.append_column(name, arr)
+    mask = pa.array(d.keep_mask)
+    kept = table.filter(mask)
+    inv = pc.invert(mask)
+    removed = table.filter(inv)
+    for name, arr in d.removed_columns.items():
+        arr = arr if isinstance(arr, (pa.Array, pa.ChunkedArray)) else pa.array(arr)
+        removed = removed.append_column(name, arr.filter(inv))
+    rm_reasons = [r for r in d.reasons if r is not None]
+    details = [x for x, r in zip(d.details, d.reasons) if r is not None] if d.details else [None] * len(rm_reasons)
+    removed = removed.append_column(REMOVED_FIELDS[0], pa.array([stage_name] * len(rm_reasons), pa.string()))
+    removed = removed.append_column(REMOVED_FIELDS[1], pa.array(rm_reasons, pa.string()))
+    removed = removed.append_column(REMOVED_FIELDS[2], pa.array(details, pa.string()))
+    return kept, removed
+
+
+# ---------------------------------------------------------------------------
+# task functions (module level so worker processes can run them)
+
+_STAGE_CACHE: dict[str, Stage] = {}
+
+
+def _stage(spec: dict) -> Stage:
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in _STAGE_CACHE:
+        _STAGE_CACHE.clear()  # one stage per worker at a time keeps model memory bounded
+        _STAGE_CACHE[key] = build_stage(spec)
+    return _STAGE_CACHE[key]
+
+
+def _ctx(c: dict) -> StageContext:
+    return StageContext(
+        run_dir=Path(c["run_dir"]), stage_dir=Path(c["stage_dir"]), plan_dir=Path(c["plan_dir"]),
+        shards=list(c["shards"]), seed=c["seed"],
+        input_stage_dir=Path(c["input_stage_dir"]) if c.get("input_stage_dir") else None,
+    )
+
+
+def score_task(spec: dict, ctx_d: dict, shard: str, score_fp: str) -> dict:
+    stage, ctx = _stage(spec), _ctx(ctx_d)
+    layout = StageLayout(ctx.run_dir, stage.name)
+    t0 = time.perf_counter()
+    table = read_parquet(ctx.input_path(shard))
+    scores = stage.score(table, ctx)
+    if scores.num_rows != table.num_rows:
+        raise ConservationError(f"{stage.name}/{shard}: score returned {scores.num_rows} rows for {table.num_rows}")
+    if "id" not in scores.column_names:
+        scores = scores.append_column("id", table.column("id"))
+    f = write_parquet(layout.root, layout.scores(shard), scores)
+    marker = {"shard": shard, "fingerprint": score_fp, "scores": f.to_dict(),
+              "rows": table.num_rows, "seconds": round(time.perf_counter() - t0, 4)}
+    atomic_write_json(layout.scores_marker(shard), marker)
+    return marker
+
+
+def decide_task(spec: dict, ctx_d: dict, shard: str, stage_fp: str) -> dict:
+    stage, ctx = _stage(spec), _ctx(ctx_d)
+    layout = StageLayout(ctx.run_dir, stage.name)
+    t0 = time.perf_counter()
+    table = read_parquet(ctx.input_path(shard))
+    if stage.has_scores:
+        scores = read_parquet(layout.root / layout.scores(shard))
+        if scores.num_rows != table.num_rows or scores.column("id") != table.column("id"):
+            raise StaleScoresError(f"{stage.name}/{shard}: cached scores are not aligned with the input shard")
+    else:
+        scores = pa.table({})
+    decision = stage.decide(table, scores, ctx)
+    kept, removed = apply_decision(table, decision, stage.name)
+    return write_shard_outputs(layout, shard, table.num_rows, _text_chars(table), kept, removed,
+                               stage_fp, time.perf_counter() - t0)
+
+
+def score_and_decide_task(spec: dict, ctx_d: dict, shard: str, score_fp: str, stage_fp: str, need_score: bool) -> dict:
+    """Score (unless cached) and decide in one pass, for stages without a global plan."""
+    if need_score:
+        score_task(spec, ctx_d, shard, score_fp)
+    return decide_task(spec, ctx_d, shard, stage_fp)
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran", "up to date", "selected"
+    stats: dict
+
+
+class Runner:
+    def __init__(self, config: PipelineConfig, executor=None, force: bool = False, progress: bool = True,
+                 log=None):
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.executor = executor or make_executor(config.executor, config.workers, progress,
+                                                  config.executor_options)
+        self.force = force
+        self.progress = progress
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+
+    # -- public ---------------------------------------------------------
+    def run(self, upto: str | None = None, select_only: str | None = None) -> list[StageResult]:
+        """Run stages up to ``upto`` (all by default), skipping those already up to date.
+
+        With ``select_only``, that stage is re-decided from cached scores and no
+        scorer runs; :class:`StaleScoresError` if its scores are not current.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "pipeline.json", {
+            "stages": [{"name": s["name"], "kind": s["kind"]} for s in self.config.stages],
+            "config": self.config.raw,
+            "seed": self.config.seed,
+        })
+        results = []
+        prev: dict | None = None
+        stages = self.config.upto(select_only or upto)
+        for spec in stages:
+            only_select = select_only == spec["name"]
+            if select_only and not only_select:
+                # upstream of the selected stage must already be complete and current
+                prev = self._require_current(spec, prev)
+                continue
+            res = self._run_stage(spec, prev, select_only=only_select)
+            results.append(res)
+            prev = read_json(StageLayout(self.run_dir, spec["name"]).manifest)
+        return results
+
+    # -- internals ------------------------------------------------------
+    def _require_current(self, spec: dict, prev_manifest: dict | None) -> dict:
+        layout = StageLayout(self.run_dir, spec["name"])
+        if not layout.manifest.exists():
+            raise StaleScoresError(f"stage {spec['name']} has not been run; run `winnow run` first")
+        return read_json(layout.manifest)
+
+    def _fingerprints(self, stage: Stage, spec: dict, prev: dict | None) -> tuple[str, str, str]:
+        if prev is None:
+            input_fp = stage.input_fingerprint()  # ingest: input files
+        else:
+            input_fp = prev["output_fingerprint"]
+        score_fp = fingerprint("score", spec["kind"], stage.scoring_config(), input_fp)
+        stage_fp = fingerprint("stage", spec["kind"], stage.decision_config(), score_fp)
+        return input_fp, score_fp, stage_fp
+
+    def _ctx_dict(self, spec: dict, prev: dict | None, shards: list[str]) -> dict:
+        layout = StageLayout(self.run_dir, spec["name"])
+        return {
+            "run_dir": str(self.run_dir), "stage_dir": str(layout.root), "plan_dir": str(layout.plan_dir),
+            "shards": shards, "seed": self.config.seed,
+            "input_stage_dir": str(self.run_dir / prev["stage"]) if prev else None,
+        }
+
+    def _run_stage(self, spec: dict, prev: dict | None, select_only: bool = False) -> StageResult:
+        stage = build_stage(spec)
+        layout = StageLayout(self.run_dir, spec["name"])
+        input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
+        if layout.manifest.exists() and not self.force:
+            m = read_json(layout.manifest)
+            if m.get("fingerprint") == stage_fp:
+                self.log(f"[{spec['name']}] up to date ({m['totals']['kept']:,} kept of {m['totals']['rows_in']:,})")
+                return StageResult(spec["name"], "up to date", read_json(layout.stats) if layout.stats.exists() else {})
+        if self.force and not select_only and layout.root.exists():
+            shutil.rmtree(layout.root)
+        layout.root.mkdir(parents=True, exist_ok=True)
+        clean_temp_files(layout.root)
+        t0 = time.perf_counter()
+
+        if spec["kind"] == "ingest":
+            markers = self._run_ingest(stage, spec, layout, stage_fp)
+            shards = [m["shard"] for m in markers]
+        else:
+            shards = [s["name"] for s in prev["shards"]]
+            ctx_d = self._ctx_dict(spec, prev, shards)
+            markers = self._run_shards(stage, spec, layout, ctx_d, shards, score_fp, stage_fp, select_only)
+        wall = time.perf_counter() - t0
+        manifest, stats = self._finalize(spec, layout, markers, input_fp, score_fp, stage_fp, wall)
+        self.log(self._summary_line(spec["name"], stats))
+        return StageResult(spec["name"], "selected" if select_only else "ran", stats)
+
+    def _run_ingest(self, stage, spec, layout, stage_fp) -> list[dict]:
+        tasks = stage.tasks()
+        ctx_d = self._ctx_dict(spec, None, [])
+        from pipeline.ingest import ingest_task
+
+        args = [(spec, ctx_d, t, stage_fp) for t in tasks]
+        labels = [t.get("label", str(i)) for i, t in enumerate(tasks)]
+        results = run_all(self.executor, ingest_task, args, f"{spec['name']}", labels)
+        return [m for file_markers in results for m in file_markers]
+
+    def _run_shards(self, stage, spec, layout, ctx_d, shards, score_fp, stage_fp, select_only) -> list[dict]:
+        need_score = []
+        if stage.has_scores:
+            for sh in shards:
+                if not marker_valid(layout, layout.scores_marker(sh), score_fp, files=("scores",)):
+                    need_score.append(sh)
+            if select_only and need_score:
+                raise StaleScoresError(
+                    f"stage {spec['name']}: {len(need_score)} of {len(shards)} shards have no current scores "
+                    f"(e.g. {need_score[0]}); `winnow select` never re-scores -- run `winnow run` instead"
+                )
+        todo = [sh for sh in shards if not marker_valid(layout, layout.done_marker(sh), stage_fp)]
+        done = {sh: read_json(layout.done_marker(sh)) for sh in shards if sh not in todo}
+        if len(done):
+            self.log(f"[{spec['name']}] resuming: {len(done)} of {len(shards)} shards already finished")
+        if stage.needs_plan():
+            if need_score:
+                run_all(self.executor, score_task,
+                        [(spec, ctx_d, sh, score_fp) for sh in need_score], f"{spec['name']} score", need_score)
+            plan_marker = layout.plan_dir / "_plan_done.json"
+            plan_ok = plan_marker.exists() and read_json(plan_marker).get("fingerprint") == stage_fp
+            if not plan_ok:
+                todo = list(shards)  # a new plan invalidates every decision
+                done = {}
+                if layout.plan_dir.exists():
+                    shutil.rmtree(layout.plan_dir)
+                layout.plan_dir.mkdir(parents=True)
+                t0 = time.perf_counter()
+                stage.plan(_ctx(ctx_d))
+                atomic_write_json(plan_marker, {"fingerprint": stage_fp, "seconds": round(time.perf_counter() - t0, 3)})
+            results = run_all(self.executor, decide_task,
+                              [(spec, ctx_d, sh, stage_fp) for sh in todo], f"{spec['name']} decide", todo)
+        else:
+            ns = set(need_score)
+            results = run_all(self.executor, score_and_decide_task,
+                              [(spec, ctx_d, sh, score_fp, stage_fp, sh in ns) for sh in todo],
+                              f"{spec['name']}", todo)
+        for m in results:
+            done[m["shard"]] = m
+        return [done[sh] for sh in shards]
+
+    def _finalize(self, spec, layout, markers, input_fp, score_fp, stage_fp, wall) -> tuple[dict, dict]:
+        shard_entries = []
+        for m in markers:
+            shard_entries.append({"name": m["shard"], "rows_in": m["rows_in"], "kept": m["kept"], "removed": m["removed"]})
+        self._remove_stale_files(layout, {m["shard"] for m in markers})
+        totals = {
+            "rows_in": sum(m["rows_in"] for m in markers),
+            "kept": sum(m["kept"]["rows"] for m in markers),
+            "removed": sum(m["removed"]["rows"] for m in markers),
+        }
+        if totals["rows_in"] != totals["kept"] + totals["removed"]:
+            raise ConservationError(f"stage {spec['name']}: totals do not add up: {totals}")
+        manifest = {
+            "stage": spec["name"],
+            "kind": spec["kind"],
+            "fingerprint": stage_fp,
+            "score_fingerprint": score_fp,
+            "input_fingerprint": input_fp,
+            "output_fingerprint": fingerprint([e["kept"]["sha256"] for e in shard_entries]),
+            "shards": shard_entries,
+            "totals": totals,
+        }
+        by_reason: Counter = Counter()
+        by_reason_chars: Counter = Counter()
+        for m in markers:
+            for r, (n, c) in m["removed_by_reason"].items():
+                by_reason[r] += n
+                by_reason_chars[r] += c
+        cpu = sum(m.get("seconds", 0) for m in markers)
+        stats = {
+            "stage": spec["name"],
+            "kind": spec["kind"],
+            "docs_in": totals["rows_in"],
+            "chars_in": sum(m["chars_in"] for m in markers),
+            "kept": totals["kept"],
+            "kept_chars": sum(m["kept_chars"] for m in markers),
+            "removed": totals["removed"],
+            "removed_chars": sum(by_reason_chars.values()),
+            "removed_by_reason": {r: {"docs": by_reason[r], "chars": by_reason_chars[r]} for r in sorted(by_reason)},
+            "shards": len(markers),
+            "wall_seconds": round(wall, 3),
+            "task_seconds": round(cpu, 3),
+            "docs_per_second": round(totals["rows_in"] / wall, 1) if wall > 0 else None,
+        }
+        for m in markers:  # stage-specific counters (e.g. ingest's skipped WARC records)
+            for k, v in (m.get("counters") or {}).items():
+                stats.setdefault("counters", {}).setdefault(k, 0)
+                stats["counters"][k] += v
+        atomic_write_json(layout.stats, stats)
+        atomic_write_json(layout.manifest, manifest)
+        return manifest, stats
+
+    @staticmethod
+    def _remove_stale_files(layout: StageLayout, shards: set[str]) -> None:
+        for sub in ("kept", "removed", "scores", "_done", "scores/_done"):
+            d = layout.root / sub
+            if not d.exists():
+                continue
+            for p in d.iterdir():
+                if p.is_file() and p.name.rsplit(".", 1)[0] not in shards and p.name.endswith((".parquet", ".json")):
+                    p.unlink()
+
+    @staticmethod
+    def _summary_line(name: str, stats: dict) -> str:
+        n_in, kept = stats["docs_in"], stats["kept"]
+        pct = 100.0 * kept / n_in if n_in else 0.0
+        top = ", ".join(f"{r} {v['docs']:,}" for r, v in sorted(stats["removed_by_reason"].items(),
+                                                                key=lambda kv: -kv[1]["docs"])[:4])
+        rate = f"{stats['docs_per_second']:,.0f} docs/s" if stats.get("docs_per_second") else ""
+        return f"[{name}] {n_in:,} in -> {kept:,} kept ({pct:.1f}%)" + (f"; removed: {top}" if top else "") + f"  [{stats['wall_seconds']:.1f}s, {rate}]"
