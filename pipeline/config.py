@@ -115,7 +115,7 @@ def config_from_dict(
     _resolve_paths(stages, base)
     run_dir = Path(raw.get("run_dir", "runs/default"))
     if not run_dir.is_absolute():
-        run_dir = base / run_dir
+        run_dir = (base / run_dir).resolve()
     workers = int(raw.get("workers", 1))
     if workers < 1:
         raise ConfigError("workers must be >= 1")

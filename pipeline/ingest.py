@@ -4,8 +4,8 @@ Readers: JSONL (plain, ``.gz``, ``.zst``), Parquet, folders of ``.txt`` files,
 WARC/WET (warcio; HTML responses go through text extraction) and Hugging Face
 ``datasets`` by name or local path. Every input record becomes exactly one row,
 kept or removed: ``malformed`` (not a JSON object), ``bad_encoding`` (not
-UTF-8), ``missing_text``, ``empty``, ``too_long``, ``unsupported_content_type``
-and ``http_status`` removals carry the file and record number in metadata.
+UTF-8), ``missing_text``, ``empty``, ``too_long``, ``unsupported_content_type``,
+``http_status`` and ``not_web_content`` (crawler resources) removals carry the file and record number in metadata.
 
 Reading is bounded: lines are read with a length cap (an endless line is
 skipped, not loaded), zstd frames with a window cap, WARC payloads and HTML
@@ -334,6 +334,9 @@ class WarcReader(Reader):
         rid = h.get_header("WARC-Record-ID") or f"{os.path.basename(self.path)}:{n}"
         meta = {"url": url, "warc_date": h.get_header("WARC-Date"), "warc_type": rec.rec_type}
         ctype = ""
+        if rec.rec_type == "resource" and not (url or "").startswith(("http://", "https://", "ftp://")):
+            # e.g. wget's own log and arguments stored as `metadata://` resources
+            return Record(n, id=rid, meta=meta, reason="not_web_content", detail=f"resource record {url}", preview="")
         if rec.http_headers is not None:
             status = rec.http_headers.get_statuscode()
             meta["http_status"] = int(status) if status and status.isdigit() else status

@@ -47,16 +47,15 @@ def format_funnel(run_dir: Path, top_reasons: int = 6) -> str:
         pct = 100 * r["kept"] / r["docs_in"] if r["docs_in"] else 0
         out.append(f"{r['stage']:<16}{r['docs_in']:>10,}{r['kept']:>10,}{pct:>7.1f}%{_human(r['chars_in']):>10}"
                    f"{_human(r['kept_chars']):>12}{100 * r['kept_chars'] / raw_chars:>7.1f}%{r['wall_seconds']:>7.1f}s")
-    out.append("")
-    out.append("Removed, by reason (docs, % of stage input):")
+    if any(r["removed_by_reason"] or r.get("counters") for r in rows):
+        out += ["", "Removed, by reason (docs, % of stage input):"]
     for r in rows:
         reasons = sorted(r["removed_by_reason"].items(), key=lambda kv: -kv[1]["docs"])
-        if not reasons:
-            continue
         shown = ", ".join(f"{k} {v['docs']:,} ({100 * v['docs'] / max(r['docs_in'], 1):.1f}%)"
                           for k, v in reasons[:top_reasons])
         more = f", +{len(reasons) - top_reasons} more" if len(reasons) > top_reasons else ""
-        out.append(textwrap.fill(f"{r['stage']}: {shown}{more}", width=110, subsequent_indent="    "))
+        if reasons:
+            out.append(textwrap.fill(f"{r['stage']}: {shown}{more}", width=110, subsequent_indent="    "))
         for k, v in sorted((r.get("counters") or {}).items()):
             out.append(f"    ({k}: {v:,})")
     return "\n".join(out)

@@ -183,6 +183,7 @@ def _ctx(c: dict) -> StageContext:
 
 def score_task(spec: dict, ctx_d: dict, shard: str, score_fp: str) -> dict:
     stage, ctx = _stage(spec), _ctx(ctx_d)
+    ctx.shard = shard
     layout = StageLayout(ctx.run_dir, stage.name)
     t0 = time.perf_counter()
     table = read_parquet(ctx.input_path(shard))
@@ -200,6 +201,7 @@ def score_task(spec: dict, ctx_d: dict, shard: str, score_fp: str) -> dict:
 
 def decide_task(spec: dict, ctx_d: dict, shard: str, stage_fp: str) -> dict:
     stage, ctx = _stage(spec), _ctx(ctx_d)
+    ctx.shard = shard
     layout = StageLayout(ctx.run_dir, stage.name)
     t0 = time.perf_counter()
     table = read_parquet(ctx.input_path(shard))

@@ -60,6 +60,8 @@ class StageContext:
     shards: list[str]
     seed: int
     input_stage_dir: Path | None = None
+    #: The shard being scored or decided (None in ``plan``), so a global plan can be read per shard.
+    shard: str | None = None
 
     def scores_path(self, shard: str) -> Path:
         return self.stage_dir / "scores" / f"{shard}.parquet"

