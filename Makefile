@@ -36,6 +36,7 @@ demo-corpus: data/demo/.stamp
 demo: install demo-corpus
 	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
 	$(WINNOW) check runs/demo
+	$(VENV)/bin/python -m experiments.filter_truth runs/demo
 
 test: install
 	$(VENV)/bin/pytest -q

@@ -1,0 +1,143 @@
+"""Per-filter precision and recall against the demo corpus's ground truth.
+
+The synthetic web (experiments/synthetic_web.py) stores ``metadata.truth.kind``
+for every document. Each filter is meant to catch some kinds (``TARGETS``); a
+filter's positives are the documents its own ``decide`` rejects. Every filter
+scores every document that reaches its stage and the scores travel with kept and
+removed rows alike, so ``decide`` is re-applied to the stored scores: the
+numbers do not depend on filter order and need nothing but the run folder.
+
+    python -m experiments.filter_truth runs/demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from filters.base import filter_class, normalise_decision, parse_filter_specs
+from pipeline.shards import read_json
+
+#: Truth kinds each filter family is meant to remove. Families not listed here
+#: (a model-based quality filter, a user's plugin) are judged against every
+#: kind that is not clean prose in the target language.
+TARGETS: dict[str, set[str]] = {
+    "langid": {"foreign"},
+    "gopher_quality": {"gibberish", "boilerplate", "truncated", "keyword_spam"},
+    "gopher_repetition": {"repeated_lines", "keyword_spam"},
+    "c4": {"boilerplate", "truncated", "gibberish"},
+    "fineweb": {"boilerplate", "repeated_lines", "truncated"},
+    "ratios": {"gibberish", "boilerplate", "keyword_spam"},
+}
+LOW_QUALITY_KINDS = {"boilerplate", "keyword_spam", "repeated_lines", "gibberish", "truncated"}
+
+
+def _stage_rows(run_dir: Path, stage: str, columns: list[str]) -> list[dict]:
+    """Kept and removed rows of a stage with the score columns and the truth kind."""
+    manifest = read_json(run_dir / stage / "manifest.json")
+    rows: list[dict] = []
+    for shard in manifest["shards"]:
+        for part in ("kept", "removed"):
+            if not shard[part]["rows"]:
+                continue
+            table = pq.read_table(run_dir / stage / shard[part]["path"])
+            wanted = [c for c in ["metadata", *columns, "reason"] if c in table.column_names]
+            for row in table.select(wanted).to_pylist():
+                truth = json.loads(row.pop("metadata") or "{}").get("truth") or {}
+                row["_kind"] = truth.get("kind")
+                rows.append(row)
+    return rows
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def precision_recall(run_dir: str | Path, targets: dict[str, set[str]] | None = None) -> list[dict]:
+    """One row per filter (``rule`` = None) and per rule it fired, for every filter stage of the run.
+
+    Counts are over documents that reached the stage and have a truth label. A
+    rule row's precision is the share of its rejections that are target kinds;
+    its recall is the share of all target documents it rejected first within
+    its filter.
+    """
+    run_dir = Path(run_dir)
+    targets = {**TARGETS, **(targets or {})}
+    pipeline = read_json(run_dir / "pipeline.json")
+    out: list[dict] = []
+    for spec in pipeline["config"]["stages"]:
+        if spec.get("kind", spec["name"]) != "filter" or not (run_dir / spec["name"] / "manifest.json").exists():
+            continue
+        filters = []
+        for ref, params in parse_filter_specs(spec.get("filters")):
+            f = filter_class(ref)(**params)
+            if f.needs_plan():
+                f.plan_state = read_json(run_dir / spec["name"] / "plan" / f"{f.name}.json")
+            filters.append(f)
+        columns = [c for f in filters for c in f.columns]
+        rows = [r for r in _stage_rows(run_dir, spec["name"], columns) if r["_kind"]]
+        for f in filters:
+            wanted = targets.get(f.name, LOW_QUALITY_KINDS)
+            positives = sum(r["_kind"] in wanted for r in rows)
+            by_rule: Counter = Counter()
+            hits_by_rule: Counter = Counter()
+            junk_by_rule: Counter = Counter()
+            kinds_by_rule: dict[str, Counter] = {}
+            for r in rows:
+                keep, reason, _ = normalise_decision(f, f.decide(r))
+                if not keep:
+                    by_rule[reason] += 1
+                    hits_by_rule[reason] += r["_kind"] in wanted
+                    junk_by_rule[reason] += r["_kind"] != "clean"
+                    kinds_by_rule.setdefault(reason, Counter())[r["_kind"]] += 1
+            flagged, hits = sum(by_rule.values()), sum(hits_by_rule.values())
+            base = {"stage": spec["name"], "filter": f.name, "targets": sorted(wanted), "docs": len(rows),
+                    "target_docs": positives}
+            out.append({**base, "rule": None, "removed": flagged, "true_pos": hits,
+                        "precision": _ratio(hits, flagged), "recall": _ratio(hits, positives),
+                        "junk_precision": _ratio(sum(junk_by_rule.values()), flagged),
+                        "removed_kinds": dict(sum(kinds_by_rule.values(), Counter()).most_common())})
+            for reason in sorted(by_rule):
+                out.append({**base, "rule": reason, "removed": by_rule[reason], "true_pos": hits_by_rule[reason],
+                            "precision": _ratio(hits_by_rule[reason], by_rule[reason]),
+                            "recall": _ratio(hits_by_rule[reason], positives),
+                            "junk_precision": _ratio(junk_by_rule[reason], by_rule[reason]),
+                            "removed_kinds": dict(kinds_by_rule[reason].most_common())})
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{100 * x:.1f}%"
+
+    lines = ["| stage | filter / rule | meant to catch | docs | target docs | removed | precision | recall "
+             "| junk precision | removed, by true kind |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        label = f"**{r['filter']}**" if r["rule"] is None else f"&nbsp;&nbsp;{r['rule']}"
+        lines.append(f"| {r['stage']} | {label} | {', '.join(r['targets']) if r['rule'] is None else ''} | "
+                     f"{r['docs']:,} | {r['target_docs']:,} | {r['removed']:,} | {pct(r['precision'])} | "
+                     f"{pct(r['recall'])} | {pct(r['junk_precision'])} | {', '.join(f'{k} {n}' for k, n in r['removed_kinds'].items())} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", nargs="?", default="runs/demo")
+    args = p.parse_args(argv)
+    rows = precision_recall(args.run_dir)
+    if not rows:
+        print(f"{args.run_dir}: no finished filter stages")
+        return 1
+    print("Per-filter precision and recall against the synthetic web's ground truth (each filter judged on "
+          "every document reaching its stage, independent of filter order). precision/recall: against the kinds "
+          "the filter is meant to catch; junk precision: share of its removals that are not clean prose.\n")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

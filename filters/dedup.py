@@ -1,0 +1,385 @@
+"""Deduplication stages: exact (hash of normalised text, optional URL) and near-duplicate (MinHash-LSH).
+
+Both follow the stage contract: ``score`` hashes each shard in parallel and
+caches the result (text hashes, or MinHash signatures), ``plan`` groups all
+shards' hashes once and writes one small Parquet decision file per shard into
+``plan/``, ``decide`` reads only its shard's file. The plan never holds texts
+in memory (verification reads candidate texts only), so memory is bounded by
+the hash/signature table: 1M documents x 128 slots x 4 bytes = 512 MB.
+
+Removed rows carry ``duplicate_of`` (survivor id), ``cluster_id`` (the
+survivor's id, shared by the whole cluster) and ``similarity`` (1.0 for exact
+copies, the MinHash estimate against the survivor for near-duplicates).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from filters import minhash as mh
+from pipeline.shards import atomic_write_json, read_json, read_parquet, write_parquet
+from pipeline.stage import Decision, Stage, StageContext, register_stage
+
+
+def _check_params(stage: Stage, defaults: dict) -> dict:
+    unknown = set(stage.params) - set(defaults)
+    if unknown:
+        raise ValueError(f"stage {stage.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(defaults))}")
+    return {**defaults, **stage.params}
+
+
+def _decision_path(ctx: StageContext, shard: str) -> Path:
+    return ctx.plan_dir / "decisions" / f"{shard}.parquet"
+
+
+def _write_decisions(ctx: StageContext, shard_offsets: np.ndarray, removed: np.ndarray, reasons: list[str],
+                     survivor_ids: list[str], similarity: list[float | None]) -> None:
+    """One Parquet file per shard listing its removed rows, so ``decide`` reads only its own part."""
+    removed = np.asarray(removed, dtype=np.int64)
+    for k, shard in enumerate(ctx.shards):
+        lo, hi = np.searchsorted(removed, [shard_offsets[k], shard_offsets[k + 1]])
+        table = pa.table({
+            "row": pa.array(removed[lo:hi] - shard_offsets[k], pa.int64()),
+            "reason": pa.array(reasons[lo:hi], pa.string()),
+            "duplicate_of": pa.array(survivor_ids[lo:hi], pa.string()),
+            "similarity": pa.array(similarity[lo:hi], pa.float64()),
+        })
+        write_parquet(ctx.plan_dir, f"decisions/{shard}.parquet", table)
+
+
+def _decide_from_plan(table: pa.Table, ctx: StageContext) -> Decision:
+    plan = read_parquet(_decision_path(ctx, ctx.shard))
+    n = table.num_rows
+    reasons: list[str | None] = [None] * n
+    duplicate_of: list[str | None] = [None] * n
+    similarity: list[float | None] = [None] * n
+    for row, reason, dup, sim in zip(*(plan.column(c).to_pylist() for c in ("row", "reason", "duplicate_of",
+                                                                          "similarity"))):
+        reasons[row], duplicate_of[row], similarity[row] = reason, dup, sim
+    dup_arr = pa.array(duplicate_of, pa.string())
+    return Decision(reasons=reasons, removed_columns={
+        "duplicate_of": dup_arr, "cluster_id": dup_arr, "similarity": pa.array(similarity, pa.float64())})
+
+
+def _load_scores(ctx: StageContext, columns: list[str]) -> tuple[dict[str, np.ndarray], list[str], np.ndarray]:
+    """Score columns of all shards in shard order, the ids, and each shard's first global index."""
+    parts = [read_parquet(ctx.scores_path(s), columns=columns + ["id"]) for s in ctx.shards]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([p.num_rows for p in parts], out=offsets[1:])
+    ids = [i for p in parts for i in p.column("id").to_pylist()]
+    cols = {c: [p.column(c) for p in parts] for c in columns}
+    return cols, ids, offsets
+
+
+# ---------------------------------------------------------------------------
+# exact dedup
+
+_PUNCT_RE = re.compile(r"[^\w\s]|_")
+_DIGIT_RE = re.compile(r"\d")
+
+
+def normalise_text(text: str, lowercase: bool, whitespace: bool, punctuation: bool, digits: bool) -> str:
+    """The text exact dedup compares: optionally lower-cased, punctuation dropped, digits -> 0, spaces collapsed."""
+    if lowercase:
+        text = text.lower()
+    if punctuation:
+        text = _PUNCT_RE.sub("", text)
+    if digits:
+        text = _DIGIT_RE.sub("0", text)
+    if whitespace:
+        text = " ".join(text.split())
+    return text
+
+
+def normalise_url(url: str) -> str:
+    """Scheme, ``www.``, fragment and trailing slash do not make a different page."""
+    url = url.strip().lower().split("#", 1)[0]
+    url = re.sub(r"^[a-z][a-z0-9+.-]*://", "", url)
+    url = re.sub(r"^www\.", "", url)
+    return url.rstrip("/")
+
+
+def _hash128(s: str) -> bytes:
+    return xxhash.xxh3_128_digest(s.encode("utf-8", "surrogatepass"))
+
+
+def _first_of_groups(keys: np.ndarray, candidates: np.ndarray, lengths: np.ndarray, keep: str) -> np.ndarray:
+    """For each candidate index, the survivor of its key group (``keys`` as rows of uint64)."""
+    sub = keys[candidates]
+    _, group = np.unique(sub, axis=0, return_inverse=True)
+    group = group.ravel()
+    rank_len = -lengths[candidates] if keep == "longest" else np.zeros(len(candidates), dtype=np.int64)
+    order = np.lexsort((candidates, rank_len, group))
+    first = np.r_[True, group[order][1:] != group[order][:-1]]
+    best = np.empty(group.max() + 1 if len(group) else 0, dtype=np.int64)
+    best[group[order][first]] = candidates[order][first]
+    return best[group]
+
+
+@register_stage
+class ExactDedup(Stage):
+    """Removes documents whose normalised text (or normalised URL) another document already has.
+
+    ``keep: first`` keeps the copy earliest in (shard, row) order; ``keep:
+    longest`` keeps the longest original text, ties to the earliest. With
+    ``url_dedup``, survivors of the text pass sharing a normalised ``url``
+    in metadata are deduplicated again (``exact_dedup:duplicate_url``).
+    """
+
+    kind = "exact_dedup"
+    decision_params = ("keep",)
+    defaults = {"lowercase": True, "whitespace": True, "punctuation": False, "digits": False,
+                "url_dedup": False, "keep": "first"}
+
+    def __init__(self, name: str, params: dict):
+        super().__init__(name, params)
+        self.opts = _check_params(self, self.defaults)
+        if self.opts["keep"] not in ("first", "longest"):
+            raise ValueError(f"stage {name}: keep must be `first` or `longest`")
+
+    def needs_plan(self) -> bool:
+        return True
+
+    def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        norm = {k: bool(self.opts[k]) for k in ("lowercase", "whitespace", "punctuation", "digits")}
+        texts = table.column("text").to_pylist()
+        cols = {
+            "text_hash": pa.array([_hash128(normalise_text(t, **norm)) for t in texts], pa.binary(16)),
+            "length": pc.utf8_length(table.column("text")).cast(pa.int64()),
+        }
+        if self.opts["url_dedup"]:
+            urls = [json.loads(m or "{}").get("url") for m in table.column("metadata").to_pylist()]
+            cols["url_hash"] = pa.array([_hash128(normalise_url(u)) if isinstance(u, str) and u.strip() else None
+                                         for u in urls], pa.binary(16))
+        return pa.table(cols)
+
+    def plan(self, ctx: StageContext) -> None:
+        names = ["text_hash", "length"] + (["url_hash"] if self.opts["url_dedup"] else [])
+        cols, ids, offsets = _load_scores(ctx, names)
+        n = int(offsets[-1])
+        lengths = np.concatenate([c.to_numpy() for c in cols["length"]]) if n else np.zeros(0, np.int64)
+        keep = self.opts["keep"]
+        everyone = np.arange(n)
+        text_keys = _hash_matrix(cols["text_hash"])
+        survivor = _first_of_groups(text_keys, everyone, lengths, keep) if n else everyone
+        reason = np.where(survivor != everyone, 1, 0)
+        if self.opts["url_dedup"]:
+            url_keys = _hash_matrix(cols["url_hash"])
+            has_url = np.concatenate([c.is_valid().to_numpy(zero_copy_only=False) for c in cols["url_hash"]]) \
+                if n else np.zeros(0, bool)
+            alive = np.flatnonzero((reason == 0) & has_url)
+            url_survivor = _first_of_groups(url_keys, alive, lengths, keep) if len(alive) else alive
+            moved = alive[url_survivor != alive]
+            survivor[moved] = url_survivor[url_survivor != alive]
+            reason[moved] = 2
+        removed = np.flatnonzero(reason)
+        labels = {1: "exact_dedup:duplicate", 2: "exact_dedup:duplicate_url"}
+        _write_decisions(ctx, offsets, removed, [labels[r] for r in reason[removed]],
+                         [ids[s] for s in survivor[removed]],
+                         [1.0 if r == 1 else None for r in reason[removed]])
+        atomic_write_json(ctx.plan_dir / "summary.json", {
+            "documents": n, "removed": len(removed), "removed_url": int((reason == 2).sum()),
+            "clusters": len(set(survivor[removed].tolist())), "keep": keep})
+
+    def decide(self, table: pa.Table, scores: pa.Table, ctx: StageContext) -> Decision:
+        return _decide_from_plan(table, ctx)
+
+
+def _hash_matrix(chunks: list[pa.ChunkedArray]) -> np.ndarray:
+    """128-bit hashes as an (n, 2) uint64 matrix (nulls become zeros; callers mask them)."""
+    raw = b"".join((h if h is not None else b"\0" * 16) for c in chunks for h in c.to_pylist())
+    return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2)
+
+
+# ---------------------------------------------------------------------------
+# near-duplicate dedup
+
+
+def _signature_matrix(chunked: list[pa.ChunkedArray], num_perm: int) -> np.ndarray:
+    blocks = [chunk.flatten().to_numpy().reshape(-1, num_perm) for c in chunked for chunk in c.chunks]
+    return np.concatenate(blocks) if blocks else np.zeros((0, num_perm), dtype=np.uint32)
+
+
+@register_stage
+class MinHashDedup(Stage):
+    """Near-duplicate removal: MinHash signatures of word n-gram shingles, banded LSH, union-find.
+
+    Signatures are the cached scores, so ``threshold``, ``bands``, ``rows``,
+    ``verify`` and ``keep`` re-cluster without re-hashing. ``bands``/``rows``
+    default to datasketch's optimum for ``threshold`` and ``num_perm``;
+    ``preset: fineweb`` is FineWeb's 14 bands x 8 rows on 112 permutations.
+    With ``verify`` (default), each LSH candidate pair is kept only if the true
+    Jaccard of its shingle sets reaches ``threshold``, and a cluster member is
+    removed only if its true Jaccard to the survivor does (transitive chains do
+    not remove documents unlike the survivor). This removes LSH false positives
+    at the cost of re-reading the candidates' texts.
+    """
+
+    kind = "minhash_dedup"
+    decision_params = ("threshold", "bands", "rows", "verify", "keep")
+    defaults = {"ngram": 5, "num_perm": 128, "seed": 1, "preset": None,
+                "threshold": 0.8, "bands": None, "rows": None, "verify": True, "keep": "first"}
+    presets = {"fineweb": mh.FINEWEB_PRESET}
+    batch_docs = 1000
+
+    def __init__(self, name: str, params: dict):
+        super().__init__(name, params)
+        opts = _check_params(self, self.defaults)
+        if opts["preset"] is not None:
+            if opts["preset"] not in self.presets:
+                raise ValueError(f"stage {name}: unknown preset {opts['preset']!r}; known: {', '.join(self.presets)}")
+            opts = {**opts, **self.presets[opts["preset"]], **params}
+        if (opts["bands"] is None) != (opts["rows"] is None):
+            raise ValueError(f"stage {name}: give both `bands` and `rows`, or neither")
+        if opts["bands"] is None:
+            opts["bands"], opts["rows"] = mh.optimal_bands_rows(float(opts["threshold"]), int(opts["num_perm"]))
+        if opts["bands"] * opts["rows"] > opts["num_perm"]:
+            raise ValueError(f"stage {name}: bands x rows = {opts['bands'] * opts['rows']} > num_perm {opts['num_perm']}")
+        if opts["keep"] not in ("first", "longest"):
+            raise ValueError(f"stage {name}: keep must be `first` or `longest`")
+        self.opts = opts
+        self._hasher: mh.MinHasher | None = None
+
+    def needs_plan(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        o = self.opts
+        return (f"minhash_dedup(ngram={o['ngram']}, num_perm={o['num_perm']}, threshold={o['threshold']}, "
+                f"bands={o['bands']}, rows={o['rows']}, verify={o['verify']}, keep={o['keep']})")
+
+    def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        if self._hasher is None:
+            self._hasher = mh.MinHasher(self.opts["num_perm"], self.opts["ngram"], self.opts["seed"])
+        texts = table.column("text")
+        sigs, counts = [], []
+        for start in range(0, table.num_rows, self.batch_docs):
+            sig, n = self._hasher.signatures(texts.slice(start, self.batch_docs).to_pylist())
+            sigs.append(sig)
+            counts.append(n)
+        num_perm = self.opts["num_perm"]
+        sig = np.concatenate(sigs) if sigs else np.zeros((0, num_perm), dtype=np.uint32)
+        return pa.table({
+            "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel(), pa.uint32()), num_perm),
+            "n_shingles": pa.array(np.concatenate(counts) if counts else np.zeros(0), pa.int32()),
+            "length": pc.utf8_length(texts).cast(pa.int64()),
+        })
+
+    def plan(self, ctx: StageContext) -> None:
+        o = self.opts
+        cols, ids, offsets = _load_scores(ctx, ["minhash", "n_shingles", "length"])
+        n = int(offsets[-1])
+        sig = _signature_matrix(cols["minhash"], o["num_perm"])
+        n_shingles = np.concatenate([c.to_numpy() for c in cols["n_shingles"]]) if n else np.zeros(0, np.int32)
+        lengths = np.concatenate([c.to_numpy() for c in cols["length"]]) if n else np.zeros(0, np.int64)
+        members = np.flatnonzero(n_shingles > 0)  # texts without words are exact dedup's business
+        edges = mh.star_edges(mh.band_buckets(sig, o["bands"], o["rows"], members))
+        candidates = len(edges)
+        everyone = np.arange(n)
+        threshold = float(o["threshold"])
+        if o["verify"] and len(edges):
+            sets = self._shingle_sets(ctx, np.unique(edges), offsets)
+            edges = edges[[mh.jaccard(sets[a], sets[b]) >= threshold for a, b in edges.tolist()]]
+        survivors = mh.choose_survivors(mh.cluster_roots(n, edges), lengths, o["keep"])
+        removed = np.flatnonzero(survivors != everyone)
+        if o["verify"] and len(removed):  # chains A~B~C with A !~ C: C is no duplicate of survivor A, keep it
+            removed = removed[[mh.jaccard(sets[m], sets[survivors[m]]) >= threshold for m in removed.tolist()]]
+        similarity = mh.estimated_jaccard(sig[removed], sig[survivors[removed]]) if len(removed) else np.zeros(0)
+        _write_decisions(ctx, offsets, removed, ["minhash_dedup:near_duplicate"] * len(removed),
+                         [ids[s] for s in survivors[removed]], similarity.tolist())
+        atomic_write_json(ctx.plan_dir / "summary.json", {
+            "documents": n, "without_shingles": int(n - len(members)), "bands": o["bands"], "rows": o["rows"],
+            "num_perm": o["num_perm"], "threshold": o["threshold"], "verify": bool(o["verify"]),
+            "candidate_pairs": candidates, "linked_pairs": len(edges),
+            "clusters": len(set(survivors[removed].tolist())), "removed": len(removed)})
+
+    def _shingle_sets(self, ctx: StageContext, needed: np.ndarray, offsets: np.ndarray) -> dict[int, np.ndarray]:
+        """Shingle-hash sets of the ``needed`` documents only, reading their texts shard by shard."""
+        sets: dict[int, np.ndarray] = {}
+        for k, shard in enumerate(ctx.shards):
+            lo, hi = np.searchsorted(needed, [offsets[k], offsets[k + 1]])
+            if lo == hi:
+                continue
+            rows = needed[lo:hi]
+            texts = read_parquet(ctx.input_path(shard), columns=["text"]).column("text")
+            picked = texts.take(pa.array(rows - offsets[k])).to_pylist()
+            sets.update(zip(rows.tolist(), mh.shingle_sets(picked, self.opts["ngram"])))
+        return sets
+
+    def decide(self, table: pa.Table, scores: pa.Table, ctx: StageContext) -> Decision:
+        return _decide_from_plan(table, ctx)
+
+
+# ---------------------------------------------------------------------------
+# `winnow inspect --clusters`
+
+
+def _word_diff(base: str, other: str, context: int = 6, max_words: int = 120, color: bool = False) -> str:
+    """``other`` against ``base`` word by word: [-only in base-] {+only in other+}, long equal runs elided."""
+    a, b = base.split(), other.split()
+    dels, ins = (("\x1b[31m[-", "-]\x1b[0m"), ("\x1b[32m{+", "+}\x1b[0m")) if color else (("[-", "-]"), ("{+", "+}"))
+    out: list[str] = []
+    changed = False
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            words = a[i1:i2]
+            if len(words) > 2 * context:
+                words = words[:context] * (i1 > 0) + ["…"] + words[-context:] * (i2 < len(a))
+            out.extend(words)
+            continue
+        changed = True
+        if i2 > i1:
+            out.append(dels[0] + " ".join(a[i1:i2]) + dels[1])
+        if j2 > j1:
+            out.append(ins[0] + " ".join(b[j1:j2]) + ins[1])
+    if not changed:
+        return "(same words as the survivor)"
+    return " ".join(out[:max_words]) + (" …" if len(out) > max_words else "")
+
+
+def format_clusters(run_dir: Path, stage: str, n: int = 3, chars: int = 600, color: bool | None = None) -> str:
+    """The ``n`` largest duplicate clusters of a dedup stage: the survivor, then each removed member's diff to it."""
+    import sys
+
+    run_dir = Path(run_dir)
+    color = sys.stdout.isatty() if color is None else color
+    manifest = read_json(run_dir / stage / "manifest.json")
+    removed = [read_parquet(run_dir / stage / s["removed"]["path"]) for s in manifest["shards"] if s["removed"]["rows"]]
+    removed = [t for t in removed if "cluster_id" in t.column_names]
+    if not removed:
+        return f"stage {stage}: no duplicate clusters"
+    table = pa.concat_tables([t.select(["id", "text", "reason", "cluster_id", "similarity"]) for t in removed])
+    cluster_ids = table.column("cluster_id").to_pylist()
+    sizes: dict[str, int] = {}
+    for c in cluster_ids:
+        sizes[c] = sizes.get(c, 0) + 1
+    chosen = sorted(sizes, key=lambda c: -sizes[c])[:n]  # stable: ties keep first-seen order
+    survivors: dict[str, str] = {}
+    for s in manifest["shards"]:
+        if len(survivors) == len(chosen):
+            break
+        kept = read_parquet(run_dir / stage / s["kept"]["path"], columns=["id", "text"])
+        kept = kept.filter(pc.is_in(kept.column("id"), pa.array(chosen, pa.string())))
+        survivors.update(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist()))
+    lines = [f"{len(sizes):,} duplicate clusters in stage {stage}; the {len(chosen)} largest:"]
+    for cid in chosen:
+        base = survivors.get(cid, "")
+        lines += ["", f"═══ cluster {cid}: survivor + {sizes[cid]} removed", f"── survivor {cid}",
+                  textwrap.indent(textwrap.shorten(" ".join(base.split()), chars, placeholder=" …"), "   │ ")]
+        members = table.filter(pc.equal(table.column("cluster_id"), cid)).to_pylist()
+        for m in members[:5]:
+            sim = "" if m["similarity"] is None else f", similarity {m['similarity']:.3f}"
+            lines.append(f"── {m['id']}  ({m['reason']}{sim}) vs survivor:")
+            lines.append(textwrap.indent(_word_diff(base, m["text"], color=color), "   │ "))
+        if len(members) > 5:
+            lines.append(f"   … and {len(members) - 5} more members")
+    return "\n".join(lines)

