@@ -11,8 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 WORKERS ?=
 WINNOW = $(VENV)/bin/winnow
 RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
+# the demo config reads the generated synthetic web
+DEMO_DEP = $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
 
-.PHONY: install demo demo-corpus test all ingest exact_dedup dedup langid quality stage check inspect clean
+.PHONY: install demo demo-corpus test ablation report all ingest exact_dedup dedup langid quality stage check inspect clean
 
 install: $(VENV)/.installed
 
@@ -33,22 +35,32 @@ data/demo/.stamp: experiments/synthetic_web.py | install
 
 demo-corpus: data/demo/.stamp
 
+# the whole job on the embedded corpus: pipeline, per-filter precision/recall against ground truth,
+# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md)
 demo: install demo-corpus
 	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
 	$(WINNOW) check runs/demo
 	$(VENV)/bin/python -m experiments.filter_truth runs/demo
+	$(WINNOW) ablation experiments/configs/demo.yaml
+
+# the matched-model ablation of a config's `experiment:` section (resumes after interruption)
+ablation: install $(DEMO_DEP)
+	$(WINNOW) ablation $(CONFIG)
+report: install
+	$(WINNOW) report $(CONFIG)
 
 test: install
 	$(VENV)/bin/pytest -q
 
-# one target per stage: each runs what is missing before it, then the stage
-ingest exact_dedup langid quality: install $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
+# one target per stage: each runs what is missing before it (finished stages are skipped), then the stage.
+# `quality` runs through the last stage (heuristic and model-based quality come last in every config).
+ingest exact_dedup langid: install $(DEMO_DEP)
 	$(WINNOW) run $(CONFIG) --stage $@ $(RUN_FLAGS)
-dedup: install $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
+dedup: install $(DEMO_DEP)
 	$(WINNOW) run $(CONFIG) --stage minhash_dedup $(RUN_FLAGS)
-stage: install
+stage: install $(DEMO_DEP)
 	$(WINNOW) run $(CONFIG) --stage $(STAGE) $(RUN_FLAGS)
-all: install $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
+quality all: install $(DEMO_DEP)
 	$(WINNOW) run $(CONFIG) $(RUN_FLAGS)
 
 check: install

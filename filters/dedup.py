@@ -276,6 +276,10 @@ class MinHashDedup(Stage):
 
     def plan(self, ctx: StageContext) -> None:
         o = self.opts
+        if getattr(ctx.executor, "name", None) == "ray":  # shuffle band keys over the cluster instead
+            from filters.minhash_ray import distributed_plan
+
+            return distributed_plan(o, ctx, ctx.executor.shuffle_partitions)
         cols, ids, offsets = _load_scores(ctx, ["minhash", "n_shingles", "length"])
         n = int(offsets[-1])
         sig = _signature_matrix(cols["minhash"], o["num_perm"])

@@ -73,6 +73,22 @@ def _resolve_paths(stages: list[dict], base: Path) -> None:
             v = s.get(key)
             if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
                 s[key] = str((base / v).resolve())
+        for entry in s.get("filters") or []:
+            if isinstance(entry, dict):
+                for params in entry.values():
+                    _resolve_filter_paths(params, base)
+
+
+def _resolve_filter_paths(params: Any, base: Path) -> None:
+    """In filter parameters (and nested mappings), `*_path` values are relative to the config
+    file, whether or not the file exists yet (a model `winnow train-quality` will write)."""
+    if not isinstance(params, dict):
+        return
+    for key, v in params.items():
+        if isinstance(v, dict):
+            _resolve_filter_paths(v, base)
+        elif key.endswith("_path") and isinstance(v, str) and not _looks_remote(v) and not Path(v).is_absolute():
+            params[key] = str((base / v).resolve())
 
 
 def _looks_remote(v: str) -> bool:

@@ -224,8 +224,11 @@ class Reader:
 class JsonlReader(Reader):
     def records(self, parse_from: int = 1) -> Iterator[Record]:
         limit = self.limits["max_line_bytes"]
+        max_records = self.spec.get("limit")  # optional: read only the first N lines
         with open_bytes(self.path) as f:
             for n, line, nbytes in bounded_lines(f, limit):
+                if max_records is not None and n > max_records:
+                    return
                 if n < parse_from:
                     yield SKIPPED
                     continue

@@ -361,7 +361,9 @@ class Runner:
                     shutil.rmtree(layout.plan_dir)
                 layout.plan_dir.mkdir(parents=True)
                 t0 = time.perf_counter()
-                stage.plan(_ctx(ctx_d))
+                plan_ctx = _ctx(ctx_d)
+                plan_ctx.executor = self.executor
+                stage.plan(plan_ctx)
                 atomic_write_json(plan_marker, {"fingerprint": stage_fp, "seconds": round(time.perf_counter() - t0, 3)})
             results = run_all(self.executor, decide_task,
                               [(spec, ctx_d, sh, stage_fp) for sh in todo], f"{spec['name']} decide", todo)

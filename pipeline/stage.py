@@ -62,6 +62,8 @@ class StageContext:
     input_stage_dir: Path | None = None
     #: The shard being scored or decided (None in ``plan``), so a global plan can be read per shard.
     shard: str | None = None
+    #: The run's executor, set only for ``plan``, so a global step can distribute itself (Ray).
+    executor: Any = None
 
     def scores_path(self, shard: str) -> Path:
         return self.stage_dir / "scores" / f"{shard}.parquet"

@@ -1,0 +1,219 @@
+"""The matched-model ablation, end to end and resumable: pipeline -> held-out
+evaluation sets -> tokenizer -> token-budget subsets (with a contamination
+check) -> one model per (arm, seed) -> evaluation curves -> report.
+
+Every step writes its outputs atomically and is skipped when they exist, so
+`make ablation CONFIG=...` picks up after an interruption (training resumes
+from its last checkpoint).
+
+The ``experiment:`` section of a pipeline config::
+
+    experiment:
+      seeds: [0, 1, 2]                       # training seeds for arms without their own `seeds`
+      tokenizer: {stage: ingest, vocab_size: 8192, sample_docs: 20000}
+      eval_sets:                             # held-out text (decided by id hash before any subset is drawn)
+        - {name: wikipedia, source: wikipedia, max_docs: 200}
+        - {name: usenet, source: usenet, max_docs: 200}
+      eval_max_chars: 2000                   # each evaluation document is cut to this many characters
+      blimp: {path: ../shared/data/eval/blimp.jsonl.gz, pairs_per_paradigm: 20, final_pairs_per_paradigm: 100}
+      model: {arch: llama, d_model: 128, n_layers: 4, n_heads: 4, d_ff: 384, context: 256}
+      train: {steps: 1000, batch_size: 16, lr: 0.003, warmup_steps: 50, eval_every: 200}
+      arms:
+        - {name: raw-large, stage: ingest, tokens: 8000000}
+        - {name: clean-small, stage: quality_model, tokens: 2000000}
+        - {name: clean-small-fewer-steps, stage: quality_model, tokens: 2000000, steps: one_epoch}
+        - {name: dedup, stage: minhash_dedup, tokens: 2000000, seeds: [0]}
+      compare: {baseline: raw-large, candidate: clean-small, metric: bpb/wikipedia}
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.shards import atomic_write_json, read_json
+
+EXPERIMENT_DEFAULTS = {
+    "seeds": [0],
+    "tokenizer": {"stage": "ingest", "vocab_size": 8192, "sample_docs": 20000},
+    "eval_sets": [],
+    "eval_max_chars": 2000,
+    "blimp": None,
+    "model": {},
+    "train": {},
+    "arms": [],
+    "compare": {},
+    "contamination_ngram": 13,
+}
+
+
+def experiment_settings(cfg: PipelineConfig) -> dict:
+    e = cfg.raw.get("experiment")
+    if not e:
+        raise ValueError(f"{cfg.path}: no `experiment:` section; see experiments/ablation.py for its fields")
+    unknown = set(e) - set(EXPERIMENT_DEFAULTS) - {"out_dir"}
+    if unknown:
+        raise ValueError(f"unknown experiment keys: {', '.join(sorted(unknown))}")
+    s = {**EXPERIMENT_DEFAULTS, **e}
+    base = Path(cfg.path).parent if cfg.path else Path(".")
+    s["out_dir"] = str((base / e["out_dir"]).resolve()) if e.get("out_dir") else str(Path(cfg.run_dir) / "ablation")
+    if s["blimp"] and s["blimp"].get("path") and not Path(s["blimp"]["path"]).is_absolute():
+        s["blimp"] = {**s["blimp"], "path": str((base / s["blimp"]["path"]).resolve())}
+    for es in s["eval_sets"]:
+        if es.get("path") and not Path(es["path"]).is_absolute():
+            es["path"] = str((base / es["path"]).resolve())
+    names = [a["name"] for a in s["arms"]]
+    if len(set(names)) != len(names) or not names:
+        raise ValueError("experiment.arms needs unique `name`s")
+    for a in s["arms"]:
+        if a["stage"] not in cfg.stage_names():
+            raise ValueError(f"arm {a['name']}: no stage {a['stage']!r}")
+    return s
+
+
+def _trained_filter_model_paths(cfg: PipelineConfig) -> list[str]:
+    from filters.quality_model import quality_models_in_config
+
+    return [params["model_path"] for _, _, params, _ in quality_models_in_config(cfg) if params.get("model_path")]
+
+
+def run_pipeline(cfg: PipelineConfig, log) -> None:
+    """Train the quality scorers if the config has any (and they are missing), then run every stage."""
+    from pipeline.runner import Runner
+
+    missing = [p for p in _trained_filter_model_paths(cfg) if not Path(p).exists()]
+    if missing:
+        from filters.quality_model import train_quality
+
+        log(f"training quality scorers: {', '.join(missing)}")
+        train_quality(cfg, log=log)
+    Runner(cfg, log=log).run()
+
+
+def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = None) -> Path:
+    import numpy as np
+
+    from experiments.data import ContaminationIndex, build_eval_sets
+    from experiments.evaluate import eval_blimp, eval_bpb, load_blimp, prepare_blimp, prepare_bpb_windows
+    from experiments.subsets import build_subset, load_tokens
+    from experiments.tokenizer import load_tokenizer, train_tokenizer
+    from experiments.train import MODEL_DEFAULTS, TRAIN_DEFAULTS, pick_device, train
+
+    s = experiment_settings(cfg)
+    out = Path(s["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    run_pipeline(cfg, log)
+
+    # 1. held-out evaluation sets, decided before anything is drawn for training
+    exclude: set[str] = set()
+    for p in _trained_filter_model_paths(cfg):
+        from filters.quality_model import reference_ids
+
+        if Path(p).exists():
+            exclude |= reference_ids(p)
+    sets_path = out / "eval_sets.json"
+    if sets_path.exists():
+        eval_sets = read_json(sets_path)
+    else:
+        eval_sets = build_eval_sets(cfg.run_dir, s["eval_sets"], cfg.seed, exclude)
+        atomic_write_json(sets_path, eval_sets)
+    log("evaluation sets: " + ", ".join(f"{k} {len(v)} docs" for k, v in eval_sets.items()))
+
+    # 2. one tokenizer for every arm
+    tok_path = out / "tokenizer.json"
+    if not tok_path.exists():
+        t = s["tokenizer"]
+        info = train_tokenizer(cfg.run_dir, t.get("stage", "ingest"), tok_path, int(t.get("vocab_size", 8192)),
+                               int(t.get("sample_docs", 20000)), cfg.seed)
+        log(f"tokenizer: vocab {info['vocab_size']}, trained on {info['sample_docs']:,} documents")
+    tok = load_tokenizer(tok_path)
+    vocab = tok.get_vocab_size()
+
+    # 3. token-budget subsets, each checked for 13-gram overlap with every evaluation set
+    contamination = ContaminationIndex(eval_sets, n=int(s["contamination_ngram"]))
+    subsets = {}
+    for arm in s["arms"]:
+        subsets[arm["name"]] = build_subset(cfg.run_dir, arm["stage"], int(arm["tokens"]), tok, tok_path,
+                                            out / "subsets" / _slug(arm["name"]), cfg.seed, contamination)
+        m = subsets[arm["name"]]
+        worst = max((v["rate"] for v in m.get("contamination_13gram", {}).values()), default=0.0)
+        log(f"subset {arm['name']}: {m['tokens']:,} tokens from {m['documents']:,} docs of {arm['stage']}"
+            + (" (stage exhausted!)" if m["exhausted"] else "") + f"; max 13-gram contamination {worst:.1%}")
+
+    # 4. evaluation inputs, prepared once and shared by every run
+    model_cfg = {**MODEL_DEFAULTS, **s["model"]}
+    train_cfg = {**TRAIN_DEFAULTS, **s["train"]}
+    device = pick_device()
+    prepared = {name: prepare_bpb_windows(docs, tok, model_cfg["context"], int(s["eval_max_chars"]))
+                for name, docs in eval_sets.items()}
+    blimp_small = blimp_final = None
+    b = s.get("blimp") or {}
+    if b.get("path") and Path(b["path"]).exists():
+        pairs_small = load_blimp(Path(b["path"]), b.get("pairs_per_paradigm", 20), cfg.seed)
+        pairs_final = load_blimp(Path(b["path"]), b.get("final_pairs_per_paradigm", 100), cfg.seed)
+        blimp_small = (pairs_small, prepare_blimp(pairs_small, tok))
+        blimp_final = (pairs_final, prepare_blimp(pairs_final, tok))
+    elif b.get("path"):
+        log(f"BLiMP not found at {b['path']}: skipping it")
+    autocast = bool(train_cfg["bf16"])
+
+    # 5. one model per (arm, seed), same steps for every arm unless `steps: one_epoch`
+    tokens_per_step = train_cfg["batch_size"] * model_cfg["context"]
+    for arm in s["arms"]:
+        if only_arms and arm["name"] not in only_arms:
+            continue
+        tokens = load_tokens(out / "subsets" / _slug(arm["name"]))
+        steps = train_cfg["steps"]
+        if arm.get("steps") == "one_epoch":
+            steps = max(1, (len(tokens) - 1) // model_cfg["context"] // train_cfg["batch_size"])
+        elif arm.get("steps"):
+            steps = int(arm["steps"])
+        for seed in arm.get("seeds", s["seeds"]):
+            run_dir = out / "runs" / f"{_slug(arm['name'])}-seed{seed}"
+
+            def evaluate(model, step, final, run_dir=run_dir):
+                metrics, details = {}, {}
+                for name, prep in prepared.items():
+                    r = eval_bpb(model, prep, device, autocast=autocast)
+                    metrics[f"bpb/{name}"] = round(r["bpb"], 5)
+                    details[name] = r
+                bl = blimp_final if final else blimp_small
+                if bl:
+                    r = eval_blimp(model, bl[0], bl[1], device, autocast=autocast)
+                    metrics["blimp"] = round(r["accuracy"], 5)
+                    details["blimp"] = r
+                if final:
+                    atomic_write_json(run_dir / "final_eval.json", details)
+                return metrics
+
+            log(f"training {arm['name']} seed {seed}: {steps} steps x {tokens_per_step:,} tokens "
+                f"= {steps * tokens_per_step:,} tokens ({steps * tokens_per_step / len(tokens):.2f} epochs)")
+            train(tokens, vocab, run_dir, model_cfg, {**train_cfg, "steps": steps}, seed, evaluate, log)
+            atomic_write_json(run_dir / "arm.json", {"arm": arm["name"], "stage": arm["stage"], "seed": seed,
+                                                     "subset": subsets[arm["name"]]})
+    atomic_write_json(out / "experiment.json", {"settings": s, "config": str(cfg.path), "run_dir": str(cfg.run_dir),
+                                                "seconds_this_invocation": round(time.perf_counter() - t_start, 1),
+                                                "device": device.type})
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def load_results(out: Path) -> list[dict]:
+    """Every finished (arm, seed) run: config, log, evaluation curve, final per-item results."""
+    runs = []
+    for d in sorted((Path(out) / "runs").glob("*")):
+        if not (d / "done.json").exists():
+            continue
+        runs.append({
+            "dir": d, **read_json(d / "arm.json"), "done": read_json(d / "done.json"),
+            "config": read_json(d / "config.json"),
+            "log": [json.loads(l) for l in (d / "train_log.jsonl").read_text().splitlines() if l.strip()],
+            "evals": [json.loads(l) for l in (d / "evals.jsonl").read_text().splitlines() if l.strip()],
+            "final": read_json(d / "final_eval.json") if (d / "final_eval.json").exists() else {},
+        })
+    return runs

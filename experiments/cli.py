@@ -1,0 +1,54 @@
+"""`winnow ablation` and `winnow report`: the matched-model experiment commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_ablation(args) -> int:
+    from experiments.ablation import experiment_settings, run_ablation
+    from experiments.report import write_report
+    from pipeline.config import load_config
+
+    cfg = load_config(args.config)
+    if args.workers:
+        cfg.workers = args.workers
+    out = run_ablation(cfg, log=_log, only_arms=args.arm)
+    if not args.no_report:
+        path = write_report(out, command=f"winnow ablation {args.config}")
+        print(f"report: {path}")
+        print(Path(path).read_text().split("\n## ")[0])
+    return 0
+
+
+def cmd_report(args) -> int:
+    from experiments.ablation import experiment_settings
+    from experiments.report import write_report
+    from pipeline.config import load_config
+
+    target = Path(args.target)
+    out = Path(experiment_settings(load_config(target))["out_dir"]) if target.is_file() else target
+    path = write_report(out, command=args.command)
+    print(f"report: {path}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("ablation", help="run the matched-model ablation described in a config's `experiment:`",
+                       description="Run the pipeline, hold out evaluation text, train one tokenizer, draw token-budget "
+                                   "subsets per arm, train a matched model per (arm, seed), evaluate (bits per byte, "
+                                   "BLiMP) at checkpoints and write report.md. Resumes after an interruption.")
+    a.add_argument("config")
+    a.add_argument("--arm", action="append", help="train only this arm (repeatable)")
+    a.add_argument("--workers", type=int, help="pipeline worker processes")
+    a.add_argument("--no-report", action="store_true")
+    a.set_defaults(fn=cmd_ablation)
+    r = sub.add_parser("report", help="write report.md and plots for a finished (or partial) ablation")
+    r.add_argument("target", help="the ablation's config, or its output folder")
+    r.add_argument("--command", help="the command that reproduces the results, printed in the report")
+    r.set_defaults(fn=cmd_report)

@@ -1,0 +1,85 @@
+"""Training subsets by token budget, written as token shards with manifests.
+
+An arm is (stage, token budget): seeded-random kept documents of that stage,
+minus held-out evaluation documents, tokenized in that order with an
+end-of-text token after each, until the budget is met exactly (the last
+document is cut). The manifest records the document ids, token counts, seed and
+the tokenizer's checksum; the 13-gram overlap with every evaluation set is
+measured on exactly the text that went in.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from experiments.data import ContaminationIndex, is_held_out, order_key, stage_documents
+from experiments.tokenizer import eos_id
+from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.uint32
+
+
+def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokenizer_path: Path, out_dir: Path,
+                 seed: int, contamination: ContaminationIndex | None = None, batch: int = 256) -> dict:
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    tok_sha = sha256_file(tokenizer_path)
+    if manifest_path.exists():
+        m = read_json(manifest_path)
+        if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"]) == (stage, budget, seed, tok_sha):
+            return m
+    docs = [d for d in stage_documents(run_dir, stage, columns=("id", "text")) if not is_held_out(d["id"])]
+    docs.sort(key=lambda d: order_key(seed, d["id"]))
+    eos = eos_id(tok)
+    pieces: list[np.ndarray] = []
+    ids: list[str] = []
+    counts: list[int] = []
+    total = 0
+    found: list[np.ndarray] = []
+    chars = 0
+    for start in range(0, len(docs), batch):
+        chunk = docs[start:start + batch]
+        for d, enc in zip(chunk, tok.encode_batch([d["text"] for d in chunk])):
+            arr = np.asarray(enc.ids + [eos], dtype=np.int64)
+            take = min(len(arr), budget - total)
+            text = d["text"]
+            if take < len(arr):  # the last document is cut to meet the budget exactly
+                end_char = enc.offsets[take - 1][1] if take > 0 else 0
+                text = text[:end_char]
+            pieces.append(arr[:take])
+            ids.append(d["id"])
+            counts.append(int(take))
+            chars += len(text)
+            total += take
+            if contamination is not None:
+                found.append(contamination.overlapping(text))
+            if total >= budget:
+                break
+        if total >= budget:
+            break
+    tokens = np.concatenate(pieces).astype(token_dtype(tok.get_vocab_size())) if pieces else np.zeros(0, np.uint16)
+    buf = io.BytesIO()
+    np.save(buf, tokens, allow_pickle=False)
+    atomic_write_bytes(out_dir / "tokens.npy", buf.getvalue())
+    atomic_write_bytes(out_dir / "doc_ids.txt", ("\n".join(ids) + "\n").encode("utf-8"))
+    m = {
+        "stage": stage, "budget": budget, "tokens": int(total), "documents": len(ids), "chars": chars,
+        "exhausted": total < budget, "available_documents": len(docs), "seed": seed,
+        "tokenizer_sha256": tok_sha, "tokens_sha256": sha256_file(out_dir / "tokens.npy"),
+        "doc_token_counts": {"min": min(counts, default=0), "max": max(counts, default=0),
+                             "mean": round(float(np.mean(counts)), 1) if counts else 0},
+    }
+    if contamination is not None:
+        hits = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
+        m["contamination_13gram"] = contamination.report(hits)
+    atomic_write_json(manifest_path, m)
+    return m
+
+
+def load_tokens(subset_dir: Path) -> np.ndarray:
+    return np.load(Path(subset_dir) / "tokens.npy", allow_pickle=False)

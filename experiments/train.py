@@ -1,0 +1,242 @@
+"""Matched small-model training: same architecture, optimiser, schedule, batch,
+context and number of optimiser steps for every arm, so compute is matched; a
+smaller subset simply repeats epochs (recorded).
+
+Resumable: a checkpoint (weights, optimiser, scheduler, step) is written
+atomically every ``checkpoint_every`` steps and at each evaluation; a killed run
+restarts from it and, because the data order is a pure function of (seed,
+step), continues exactly where it stopped. Checkpoints are loaded with
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
+
+MODEL_DEFAULTS = {"arch": "llama", "d_model": 128, "n_layers": 4, "n_heads": 4, "d_ff": 384, "context": 256}
+TRAIN_DEFAULTS = {"steps": 1000, "batch_size": 16, "lr": 3e-3, "min_lr_ratio": 0.1, "warmup_steps": 50,
+                  "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 200,
+                  "checkpoint_every": 200, "bf16": True, "compile": False, "threads": None}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(model_cfg: dict, vocab_size: int, seed: int):
+    """A Llama-style (RoPE, SwiGLU, RMSNorm) or GPT-2-style causal LM from transformers."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    c = {**MODEL_DEFAULTS, **model_cfg}
+    torch.manual_seed(seed)
+    if c["arch"] == "llama":
+        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=c["d_model"], intermediate_size=c["d_ff"],
+                          num_hidden_layers=c["n_layers"], num_attention_heads=c["n_heads"],
+                          num_key_value_heads=c["n_heads"], max_position_embeddings=c["context"] + 1,
+                          tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        model = LlamaForCausalLM(cfg)
+    elif c["arch"] == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab_size, n_embd=c["d_model"], n_layer=c["n_layers"], n_head=c["n_heads"],
+                         n_inner=c["d_ff"], n_positions=c["context"] + 1, bos_token_id=0, eos_token_id=0,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        raise ValueError(f"model.arch must be llama or gpt2, got {c['arch']!r}")
+    return model
+
+
+def count_params(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight.numel()
+    return {"total": total, "non_embedding": total - emb}
+
+
+class Batches:
+    """Batch ``step`` of an epoch-wise shuffled split of a token array into ``context + 1`` windows.
+
+    A pure function of (seed, step): resuming at step k yields what an
+    uninterrupted run would have seen.
+    """
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int):
+        self.tokens, self.T, self.B, self.seed = tokens, context, batch_size, seed
+        self.n_seq = (len(tokens) - 1) // context
+        if self.n_seq < 1:
+            raise ValueError(f"subset of {len(tokens)} tokens is shorter than one context window ({context + 1})")
+        self._perm_epoch, self._perm = -1, None
+
+    def _perm_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_seq)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def get(self, step: int) -> torch.Tensor:
+        rows = []
+        for k in range(step * self.B, (step + 1) * self.B):
+            epoch, pos = divmod(k, self.n_seq)
+            s = int(self._perm_for(epoch)[pos]) * self.T
+            rows.append(self.tokens[s:s + self.T + 1].astype(np.int64))
+        return torch.from_numpy(np.stack(rows))
+
+    def epochs(self, steps: int) -> float:
+        return steps * self.B / self.n_seq
+
+
+def lr_at(step: int, c: dict) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+    if step < c["warmup_steps"]:
+        return c["lr"] * (step + 1) / c["warmup_steps"]
+    progress = (step - c["warmup_steps"]) / max(1, c["steps"] - c["warmup_steps"])
+    return c["lr"] * (c["min_lr_ratio"] + (1 - c["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _optimizer(model, c: dict):
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": c["weight_decay"]},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=c["lr"], betas=(0.9, c["beta2"]), eps=1e-8)
+
+
+def _save_checkpoint(path: Path, model, opt, step: int) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": torch.tensor(step)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    tokens_seen: int
+    epochs: float
+    tokens_per_second: float
+    final_loss: float
+    evals: list[dict] = field(default_factory=list)
+
+
+def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, train_cfg: dict, seed: int,
+          evaluate: Callable | None = None, log: Callable[[str], None] = print) -> TrainResult:
+    """Train one arm and seed into ``out_dir`` (resuming if a checkpoint is there).
+
+    ``evaluate(model, step, final)`` returns a dict of metrics; it runs every
+    ``eval_every`` steps and at the end, and its results are appended to
+    ``evals.jsonl``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c = {**TRAIN_DEFAULTS, **train_cfg}
+    mc = {**MODEL_DEFAULTS, **model_cfg}
+    if c["threads"]:
+        torch.set_num_threads(int(c["threads"]))
+    done_path = out_dir / "done.json"
+    if done_path.exists():
+        d = read_json(done_path)
+        return TrainResult(out_dir, d["steps"], d["tokens_seen"], d["epochs"], d["tokens_per_second"],
+                           d["final_loss"], _read_jsonl(out_dir / "evals.jsonl"))
+    device = pick_device()
+    model = build_model(mc, vocab_size, seed).to(device)
+    opt = _optimizer(model, c)
+    batches = Batches(tokens, mc["context"], c["batch_size"], seed)
+    ckpt = out_dir / "checkpoint.pt"
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        log(f"  resuming {out_dir.name} at step {start}/{c['steps']}")
+    _truncate_jsonl(out_dir / "train_log.jsonl", start)
+    _truncate_jsonl(out_dir / "evals.jsonl", start)
+    atomic_write_json(out_dir / "config.json", {"model": mc, "train": c, "seed": seed, "vocab_size": vocab_size,
+                                                "params": count_params(model), "device": device.type,
+                                                "subset_tokens": int(len(tokens)),
+                                                "epochs": round(batches.epochs(c["steps"]), 3)})
+    step_fn = _make_step(model, opt, c, device)
+    tokens_per_step = c["batch_size"] * mc["context"]
+    t0, t_last, loss_acc, n_acc = time.perf_counter(), time.perf_counter(), 0.0, 0
+    trained_tokens_this_run = 0
+    loss_val = float("nan")
+    with open(out_dir / "train_log.jsonl", "a") as flog:
+        for step in range(start, c["steps"]):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, c)
+            x = batches.get(step).to(device)
+            loss_val = step_fn(x)
+            trained_tokens_this_run += tokens_per_step
+            loss_acc += loss_val
+            n_acc += 1
+            done = step + 1
+            if done % 10 == 0 or done == c["steps"]:
+                now = time.perf_counter()
+                tps = trained_tokens_this_run / max(now - t0, 1e-9)
+                flog.write(json.dumps({"step": done, "loss": round(loss_acc / n_acc, 5), "lr": lr_at(step, c),
+                                       "tokens_seen": done * tokens_per_step, "tokens_per_second": round(tps)}) + "\n")
+                flog.flush()
+                loss_acc, n_acc = 0.0, 0
+                if now - t_last > 30:
+                    log(f"  {out_dir.name}: step {done}/{c['steps']} loss {loss_val:.3f} {tps:,.0f} tok/s")
+                    t_last = now
+            if evaluate and (done % c["eval_every"] == 0 or done == c["steps"]):
+                model.eval()
+                metrics = evaluate(model, done, done == c["steps"])
+                model.train()
+                with open(out_dir / "evals.jsonl", "a") as fe:
+                    fe.write(json.dumps({"step": done, "tokens_seen": done * tokens_per_step, **metrics}) + "\n")
+            if done % c["checkpoint_every"] == 0 or done % c["eval_every"] == 0 or done == c["steps"]:
+                _save_checkpoint(ckpt, model, opt, done)
+    elapsed = time.perf_counter() - t0
+    tps = trained_tokens_this_run / max(elapsed, 1e-9)
+    result = {"steps": c["steps"], "tokens_seen": c["steps"] * tokens_per_step,
+              "epochs": round(batches.epochs(c["steps"]), 3), "tokens_per_second": round(tps),
+              "final_loss": round(float(loss_val), 5), "device": device.type}
+    atomic_write_json(done_path, result)
+    log(f"  {out_dir.name}: done, {result['tokens_seen']:,} tokens ({result['epochs']} epochs) at {tps:,.0f} tok/s "
+        f"on {device.type}")
+    return TrainResult(out_dir, result["steps"], result["tokens_seen"], result["epochs"], tps, result["final_loss"],
+                       _read_jsonl(out_dir / "evals.jsonl"))
+
+
+def _make_step(model, opt, c: dict, device):
+    autocast = bool(c["bf16"])
+
+    def step(x: torch.Tensor) -> float:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(input_ids=x[:, :-1], labels=None)
+            logits = out.logits.float()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        loss.backward()
+        if c["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c["grad_clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    if c["compile"]:
+        model.forward = torch.compile(model.forward)
+    return step
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Drop log lines from beyond the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+        atomic_write_bytes(path, ("".join(l + "\n" for l in keep)).encode())

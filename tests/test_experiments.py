@@ -1,0 +1,172 @@
+"""The ablation's pieces: exact token budgets, equal optimiser steps, contamination, BLiMP scoring,
+resumable training, and a GPU step when CUDA is present."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.data import ContaminationIndex, is_held_out, stage_documents
+from experiments.evaluate import eval_blimp, load_blimp, prepare_blimp
+from experiments.subsets import build_subset, load_tokens
+from experiments.synthetic_web import write_corpus
+from experiments.tokenizer import eos_id, load_tokenizer, train_tokenizer
+from experiments.train import Batches, build_model, train
+from tests.conftest import SHARED, run_pipeline, write_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exp")
+    write_corpus(d / "corpus", n_docs=500, seed=11)
+    cfg = {"run_dir": str(d / "run"), "stages": [
+        {"name": "ingest", "shard_docs": 200, "inputs": [{"path": str(d / "corpus" / "web-*.jsonl.gz"), "source": "web"}]},
+        {"name": "length", "kind": "filter", "filters": [{"tests.data.slow_filter:SlowLengthFilter": {"min_chars": 600}}]},
+    ]}
+    return run_pipeline(cfg, d), d
+
+
+@pytest.fixture(scope="module")
+def tok(run):
+    run_dir, d = run
+    path = d / "tok.json"
+    train_tokenizer(run_dir, "ingest", path, vocab_size=600, sample_docs=300, seed=0)
+    return load_tokenizer(path), path
+
+
+def test_subsets_meet_the_token_budget_exactly_and_skip_held_out_docs(run, tok, tmp_path):
+    run_dir, _ = run
+    t, path = tok
+    for budget in (1000, 12_345, 50_000):
+        m = build_subset(run_dir, "length", budget, t, path, tmp_path / f"s{budget}", seed=0)
+        tokens = load_tokens(tmp_path / f"s{budget}")
+        assert len(tokens) == m["tokens"] == budget
+        ids = (tmp_path / f"s{budget}" / "doc_ids.txt").read_text().split()
+        assert len(ids) == m["documents"] and not any(is_held_out(i) for i in ids)
+        assert (tokens == eos_id(t)).sum() >= m["documents"] - 1  # one end-of-text per whole document
+    # more than the stage holds: everything, flagged
+    m = build_subset(run_dir, "length", 10**9, t, path, tmp_path / "all", seed=0)
+    assert m["exhausted"] and m["documents"] == m["available_documents"]
+    # same seed, same bytes; another seed, another draw
+    a = build_subset(run_dir, "length", 5000, t, path, tmp_path / "a", seed=3)
+    b = build_subset(run_dir, "length", 5000, t, path, tmp_path / "b", seed=3)
+    c = build_subset(run_dir, "length", 5000, t, path, tmp_path / "c", seed=4)
+    assert a["tokens_sha256"] == b["tokens_sha256"] != c["tokens_sha256"]
+
+
+def test_contamination_check_finds_planted_copies(run, tok, tmp_path):
+    run_dir, _ = run
+    t, path = tok
+    train_docs = [d for d in stage_documents(run_dir, "length", ("id", "text")) if not is_held_out(d["id"])]
+    planted = {"id": "eval-copy", "text": train_docs[0]["text"]}  # an evaluation doc that is a training doc
+    unseen = {"id": "eval-new", "text": " ".join(f"zebra{i} quartz{i}" for i in range(40))}
+    index = ContaminationIndex({"eval": [planted, unseen]})
+    m = build_subset(run_dir, "length", 10**9, t, path, tmp_path / "all", seed=0, contamination=index)
+    assert m["contamination_13gram"]["eval"] == {"docs": 2, "contaminated_docs": 1, "rate": 0.5}
+    m2 = build_subset(run_dir, "length", 10**9, t, path, tmp_path / "none", seed=0,
+                      contamination=ContaminationIndex({"eval": [unseen]}))
+    assert m2["contamination_13gram"]["eval"]["contaminated_docs"] == 0
+
+
+TINY = {"arch": "llama", "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "context": 32}
+
+
+def test_blimp_scoring_on_a_tiny_model(tok):
+    t, _ = tok
+    model = build_model(TINY, t.get_vocab_size(), seed=0).eval()
+    pairs = [{"uid": "u", "pair": i, "good": g, "bad": b, "field": "syntax"} for i, (g, b) in enumerate([
+        ("The dog barked.", "The dog barked."),                 # identical: a tie, which counts as wrong
+        ("Some old bridge collapsed.", "Some old bridge collapsed collapsed collapsed."),
+    ])]
+    r = eval_blimp(model, pairs, prepare_blimp(pairs, t), torch.device("cpu"))
+    assert r["correct"][0] == 0
+    assert r["correct"][1] == 1  # more tokens, lower log-probability, even for a random model
+    assert r["accuracy"] == 0.5 and r["pairs"] == ["u:0", "u:1"]
+    again = eval_blimp(model, pairs, prepare_blimp(pairs, t), torch.device("cpu"))
+    assert again == r
+
+
+@pytest.mark.skipif(not (SHARED / "eval" / "blimp.jsonl.gz").exists(), reason="BLiMP not available")
+def test_blimp_sample_is_stratified_and_fixed():
+    a = load_blimp(SHARED / "eval" / "blimp.jsonl.gz", per_paradigm=3, seed=0)
+    b = load_blimp(SHARED / "eval" / "blimp.jsonl.gz", per_paradigm=3, seed=0)
+    assert a == b and len(a) == 67 * 3 and len({p["uid"] for p in a}) == 67
+
+
+def test_training_resumes_exactly_after_a_kill(tok, tmp_path):
+    t, _ = tok
+    tokens = np.random.default_rng(0).integers(0, t.get_vocab_size(), 5000).astype(np.uint16)
+    cfg = {"steps": 10, "batch_size": 4, "eval_every": 5, "checkpoint_every": 5, "warmup_steps": 2, "bf16": False}
+    train(tokens, t.get_vocab_size(), tmp_path / "ref", TINY, cfg, seed=1, log=lambda m: None)
+
+    class Killed(Exception):
+        pass
+
+    def dies_at_10(model, step, final):
+        if step == 10:
+            raise Killed
+        return {}
+
+    with pytest.raises(Killed):
+        train(tokens, t.get_vocab_size(), tmp_path / "run", TINY, cfg, seed=1, evaluate=dies_at_10, log=lambda m: None)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 5
+    train(tokens, t.get_vocab_size(), tmp_path / "run", TINY, cfg, seed=1, log=lambda m: None)
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in logs] == [10]
+
+
+def test_batches_repeat_epochs_for_a_small_subset():
+    b = Batches(np.arange(1000, dtype=np.uint16), context=10, batch_size=8, seed=0)
+    assert b.n_seq == 99
+    assert b.epochs(100) == pytest.approx(800 / 99)
+    assert torch.equal(b.get(30), Batches(np.arange(1000, dtype=np.uint16), 10, 8, 0).get(30))
+    first_epoch = torch.cat([b.get(i) for i in range(13)])[:99, 0]
+    assert sorted((first_epoch // 10).tolist()) == list(range(99))  # every window once per epoch
+
+
+def test_ablation_arms_get_equal_optimiser_steps(run, tmp_path):
+    run_dir, d = run
+    cfg = {"run_dir": str(run_dir), "stages": [
+        {"name": "ingest", "shard_docs": 200, "inputs": [{"path": str(d / "corpus" / "web-*.jsonl.gz"), "source": "web"}]},
+        {"name": "length", "kind": "filter", "filters": [{"tests.data.slow_filter:SlowLengthFilter": {"min_chars": 600}}]},
+    ], "experiment": {
+        "out_dir": str(tmp_path / "abl"), "seeds": [0],
+        "tokenizer": {"stage": "ingest", "vocab_size": 500, "sample_docs": 200},
+        "eval_sets": [{"name": "held", "source": "web", "max_docs": 8}],
+        "eval_max_chars": 300,
+        "model": TINY, "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 3,
+                                 "warmup_steps": 1, "bf16": False},
+        "arms": [{"name": "raw", "stage": "ingest", "tokens": 20000},
+                 {"name": "clean", "stage": "length", "tokens": 3000},
+                 {"name": "clean-one-epoch", "stage": "length", "tokens": 3000, "steps": "one_epoch"}],
+        "compare": {"baseline": "raw", "candidate": "clean", "metric": "bpb/held"},
+    }}
+    from experiments.ablation import load_results, run_ablation
+    from experiments.report import write_report
+    from pipeline.config import load_config
+
+    out = run_ablation(load_config(write_config(tmp_path / "abl.yaml", cfg)), log=lambda m: None)
+    runs = {r["arm"]: r for r in load_results(out)}
+    assert runs["raw"]["done"]["steps"] == runs["clean"]["done"]["steps"] == 6
+    assert runs["raw"]["done"]["tokens_seen"] == runs["clean"]["done"]["tokens_seen"] == 6 * 4 * 32
+    assert runs["clean"]["done"]["epochs"] > runs["raw"]["done"]["epochs"]
+    assert runs["clean-one-epoch"]["done"]["steps"] == (3000 - 1) // 32 // 4
+    assert [e["step"] for e in runs["raw"]["evals"]] == [3, 6]
+    report = write_report(out).read_text()
+    assert "**Verdict:**" in report and "Paired comparisons" in report and "Contamination" in report
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_step_on_gpu(tok, tmp_path):
+    t, _ = tok
+    tokens = np.random.default_rng(0).integers(0, t.get_vocab_size(), 5000).astype(np.uint16)
+    r = train(tokens, t.get_vocab_size(), tmp_path / "gpu", TINY, {"steps": 3, "batch_size": 4, "eval_every": 3,
+                                                                    "checkpoint_every": 3, "warmup_steps": 1},
+              seed=0, log=lambda m: None)
+    assert json.loads((tmp_path / "gpu" / "done.json").read_text())["device"] == "cuda"
+    assert np.isfinite(r.final_loss)
