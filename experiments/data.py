@@ -96,6 +96,12 @@ def ngram_hashes(text: str, n: int = 13) -> np.ndarray:
                        dtype=np.uint64, count=len(words) - n + 1)
 
 
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``values`` in ``sorted_set`` (sorted, unique) by binary search: O(n log m), no re-sorting per call."""
+    idx = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[idx] == values
+
+
 class ContaminationIndex:
     """13-gram hashes of every evaluation document, to test training text against."""
 
@@ -109,13 +115,16 @@ class ContaminationIndex:
     def overlapping(self, text: str) -> np.ndarray:
         """The evaluation 13-grams that also occur in ``text``."""
         g = ngram_hashes(text, self.n)
-        return np.unique(g[np.isin(g, self.all)]) if g.size and self.all.size else np.zeros(0, dtype=np.uint64)
+        if not g.size or not self.all.size:
+            return np.zeros(0, dtype=np.uint64)
+        return np.unique(g[_member(g, self.all)])
 
     def report(self, found: np.ndarray) -> dict[str, dict]:
         """Per evaluation set: share of its documents with at least one 13-gram seen in training."""
+        found = np.unique(found)
         out = {}
         for name, docs in self.doc_grams.items():
-            hit = sum(bool(g.size and np.isin(g, found).any()) for g in docs)
+            hit = sum(bool(g.size and found.size and _member(g, found).any()) for g in docs)
             out[name] = {"docs": len(docs), "contaminated_docs": int(hit),
                          "rate": round(hit / len(docs), 4) if docs else 0.0}
         return out
