@@ -159,6 +159,9 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
         log(f"BLiMP not found at {b['path']}: skipping it")
     autocast = bool(train_cfg["bf16"])
 
+    experiment = {"settings": s, "config": str(cfg.path), "run_dir": str(cfg.run_dir), "device": device.type}
+    atomic_write_json(out / "experiment.json", experiment)  # a partial report works from here on
+
     # 5. one model per (arm, seed), same steps for every arm unless `steps: one_epoch`
     tokens_per_step = train_cfg["batch_size"] * model_cfg["context"]
     for arm in s["arms"]:
@@ -193,9 +196,8 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
             train(tokens, vocab, run_dir, model_cfg, {**train_cfg, "steps": steps}, seed, evaluate, log)
             atomic_write_json(run_dir / "arm.json", {"arm": arm["name"], "stage": arm["stage"], "seed": seed,
                                                      "subset": subsets[arm["name"]]})
-    atomic_write_json(out / "experiment.json", {"settings": s, "config": str(cfg.path), "run_dir": str(cfg.run_dir),
-                                                "seconds_this_invocation": round(time.perf_counter() - t_start, 1),
-                                                "device": device.type})
+    experiment["seconds_this_invocation"] = round(time.perf_counter() - t_start, 1)
+    atomic_write_json(out / "experiment.json", experiment)
     return out
 
 

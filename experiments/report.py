@@ -212,6 +212,8 @@ def _plots(out: Path, run_dir: Path, by_arm: dict[str, list[dict]], metrics: lis
 
 def write_report(out: Path, command: str | None = None) -> Path:
     out = Path(out)
+    if not (out / "experiment.json").exists():
+        raise ValueError(f"{out}: no experiment.json -- run `winnow ablation CONFIG` first")
     exp = read_json(out / "experiment.json")
     s = exp["settings"]
     run_dir = Path(exp["run_dir"])
@@ -298,37 +300,61 @@ def write_report(out: Path, command: str | None = None) -> Path:
                          for sd, v in res["blimp"]["mcnemar_by_seed"].items()]
                 L.append(f"- McNemar {arm} vs {base}: " + "; ".join(parts))
         L.append("")
-    # data efficiency
-    if base in by_arm and cand in by_arm:
+    # data efficiency: how many baseline tokens reach each arm's final score
+    if base in by_arm:
         xs, ys = _curve(by_arm[base], primary)
-        cand_final = np.mean([_final_metrics(r)[primary] for r in by_arm[cand]])
-        cand_tokens = by_arm[cand][0]["done"]["tokens_seen"]
-        cand_data = by_arm[cand][0]["subset"]["tokens"]
-        reach = tokens_to_reach(xs, ys, cand_final, lower_better)
-        L += ["## Data efficiency", ""]
-        if reach is None:
-            L.append(f"`{base}` never reaches `{cand}`'s final {primary} ({cand_final:.4f}) within its "
-                     f"{int(xs[-1]) if len(xs) else 0:,} tokens seen: ratio > {xs[-1] / cand_tokens:.2f}× tokens seen "
-                     f"(and `{cand}` used {cand_data:,} unique tokens against {by_arm[base][0]['subset']['tokens']:,}).")
-        else:
-            L.append(f"`{base}` reaches `{cand}`'s final {primary} ({cand_final:.4f}) after {reach:,.0f} tokens seen; "
-                     f"`{cand}` got there with {cand_tokens:,} tokens seen drawn from {cand_data:,} unique tokens: "
-                     f"ratio {reach / cand_tokens:.2f}× tokens seen, "
-                     f"{by_arm[base][0]['subset']['tokens'] / cand_data:.1f}× unique data.")
-        L.append("")
-        res = dict(comparisons).get(cand, {}).get(primary)
-        if res:
-            better = (res["diff"] < 0) if lower_better else (res["diff"] > 0)
-            sig = res["ci"][0] > 0 or res["ci"][1] < 0
-            size = f"{abs(res['diff']):.4f} {'bits per byte' if lower_better else 'accuracy'}"
-            if sig:
-                verdict = (f"On {primary}, `{cand}` ({cand_data:,} unique tokens) is {'better' if better else 'worse'} "
-                           f"than `{base}` ({by_arm[base][0]['subset']['tokens']:,}) by {size} "
-                           f"(95% CI [{res['ci'][0]:+.4f}, {res['ci'][1]:+.4f}], paired bootstrap, "
-                           f"{len(by_arm[cand])} vs {len(by_arm[base])} seeds).")
+        base_data = by_arm[base][0]["subset"]["tokens"]
+        L += ["## Data efficiency", "",
+              f"Tokens `{base}` needs (interpolated along its mean {primary} curve) to reach each arm's final "
+              f"{primary}, against the tokens that arm saw.", "",
+              f"| arm | final {primary} | tokens seen | unique tokens | `{base}` tokens to match | ratio |",
+              "|---|---:|---:|---:|---:|---:|"]
+        for arm, rs in by_arm.items():
+            if arm == base:
+                continue
+            final = float(np.mean([_final_metrics(r)[primary] for r in rs]))
+            seen, data = rs[0]["done"]["tokens_seen"], rs[0]["subset"]["tokens"]
+            reach = tokens_to_reach(xs, ys, final, lower_better)
+            if reach is None:
+                need, ratio = f"> {xs[-1]:,.0f} (never)", f"> {xs[-1] / seen:.2f}×"
             else:
-                verdict = (f"On {primary}, `{cand}` and `{base}` are indistinguishable at this scale: the difference "
-                           f"({res['diff']:+.4f}, 95% CI [{res['ci'][0]:+.4f}, {res['ci'][1]:+.4f}]) is within noise.")
+                need, ratio = f"{reach:,.0f}", f"{reach / seen:.2f}×"
+            L.append(f"| {arm} | {final:.4f} | {seen:,} | {data:,} | {need} | {ratio} |")
+        L += ["", f"(`{base}` drew from {base_data:,} unique tokens; its curve is sampled every "
+              f"{int(xs[1] - xs[0]) if len(xs) > 1 else 0:,} tokens, so ratios are interpolations.)", ""]
+
+    # the verdict: the primary metric, then every other metric where the candidate differs beyond noise
+    res_all = dict(comparisons).get(cand, {})
+    res = res_all.get(primary)
+    if res:
+        cand_data = by_arm[cand][0]["subset"]["tokens"]
+
+        def direction(metric: str, r: dict) -> str:
+            lower = metric != "blimp"
+            better = (r["diff"] < 0) if lower else (r["diff"] > 0)
+            return "better" if better else "worse"
+
+        def significant(r: dict) -> bool:
+            return r["ci"][0] > 0 or r["ci"][1] < 0
+
+        unit = "bits per byte" if lower_better else "accuracy"
+        if significant(res):
+            verdict = (f"On {primary}, `{cand}` ({cand_data:,} unique tokens) is {direction(primary, res)} than "
+                       f"`{base}` ({by_arm[base][0]['subset']['tokens']:,}) by {abs(res['diff']):.4f} {unit} "
+                       f"(95% CI [{res['ci'][0]:+.4f}, {res['ci'][1]:+.4f}], paired bootstrap, "
+                       f"{len(by_arm[cand])} vs {len(by_arm[base])} seeds, same compute)")
+        else:
+            verdict = (f"On {primary}, `{cand}` and `{base}` are indistinguishable at this scale: the difference "
+                       f"({res['diff']:+.4f}, 95% CI [{res['ci'][0]:+.4f}, {res['ci'][1]:+.4f}]) is within noise")
+        others = []
+        for m, r in res_all.items():
+            if m == primary:
+                continue
+            tag = direction(m, r) if significant(r) else "no different (within noise)"
+            others.append(f"{tag} on {m} ({r['diff']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}])")
+        if others:
+            verdict += "; it is " + "; ".join(others)
+        verdict += "."
     if verdict:
         L[1:1] = ["", f"**Verdict:** {verdict}"]
     atomic_write_bytes(out / "report.md", ("\n".join(L) + "\n").encode("utf-8"))
