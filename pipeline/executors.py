@@ -32,6 +32,18 @@ class LocalExecutor:
     def __init__(self, workers: int = 1, progress: bool = True):
         self.workers = max(1, int(workers))
         self.progress = progress
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        """One pool for the executor's lifetime: spawning workers per stage costs seconds each time."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None) -> Iterator[tuple[int, Any]]:
         """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure."""
@@ -47,21 +59,22 @@ class LocalExecutor:
                     bar.update(1)
                     yield i, result
                 return
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
-                futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
-                pending = set(futures)
+            pool = self._get_pool()
+            futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+            pending = set(futures)
+            try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                     for fut in sorted(done, key=lambda f: futures[f]):
                         i = futures[fut]
                         exc = fut.exception()
                         if exc is not None:
-                            for p in pending:
-                                p.cancel()
                             raise TaskError(f"{desc}: task {labels[i]} failed: {type(exc).__name__}: {exc}") from exc
                         bar.update(1)
                         yield i, fut.result()
+            finally:
+                for p in pending:  # on failure (or an abandoned generator) nothing new starts
+                    p.cancel()
         finally:
             bar.close()
 

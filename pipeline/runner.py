@@ -239,6 +239,7 @@ class Runner:
                  log=None):
         self.config = config
         self.run_dir = Path(config.run_dir)
+        self._owns_executor = executor is None
         self.executor = executor or make_executor(config.executor, config.workers, progress,
                                                   config.executor_options)
         self.force = force
@@ -252,6 +253,13 @@ class Runner:
         With ``select_only``, that stage is re-decided from cached scores and no
         scorer runs; :class:`StaleScoresError` if its scores are not current.
         """
+        try:
+            return self._run(upto, select_only)
+        finally:
+            if self._owns_executor and hasattr(self.executor, "close"):
+                self.executor.close()
+
+    def _run(self, upto: str | None, select_only: str | None) -> list[StageResult]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "pipeline.json", {
             "stages": [{"name": s["name"], "kind": s["kind"]} for s in self.config.stages],
