@@ -192,8 +192,12 @@ def _plots(out: Path, run_dir: Path, by_arm: dict[str, list[dict]], metrics: lis
     plt.close(fig)
     files.append("loss.png")
     n = len(metrics)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
         for arm, runs in by_arm.items():
             xs, ys = _curve(runs, metric)
             if len(xs):
@@ -202,7 +206,7 @@ def _plots(out: Path, run_dir: Path, by_arm: dict[str, list[dict]], metrics: lis
         ax.set_xlabel("tokens seen")
         if metric == "blimp":
             ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
@@ -265,8 +269,12 @@ def write_report(out: Path, command: str | None = None) -> Path:
             vals = [f[m] for f in fs if m in f]
             cells.append(_fmt(*mean_ci(vals)) if vals else "–")
         L.append(f"| {arm} | " + " | ".join(cells) + " |")
+    b = s.get("blimp") or {}
+    blimp_note = (f" BLiMP uses {b.get('pairs_per_paradigm', 20)} pairs per paradigm at intermediate checkpoints and "
+                  f"{b.get('final_pairs_per_paradigm', 100)} at the final one (the same pairs for every arm), so the "
+                  f"last point of its curve is the more precise." if "blimp" in metrics else "")
     L += ["", "Bits per byte: lower is better. BLiMP: share of minimal pairs where the grammatical sentence gets the "
-          "higher log-probability (a tie counts as wrong; chance = 0.5).", "", "![curves](curves.png)", "",
+          "higher log-probability (a tie counts as wrong; chance = 0.5)." + blimp_note, "", "![curves](curves.png)", "",
           "![loss](loss.png)", ""]
     # contamination
     L += ["## Contamination (13-gram overlap of each training subset with each evaluation set)", "",
