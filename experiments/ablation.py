@@ -92,7 +92,6 @@ def run_pipeline(cfg: PipelineConfig, log) -> None:
 
 
 def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = None) -> Path:
-    import numpy as np
 
     from experiments.data import ContaminationIndex, build_eval_sets
     from experiments.evaluate import eval_blimp, eval_bpb, load_blimp, prepare_blimp, prepare_bpb_windows

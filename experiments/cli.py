@@ -11,7 +11,7 @@ def _log(msg: str) -> None:
 
 
 def cmd_ablation(args) -> int:
-    from experiments.ablation import experiment_settings, run_ablation
+    from experiments.ablation import run_ablation
     from experiments.report import write_report
     from pipeline.config import load_config
 

@@ -227,7 +227,7 @@ def write_report(out: Path, command: str | None = None) -> Path:
     by_arm = _by_arm(runs, [a["name"] for a in s["arms"]])
     eval_names = list(read_json(out / "eval_sets.json"))
     metrics = [f"bpb/{n}" for n in eval_names] + (["blimp"] if any("blimp" in r["final"] for r in runs) else [])
-    plots = _plots(out, run_dir, by_arm, metrics)
+    _plots(out, run_dir, by_arm, metrics)
     cmp_ = s.get("compare") or {}
     base, cand = cmp_.get("baseline"), cmp_.get("candidate")
     primary = cmp_.get("metric", metrics[0])

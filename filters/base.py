@@ -26,10 +26,7 @@ point group -- no edit to winnow needed.
 from __future__ import annotations
 
 import importlib
-import inspect
-import json
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -264,6 +261,13 @@ class FilterStage(Stage):
 
     def needs_plan(self) -> bool:
         return any(f.needs_plan() for f in self.filters)
+
+    def describe(self) -> str:
+        shown = []
+        for f in self.filters:
+            decision = ", ".join(f"{k}={f.params[k]}" for k in f.decision_params if k in f.params)
+            shown.append(f"{f.ref}({decision})" if decision else f.ref)
+        return "filters: " + "; ".join(shown)
 
     def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         docs = list(iter_documents(table))

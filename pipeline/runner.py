@@ -22,15 +22,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import PipelineConfig
 from pipeline.document import REMOVED_FIELDS
-from pipeline.executors import LocalExecutor, make_executor, run_all
+from pipeline.executors import make_executor, run_all
 from pipeline.shards import (
     StageLayout,
     atomic_write_json,
@@ -317,6 +315,8 @@ class Runner:
             shutil.rmtree(layout.root)
         layout.root.mkdir(parents=True, exist_ok=True)
         clean_temp_files(layout.root)
+        if spec["kind"] != "ingest":
+            self.log(f"[{spec['name']}] {stage.describe()}")
         t0 = time.perf_counter()
 
         if spec["kind"] == "ingest":

@@ -107,9 +107,10 @@ class Stage:
     def decide(self, table: pa.Table, scores: pa.Table, ctx: StageContext) -> Decision:
         raise NotImplementedError
 
-    # -- optional extras for `winnow inspect` -------------------------------
     def describe(self) -> str:
-        return f"{self.kind}({self.params})"
+        """One line logged when the stage starts (e.g. the LSH bands and rows actually chosen)."""
+        opts = getattr(self, "opts", self.params)
+        return f"{self.kind}(" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
 
 
 _STAGES: dict[str, type[Stage]] = {}
