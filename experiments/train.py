@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 
@@ -168,7 +170,10 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     t0, t_last, loss_acc, n_acc = time.perf_counter(), time.perf_counter(), 0.0, 0
     trained_tokens_this_run = 0
     loss_val = float("nan")
-    with open(out_dir / "train_log.jsonl", "a") as flog:
+    # a progress bar on a terminal; in logs (no terminal) a line every 30 s instead
+    bar = tqdm(total=c["steps"], initial=start, desc=out_dir.name, unit="step", disable=None, leave=False,
+               file=sys.stderr, dynamic_ncols=True)
+    with open(out_dir / "train_log.jsonl", "a") as flog, bar:
         for step in range(start, c["steps"]):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, c)
@@ -185,7 +190,9 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
                                        "tokens_seen": done * tokens_per_step, "tokens_per_second": round(tps)}) + "\n")
                 flog.flush()
                 loss_acc, n_acc = 0.0, 0
-                if now - t_last > 30:
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                if bar.disable and now - t_last > 30:
                     log(f"  {out_dir.name}: step {done}/{c['steps']} loss {loss_val:.3f} {tps:,.0f} tok/s")
                     t_last = now
             if evaluate and (done % c["eval_every"] == 0 or done == c["steps"]):
