@@ -73,7 +73,7 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
 
 
 def _trained_filter_model_paths(cfg: PipelineConfig) -> list[str]:
-    from filters.quality_model import quality_models_in_config
+    from filters.quality_training import quality_models_in_config
 
     return [params["model_path"] for _, _, params, _ in quality_models_in_config(cfg) if params.get("model_path")]
 
@@ -84,7 +84,7 @@ def run_pipeline(cfg: PipelineConfig, log) -> None:
 
     missing = [p for p in _trained_filter_model_paths(cfg) if not Path(p).exists()]
     if missing:
-        from filters.quality_model import train_quality
+        from filters.quality_training import train_quality
 
         log(f"training quality scorers: {', '.join(missing)}")
         train_quality(cfg, log=log)

@@ -1,7 +1,7 @@
 """Documents for experiments: held-out evaluation sets, stage documents, contamination.
 
 Evaluation text is decided *before* any training subset is drawn, by a fixed
-hash of the document id (:func:`filters.quality_model.reference_split`, the
+hash of the document id (:func:`pipeline.heldout.reference_split`, the
 same split the quality scorers respect): held-out ids never enter a tokenizer
 sample, a training subset or a scorer's training data. Because copies of a
 document can carry other ids (cross-posts, mirrors), every training subset is
@@ -13,34 +13,17 @@ import gzip
 import json
 import re
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 import xxhash
 
-from filters.quality_model import reference_split
-from pipeline.shards import read_json
+from pipeline.heldout import is_held_out, order_key
+from pipeline.rundir import RunFolder
 
 WORD_RE = re.compile(r"\w+", re.UNICODE)
 
 
-def is_held_out(doc_id: str) -> bool:
-    return reference_split(doc_id) == "eval"
-
-
-def order_key(seed: int, doc_id: str) -> int:
-    """A seeded pseudo-random rank for a document, independent of shard layout."""
-    return xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode("utf-8"))
-
-
-def stage_documents(run_dir: Path, stage: str, columns=("id", "text", "source", "metadata")) -> Iterator[dict]:
-    """Kept documents of a finished stage, in manifest order."""
-    m = read_json(Path(run_dir) / stage / "manifest.json")
-    for sh in m["shards"]:
-        if sh["kept"]["rows"]:
-            t = pq.read_table(Path(run_dir) / stage / sh["kept"]["path"], columns=list(columns))
-            yield from t.to_pylist()
+DOC_COLUMNS = ["id", "text", "source", "metadata"]
 
 
 def _truth_kind(meta: str | None) -> str | None:
@@ -70,7 +53,7 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
                         pool.append({"id": doc_id, "text": text, "source": name})
         else:
             raw_stage = raw_stage or spec.get("stage", "ingest")
-            for d in stage_documents(run_dir, spec.get("stage", raw_stage)):
+            for d in RunFolder(run_dir).rows(spec.get("stage", raw_stage), DOC_COLUMNS):
                 if not is_held_out(d["id"]) or d["id"] in exclude_ids:
                     continue
                 if spec.get("source") and d["source"] != spec["source"]:
@@ -80,7 +63,7 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
                 if len(d["text"]) < spec.get("min_chars", 1):
                     continue
                 pool.append({"id": d["id"], "text": d["text"], "source": d["source"]})
-        pool.sort(key=lambda d: order_key(seed, d["id"]))
+        pool.sort(key=lambda d: order_key(seed, d["id"], "eval"))
         if not pool:
             raise ValueError(f"evaluation set {name!r} is empty: no held-out documents match {spec}")
         out[name] = pool[:limit]

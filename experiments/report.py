@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.ablation import load_results
-from pipeline.inspect import funnel
+from pipeline.inspection import funnel
 from pipeline.shards import atomic_write_bytes, read_json
 
 N_BOOT = 10_000

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from experiments.data import ContaminationIndex, is_held_out, order_key, stage_documents
+from experiments.data import ContaminationIndex
+from pipeline.heldout import is_held_out, order_key
+from pipeline.rundir import RunFolder
 from experiments.tokenizer import eos_id
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 
@@ -33,8 +35,8 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         m = read_json(manifest_path)
         if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"]) == (stage, budget, seed, tok_sha):
             return m
-    docs = [d for d in stage_documents(run_dir, stage, columns=("id", "text")) if not is_held_out(d["id"])]
-    docs.sort(key=lambda d: order_key(seed, d["id"]))
+    docs = [d for d in RunFolder(run_dir).rows(stage, ["id", "text"]) if not is_held_out(d["id"])]
+    docs.sort(key=lambda d: order_key(seed, d["id"], "subset"))
     eos = eos_id(tok)
     pieces: list[np.ndarray] = []
     ids: list[str] = []

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from experiments.data import is_held_out, order_key, stage_documents
+from pipeline.heldout import is_held_out, order_key
+from pipeline.rundir import RunFolder
 from pipeline.shards import atomic_write_bytes, atomic_write_json, sha256_file
 
 EOS = "<|endoftext|>"
@@ -16,8 +17,8 @@ EOS = "<|endoftext|>"
 def train_tokenizer(run_dir: Path, stage: str, out_path: Path, vocab_size: int = 8192, sample_docs: int = 20000,
                     seed: int = 0) -> dict:
     """Train on up to ``sample_docs`` seeded-random, non-held-out documents of ``stage``."""
-    docs = [d for d in stage_documents(run_dir, stage, columns=("id", "text")) if not is_held_out(d["id"])]
-    docs.sort(key=lambda d: order_key(seed, d["id"]))
+    docs = [d for d in RunFolder(run_dir).rows(stage, ["id", "text"]) if not is_held_out(d["id"])]
+    docs.sort(key=lambda d: order_key(seed, d["id"], "tokenizer"))
     sample = [d["text"] for d in docs[:sample_docs]]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -43,7 +43,7 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from pipeline.inspect import format_funnel
+    from pipeline.inspection import format_funnel
     from pipeline.runner import Runner
 
     cfg = _load(args)
@@ -54,7 +54,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from pipeline.inspect import format_funnel
+    from pipeline.inspection import format_funnel
     from pipeline.runner import Runner
 
     cfg = _load(args)
@@ -81,11 +81,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from pipeline.inspect import format_document, format_funnel, iter_rows
+    from pipeline.inspection import format_clusters, format_document, format_funnel, iter_rows
 
     run_dir = Path(args.run_dir)
     if args.clusters:
-        from filters.dedup import format_clusters
 
         print(format_clusters(run_dir, args.stage or "minhash_dedup", args.n))
         return 0
@@ -111,6 +110,13 @@ def cmd_filters(args) -> int:
     for name, cls in available_filters().items():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name:<22} {doc}")
+    return 0
+
+
+def cmd_train_quality(args) -> int:
+    from filters.quality_training import train_quality
+
+    train_quality(_load(args), only=args.only)
     return 0
 
 
@@ -178,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo_corpus)
 
+    q = sub.add_parser(
+        "train-quality", help="train the quality classifier and reference LM named in CONFIG",
+        description="Train every `quality_classifier` (fastText, word bigrams; positives: reference corpus "
+                    "train split, negatives: the raw corpus after `negatives_from_stage`) and `ref_perplexity` "
+                    "(byte n-gram LM on the reference train split) filter of CONFIG, running the stages the "
+                    "training data comes from first. Each model is saved beside MODEL.manifest.json and "
+                    "MODEL.ids.parquet (every document id used).")
+    q.add_argument("config")
+    q.add_argument("--only", choices=["quality_classifier", "ref_perplexity"], help="train only this kind of model")
+    q.add_argument("--run-dir", help="override the config's run_dir")
+    q.set_defaults(fn=cmd_train_quality)
+
     for name, fn in _extra_commands():
         fn(sub)
     return p
@@ -188,7 +206,7 @@ def _extra_commands():
     import importlib
 
     out = []
-    for mod in ("filters.quality_model", "experiments.cli"):
+    for mod in ("experiments.cli",):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

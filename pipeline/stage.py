@@ -125,7 +125,7 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 
 # Modules that define built-in stage kinds; imported on first lookup so that
 # `winnow --help` stays fast.
-_BUILTIN_STAGE_MODULES = ("pipeline.ingest", "filters.base", "filters.dedup")
+_BUILTIN_STAGE_MODULES = ("pipeline.ingest", "filters.base", "pipeline.dedup.stages")
 
 
 def stage_class(kind: str) -> type[Stage]:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from filters import minhash as mh
-from filters.dedup import MinHashDedup, format_clusters, normalise_text, normalise_url
+from pipeline.dedup import minhash as mh
+from pipeline.dedup.stages import MinHashDedup, normalise_text, normalise_url
+from pipeline.inspection import format_clusters
 from pipeline.config import config_from_dict
 from pipeline.runner import Runner
 from pipeline.shards import read_json, read_parquet

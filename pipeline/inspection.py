@@ -1,29 +1,22 @@
 """`winnow inspect`: the funnel of a run, and sample documents readable in a terminal."""
 from __future__ import annotations
 
+import difflib
 import json
 import shutil
 import textwrap
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipeline.shards import read_json
-
-
-def _stages(run_dir: Path) -> list[str]:
-    return [s["name"] for s in read_json(Path(run_dir) / "pipeline.json")["stages"]]
+from pipeline.rundir import RunFolder
+from pipeline.shards import read_parquet
 
 
 def funnel(run_dir: Path) -> list[dict]:
-    rows = []
-    for name in _stages(run_dir):
-        sp = Path(run_dir) / name / "stats.json"
-        if sp.exists():
-            rows.append(read_json(sp))
-    return rows
+    return RunFolder(run_dir).funnel()
 
 
 def _human(n: float) -> str:
@@ -63,18 +56,7 @@ def format_funnel(run_dir: Path, top_reasons: int = 6) -> str:
 
 def iter_rows(run_dir: Path, stage: str, removed: bool, reason: str | None = None) -> Iterator[dict]:
     """Rows of a stage's kept or removed shards, in shard order; ``reason`` matches exactly or as a prefix."""
-    m = read_json(Path(run_dir) / stage / "manifest.json")
-    part = "removed" if removed else "kept"
-    for sh in m["shards"]:
-        p = Path(run_dir) / stage / sh[part]["path"]
-        if sh[part]["rows"] == 0:
-            continue
-        t = pq.read_table(p)
-        if reason and removed:
-            r = t.column("reason")
-            mask = pc.or_(pc.equal(r, reason), pc.starts_with(r, reason + ":"))
-            t = t.filter(mask)
-        yield from t.to_pylist()
+    yield from RunFolder(run_dir).rows(stage, part="removed" if removed else "kept", reason=reason or None)
 
 
 def format_document(row: dict, max_chars: int = 1200, width: int | None = None) -> str:
@@ -101,4 +83,66 @@ def format_document(row: dict, max_chars: int = 1200, width: int | None = None) 
                                    replace_whitespace=False) or ["   │"])
     if len(text) > max_chars:
         lines.append(f"   │ … ({len(text) - max_chars:,} more characters)")
+    return "\n".join(lines)
+
+
+def _word_diff(base: str, other: str, context: int = 6, max_words: int = 120, color: bool = False) -> str:
+    """``other`` against ``base`` word by word: [-only in base-] {+only in other+}, long equal runs elided."""
+    a, b = base.split(), other.split()
+    dels, ins = (("\x1b[31m[-", "-]\x1b[0m"), ("\x1b[32m{+", "+}\x1b[0m")) if color else (("[-", "-]"), ("{+", "+}"))
+    out: list[str] = []
+    changed = False
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            words = a[i1:i2]
+            if len(words) > 2 * context:
+                words = words[:context] * (i1 > 0) + ["…"] + words[-context:] * (i2 < len(a))
+            out.extend(words)
+            continue
+        changed = True
+        if i2 > i1:
+            out.append(dels[0] + " ".join(a[i1:i2]) + dels[1])
+        if j2 > j1:
+            out.append(ins[0] + " ".join(b[j1:j2]) + ins[1])
+    if not changed:
+        return "(same words as the survivor)"
+    return " ".join(out[:max_words]) + (" …" if len(out) > max_words else "")
+
+
+def format_clusters(run_dir: Path, stage: str, n: int = 3, chars: int = 600, color: bool | None = None) -> str:
+    """The ``n`` largest duplicate clusters of a dedup stage: the survivor, then each removed member's diff to it."""
+    import sys
+
+    run_dir = Path(run_dir)
+    color = sys.stdout.isatty() if color is None else color
+    run = RunFolder(run_dir)
+    removed = [read_parquet(p) for p in run.shard_files(stage, "removed", nonempty=True)]
+    removed = [t for t in removed if "cluster_id" in t.column_names]
+    if not removed:
+        return f"stage {stage}: no duplicate clusters"
+    table = pa.concat_tables([t.select(["id", "text", "reason", "cluster_id", "similarity"]) for t in removed])
+    cluster_ids = table.column("cluster_id").to_pylist()
+    sizes: dict[str, int] = {}
+    for c in cluster_ids:
+        sizes[c] = sizes.get(c, 0) + 1
+    chosen = sorted(sizes, key=lambda c: -sizes[c])[:n]  # stable: ties keep first-seen order
+    survivors: dict[str, str] = {}
+    for path in run.shard_files(stage, "kept"):
+        if len(survivors) == len(chosen):
+            break
+        kept = read_parquet(path, columns=["id", "text"])
+        kept = kept.filter(pc.is_in(kept.column("id"), pa.array(chosen, pa.string())))
+        survivors.update(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist()))
+    lines = [f"{len(sizes):,} duplicate clusters in stage {stage}; the {len(chosen)} largest:"]
+    for cid in chosen:
+        base = survivors.get(cid, "")
+        lines += ["", f"═══ cluster {cid}: survivor + {sizes[cid]} removed", f"── survivor {cid}",
+                  textwrap.indent(textwrap.shorten(" ".join(base.split()), chars, placeholder=" …"), "   │ ")]
+        members = table.filter(pc.equal(table.column("cluster_id"), cid)).to_pylist()
+        for m in members[:5]:
+            sim = "" if m["similarity"] is None else f", similarity {m['similarity']:.3f}"
+            lines.append(f"── {m['id']}  ({m['reason']}{sim}) vs survivor:")
+            lines.append(textwrap.indent(_word_diff(base, m["text"], color=color), "   │ "))
+        if len(members) > 5:
+            lines.append(f"   … and {len(members) - 5} more members")
     return "\n".join(lines)

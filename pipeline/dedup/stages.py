@@ -13,10 +13,8 @@ copies, the MinHash estimate against the survivor for near-duplicates).
 """
 from __future__ import annotations
 
-import difflib
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from filters import minhash as mh
-from pipeline.shards import atomic_write_json, read_json, read_parquet, write_parquet
+from pipeline.dedup import minhash as mh
+from pipeline.shards import atomic_write_json, read_parquet, write_parquet
 from pipeline.stage import Decision, Stage, StageContext, register_stage
 
 
@@ -277,7 +275,7 @@ class MinHashDedup(Stage):
     def plan(self, ctx: StageContext) -> None:
         o = self.opts
         if getattr(ctx.executor, "name", None) == "ray":  # shuffle band keys over the cluster instead
-            from filters.minhash_ray import distributed_plan
+            from pipeline.dedup.minhash_ray import distributed_plan
 
             return distributed_plan(o, ctx, ctx.executor.shuffle_partitions)
         cols, ids, offsets = _load_scores(ctx, ["minhash", "n_shingles", "length"])
@@ -325,65 +323,3 @@ class MinHashDedup(Stage):
 
 # ---------------------------------------------------------------------------
 # `winnow inspect --clusters`
-
-
-def _word_diff(base: str, other: str, context: int = 6, max_words: int = 120, color: bool = False) -> str:
-    """``other`` against ``base`` word by word: [-only in base-] {+only in other+}, long equal runs elided."""
-    a, b = base.split(), other.split()
-    dels, ins = (("\x1b[31m[-", "-]\x1b[0m"), ("\x1b[32m{+", "+}\x1b[0m")) if color else (("[-", "-]"), ("{+", "+}"))
-    out: list[str] = []
-    changed = False
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if op == "equal":
-            words = a[i1:i2]
-            if len(words) > 2 * context:
-                words = words[:context] * (i1 > 0) + ["…"] + words[-context:] * (i2 < len(a))
-            out.extend(words)
-            continue
-        changed = True
-        if i2 > i1:
-            out.append(dels[0] + " ".join(a[i1:i2]) + dels[1])
-        if j2 > j1:
-            out.append(ins[0] + " ".join(b[j1:j2]) + ins[1])
-    if not changed:
-        return "(same words as the survivor)"
-    return " ".join(out[:max_words]) + (" …" if len(out) > max_words else "")
-
-
-def format_clusters(run_dir: Path, stage: str, n: int = 3, chars: int = 600, color: bool | None = None) -> str:
-    """The ``n`` largest duplicate clusters of a dedup stage: the survivor, then each removed member's diff to it."""
-    import sys
-
-    run_dir = Path(run_dir)
-    color = sys.stdout.isatty() if color is None else color
-    manifest = read_json(run_dir / stage / "manifest.json")
-    removed = [read_parquet(run_dir / stage / s["removed"]["path"]) for s in manifest["shards"] if s["removed"]["rows"]]
-    removed = [t for t in removed if "cluster_id" in t.column_names]
-    if not removed:
-        return f"stage {stage}: no duplicate clusters"
-    table = pa.concat_tables([t.select(["id", "text", "reason", "cluster_id", "similarity"]) for t in removed])
-    cluster_ids = table.column("cluster_id").to_pylist()
-    sizes: dict[str, int] = {}
-    for c in cluster_ids:
-        sizes[c] = sizes.get(c, 0) + 1
-    chosen = sorted(sizes, key=lambda c: -sizes[c])[:n]  # stable: ties keep first-seen order
-    survivors: dict[str, str] = {}
-    for s in manifest["shards"]:
-        if len(survivors) == len(chosen):
-            break
-        kept = read_parquet(run_dir / stage / s["kept"]["path"], columns=["id", "text"])
-        kept = kept.filter(pc.is_in(kept.column("id"), pa.array(chosen, pa.string())))
-        survivors.update(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist()))
-    lines = [f"{len(sizes):,} duplicate clusters in stage {stage}; the {len(chosen)} largest:"]
-    for cid in chosen:
-        base = survivors.get(cid, "")
-        lines += ["", f"═══ cluster {cid}: survivor + {sizes[cid]} removed", f"── survivor {cid}",
-                  textwrap.indent(textwrap.shorten(" ".join(base.split()), chars, placeholder=" …"), "   │ ")]
-        members = table.filter(pc.equal(table.column("cluster_id"), cid)).to_pylist()
-        for m in members[:5]:
-            sim = "" if m["similarity"] is None else f", similarity {m['similarity']:.3f}"
-            lines.append(f"── {m['id']}  ({m['reason']}{sim}) vs survivor:")
-            lines.append(textwrap.indent(_word_diff(base, m["text"], color=color), "   │ "))
-        if len(members) > 5:
-            lines.append(f"   … and {len(members) - 5} more members")
-    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Removal rate of every heuristic rule on real web pages and Usenet posts.
 
-    python -m experiments.heuristics_report --out experiments/results/heuristics.md
+    python -m experiments.benchmarks.heuristics_report --out experiments/results/heuristics.md
 
 Corpora (../shared/data/raw): the raw HTML pages extracted as ``winnow`` ingest
 does (resiliparse, ``html_field: html``), the same pages' main text from
@@ -29,7 +29,7 @@ from filters.langid import LanguageID
 from pipeline.document import Document
 from pipeline.ingest import extract_text
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FILTERS = ("gopher_quality", "gopher_repetition", "c4", "fineweb", "ratios")
 CORPORA = {
     "web (resiliparse, as ingested)": ("webpages-html.jsonl.gz", "html"),
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         line_rates[name] = c4_line_rates(docs)
 
     names = list(CORPORA)
-    cmd = ".venv/bin/python -m experiments.heuristics_report" + (f" --limit {args.limit}" if args.limit else "")
+    cmd = ".venv/bin/python -m experiments.benchmarks.heuristics_report" + (f" --limit {args.limit}" if args.limit else "")
     out = ["# Heuristic filters: removal rates on real documents", "",
            f"Command: `{cmd} --out {args.out}`", "",
            "English documents only (langid en >= 0.65): " + "; ".join(

@@ -10,7 +10,7 @@ memory: the distributed MinHash plan's per-task peak RSS
 (``plan/shuffle_stats.json``) next to the local plan's, on the real run's
 scores and on synthetic signatures large enough to show how each grows.
 
-    .venv/bin/python -m experiments.bench_ray [--usenet 18846] [--web 1513] [--synthetic-docs 400000] [--rounds 2]
+    .venv/bin/python -m experiments.benchmarks.bench_ray [--usenet 18846] [--web 1513] [--synthetic-docs 400000] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import yaml
 
 from pipeline.shards import write_parquet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAW = Path(os.environ.get("WINNOW_SHARED_DATA", ROOT.parent / "shared" / "data")) / "raw"
 STAGES = ["ingest", "exact_dedup", "minhash_dedup", "langid", "quality"]
 RUNS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
@@ -83,7 +83,7 @@ def overhead_once(executor: str, workers: int, tasks: int) -> None:
 
 def local_plan_peak(run_dir: str) -> None:
     """Child process: the local MinHash plan alone, its peak RSS (it holds every signature and bucket)."""
-    from filters.minhash_ray import rss_mb, start_memory_window
+    from pipeline.dedup.minhash_ray import rss_mb, start_memory_window
     from pipeline.runner import _ctx, _stage
     from pipeline.shards import read_json
 
@@ -121,8 +121,8 @@ def write_synthetic_scores(stage_dir: Path, docs: int, shards: int, num_perm: in
 
 def synthetic_plan_peak(stage_dir: str, executor: str, partitions: str) -> None:
     """Child process: the MinHash plan (no verification: there are no texts) on synthetic scores, its memory."""
-    from filters.dedup import MinHashDedup
-    from filters.minhash_ray import distributed_plan, rss_mb, start_memory_window
+    from pipeline.dedup.stages import MinHashDedup
+    from pipeline.dedup.minhash_ray import distributed_plan, rss_mb, start_memory_window
     from pipeline.stage import StageContext
 
     stage_dir = Path(stage_dir)
@@ -149,7 +149,7 @@ def synthetic_plan_peak(stage_dir: str, executor: str, partitions: str) -> None:
 
 
 def child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "experiments.bench_ray", "--child", *args], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "experiments.benchmarks.bench_ray", "--child", *args], cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
@@ -231,7 +231,7 @@ def memory_table(shuffle: dict) -> list[str]:
 
 
 def report(args, rows, overhead, shuffle, local_plan, synthetic, same) -> str:
-    cmd = (f".venv/bin/python -m experiments.bench_ray --usenet {args.usenet} --web {args.web} "
+    cmd = (f".venv/bin/python -m experiments.benchmarks.bench_ray --usenet {args.usenet} --web {args.web} "
            f"--synthetic-docs {args.synthetic_docs} --synthetic-shards {args.synthetic_shards} "
            f"--partitions {args.partitions} --rounds {args.rounds}")
     local_s, ray_s = synthetic["local"], synthetic["ray"]

@@ -8,7 +8,7 @@ each counts, because the machine is shared. Quality: on planted copies at
 Jaccard 0.5-1.0 (see ``dedup_quality.plant_copy``), mean |estimated - true
 Jaccard| for both signatures on the same pairs.
 
-    .venv/bin/python -m experiments.bench_minhash [--docs 2000] [--rounds 3]
+    .venv/bin/python -m experiments.benchmarks.bench_minhash [--docs 2000] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from experiments.dedup_quality import DATA, plant_copy
-from filters import minhash as mh
+from experiments.benchmarks.dedup_quality import DATA, plant_copy
+from pipeline.dedup import minhash as mh
 
 NUM_PERM = 128
 

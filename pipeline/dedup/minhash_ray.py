@@ -1,6 +1,6 @@
 """MinHash dedup's global step on a Ray cluster: the same decisions as the local plan, without one big process.
 
-The local plan (:meth:`filters.dedup.MinHashDedup.plan`) loads every
+The local plan (:meth:`pipeline.dedup.stages.MinHashDedup.plan`) loads every
 signature and sorts each band in one process. Here:
 
 1. **Band shuffle.** One task per score shard cuts its signatures into band
@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from filters import minhash as mh
-from filters.dedup import _signature_matrix, _write_decisions
+from pipeline.dedup import minhash as mh
+from pipeline.dedup.stages import _signature_matrix, _write_decisions
 from pipeline.shards import atomic_write_json, read_parquet
 from pipeline.stage import StageContext
 

@@ -6,7 +6,7 @@ stage) plus held-out Wikipedia articles (eval split, never trained on) with both
 signals, plots the score distributions per source, times scoring in docs/s on
 one process, and checks that no training id is an evaluation id.
 
-    python -m experiments.quality_report experiments/configs/quality_mixed.yaml
+    python -m experiments.benchmarks.quality_report experiments/configs/quality_mixed.yaml
 """
 from __future__ import annotations
 
@@ -17,18 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from filters.quality_model import (
-    QualityClassifier,
-    RefPerplexity,
-    auc_score,
-    ids_path,
-    iter_reference,
-    manifest_path,
-    quality_models_in_config,
-    reference_ids,
-    stage_documents,
-    training_ids,
-)
+from filters.quality_model import QualityClassifier, RefPerplexity, ids_path, manifest_path, reference_ids, training_ids
+from filters.quality_training import auc_score, iter_reference, quality_models_in_config
+from pipeline.rundir import RunFolder
 from pipeline.config import load_config
 from pipeline.document import Document
 from pipeline.shards import read_json, read_parquet
@@ -94,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     clf_manifest = read_json(manifest_path(clf_params["model_path"]))
     lm_manifest = read_json(manifest_path(lm_params["model_path"]))
 
-    raw = stage_documents(cfg.run_dir, cfg.stage_names()[0], ["id", "text", "source"])
+    raw = RunFolder(cfg.run_dir).table(cfg.stage_names()[0], ["id", "text", "source"])
     ids, texts, sources = (raw.column(c).to_pylist() for c in ("id", "text", "source"))
     raw_ids = set(ids)
     eval_docs = []

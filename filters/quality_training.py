@@ -1,0 +1,295 @@
+"""Training the model-based quality scorers (``winnow train-quality CONFIG``).
+
+Kept apart from :mod:`filters.quality_model`, which only loads and scores: a
+worker scoring shards never imports the training code.
+
+Held-out rule: documents that :func:`pipeline.heldout.reference_split` marks
+``eval`` are never trained on -- neither as reference positives nor as
+raw-corpus negatives (the ablation harness holds out the same ids of every
+source). No document of the raw corpus (the config's first stage) is ever a
+positive, so its scores are out-of-sample.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from filters.base import parse_filter_specs
+from filters.quality_model import (
+    CLASSIFIER_TRAIN_DEFAULTS,
+    LM_TRAIN_DEFAULTS,
+    _check_train_settings,
+    _ClassifierScorer,
+    fasttext_text,
+    ids_path,
+    manifest_path,
+)
+from pipeline.heldout import SPLIT_RULE, order_key, reference_split, sample_indices, unit_interval
+from pipeline.rundir import RunFolder
+from pipeline.shards import atomic_write_json, sha256_file, write_parquet
+
+def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic, ties counted half (average ranks)."""
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, float)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over runs of equal scores
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def iter_reference(path: str, text_field: str = "text", id_field: str = "id",
+                   min_chars: int = 0) -> Iterator[tuple[str, str, str]]:
+    """Yield ``(id, text, split)`` of reference documents with at least ``min_chars`` characters."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            text = obj.get(text_field) or ""
+            if len(text.strip()) < min_chars:
+                continue
+            doc_id = str(obj.get(id_field, f"{Path(path).name}:{n}"))
+            yield doc_id, text, reference_split(doc_id)
+
+
+def _reference_train_docs(settings: dict, exclude_ids: set[str]) -> tuple[list[str], list[str], dict]:
+    """Reference documents allowed for training: train split, long enough, not in the raw corpus."""
+    ids, texts = [], []
+    counts = {"eval_split_skipped": 0, "in_raw_corpus_skipped": 0}
+    for doc_id, text, split in iter_reference(settings["reference_path"], settings["text_field"],
+                                              settings["id_field"], settings["min_chars"]):
+        if split == "eval":
+            counts["eval_split_skipped"] += 1
+        elif doc_id in exclude_ids:
+            counts["in_raw_corpus_skipped"] += 1
+        else:
+            ids.append(doc_id)
+            texts.append(text)
+    counts["available"] = len(ids)
+    return ids, texts, counts
+
+
+def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_stage: str,
+                     log=print) -> dict:
+    """Train and save the fastText classifier; return its training manifest."""
+    import fasttext
+
+    s = settings
+    raw_ids = set(RunFolder(run_dir).table(raw_stage, ["id"]).column("id").to_pylist())
+    pos_ids, pos_texts, ref_counts = _reference_train_docs(s, raw_ids)
+
+    neg_table = RunFolder(run_dir).table(s["negatives_from_stage"], ["id", "text", "source"])
+    excluded_sources = set(s["negatives_exclude_sources"])
+    neg_ids, neg_texts, neg_sources = [], [], []
+    eval_negatives_skipped = 0
+    for doc_id, text, source in zip(*(neg_table.column(c).to_pylist() for c in ("id", "text", "source"))):
+        if source in excluded_sources:
+            continue
+        if reference_split(doc_id) == "eval":  # the split holds for every source, not only the reference
+            eval_negatives_skipped += 1
+            continue
+        neg_ids.append(doc_id)
+        neg_texts.append(text)
+        neg_sources.append(source)
+
+    n = min(s["max_per_class"], len(pos_ids), len(neg_ids))
+    if n < 2:
+        raise ValueError(f"too few training documents: {len(pos_ids)} positives, {len(neg_ids)} negatives")
+    pos_pick = sample_indices(pos_ids, n, s["seed"], "pos")
+    neg_pick = sample_indices(neg_ids, n, s["seed"], "neg")
+    rows = [(pos_ids[i], pos_texts[i], "hq", "reference") for i in pos_pick]
+    rows += [(neg_ids[i], neg_texts[i], "lq", neg_sources[i]) for i in neg_pick]
+    rows.sort(key=lambda r: order_key(s["seed"], r[0], "shuffle"))  # fastText learns in file order
+    splits = ["valid" if unit_interval(s["seed"], r[0], "valid") < s["validation_fraction"] else "train" for r in rows]
+
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp, _zero_filled_allocations() as zeroed:
+        train_file = Path(tmp) / "train.txt"
+        with open(train_file, "w", encoding="utf-8") as f:
+            for (_, text, label, _), split in zip(rows, splits):
+                if split == "train":
+                    f.write(f"__label__{label} {fasttext_text(text)}\n")
+        model = fasttext.train_supervised(
+            input=str(train_file), wordNgrams=s["word_ngrams"], epoch=s["epoch"], lr=s["lr"], dim=s["dim"],
+            bucket=s["bucket"], minCount=s["min_count"], loss="softmax", thread=1, seed=s["seed"], verbose=0)
+        if not np.isfinite(model.get_input_matrix()).all():
+            raise ValueError("fastText training diverged (NaN in the model); lower `lr`")
+        tmp_model = Path(tmp) / "model.bin"
+        model.save_model(str(tmp_model))
+        os.replace(tmp_model, model_path)
+    train_seconds = time.perf_counter() - t0
+
+    valid = [(r[1], r[2] == "hq") for r, sp in zip(rows, splits) if sp == "valid"]
+    scorer = _ClassifierScorer(model)
+    v_scores = scorer.scores([t for t, _ in valid])
+    v_labels = np.array([y for _, y in valid], bool)
+    accuracy = float(np.mean((v_scores >= 0.5) == v_labels)) if valid else float("nan")
+    auc = auc_score(v_labels, v_scores)
+
+    write_parquet(model_path.parent, ids_path(model_path).name, pa.table({
+        "id": [r[0] for r in rows], "label": [r[2] for r in rows],
+        "split": splits, "source": [r[3] for r in rows]}))
+    manifest = {
+        "kind": "quality_classifier",
+        "model": model_path.name,
+        "model_sha256": sha256_file(model_path),
+        "ids_file": ids_path(model_path).name,
+        "data": {
+            "positives": {"path": s["reference_path"], "min_chars": s["min_chars"],
+                          "split_rule": SPLIT_RULE,
+                          **ref_counts},
+            "negatives": {"run_dir": str(run_dir), "stage": s["negatives_from_stage"],
+                          "excluded_sources": sorted(excluded_sources), "available": len(neg_ids),
+                          "eval_split_skipped": eval_negatives_skipped,
+                          "by_source": _count([r[3] for r in rows if r[2] == "lq"])},
+            "raw_corpus_stage_excluded_from_positives": raw_stage,
+        },
+        "counts": {"per_class": n, "train": splits.count("train"), "valid": splits.count("valid"),
+                   "valid_hq": int(v_labels.sum()), "valid_lq": int((~v_labels).sum())},
+        "hyperparameters": {k: s[k] for k in ("epoch", "lr", "word_ngrams", "dim", "bucket", "min_count")}
+                           | {"loss": "softmax", "thread": 1, "preprocess": "lowercase, whitespace collapsed",
+                              "zeroed_matrix_memory": zeroed},
+        "seed": s["seed"],
+        "validation": {"accuracy": round(accuracy, 4), "auc": round(auc, 4)},
+        "train_seconds": round(train_seconds, 2),
+    }
+    atomic_write_json(manifest_path(model_path), manifest)
+    log(f"classifier: {n:,} per class ({manifest['counts']['valid']:,} held out): "
+        f"validation accuracy {accuracy:.4f}, AUC {auc:.4f} -> {model_path}")
+    return manifest
+
+
+_M_PERTURB = -6  # glibc mallopt parameter
+
+
+@contextlib.contextmanager
+def _zero_filled_allocations():
+    """While training, make glibc's malloc return zero-filled memory.
+
+    With ``thread=1`` fastText (the fasttext-numpy2 build) randomly initialises
+    only the first tenth of the input matrix and leaves the rest as allocated:
+    zero when the memory is fresh, leftover heap bytes otherwise. That made
+    training non-deterministic and sometimes fail with "Encountered NaN".
+    glibc's perturb byte 0xff fills every allocation with 0x00 (and freed
+    memory with 0xff), so the untouched rows are zero, as in upstream
+    fastText, and training is reproducible. Yields whether it is in effect.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        active = bool(libc.mallopt(_M_PERTURB, 0xFF))
+    except (OSError, AttributeError):
+        libc, active = None, False
+    try:
+        yield active
+    finally:
+        if active:
+            libc.mallopt(_M_PERTURB, 0)
+
+
+def _count(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def train_reference_lm(model_path: str | Path, settings: dict, run_dir: Path, raw_stage: str, log=print) -> dict:
+    """Train and save the byte n-gram model on reference train-split documents."""
+    from filters.ngram_lm import ByteNgramLM
+
+    s = settings
+    raw_ids = set(RunFolder(run_dir).table(raw_stage, ["id"]).column("id").to_pylist())
+    ids, texts, ref_counts = _reference_train_docs(s, raw_ids)
+    pick = sample_indices(ids, min(s["max_docs"], len(ids)), s["seed"], "lm")
+    if not pick:
+        raise ValueError("no reference documents to train the language model on")
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lm = ByteNgramLM.train((texts[i] for i in pick), order=s["order"], log2_buckets=s["log2_buckets"])
+    train_seconds = time.perf_counter() - t0
+    tmp = model_path.with_name(model_path.name + ".tmp.npz")
+    lm.save(tmp)
+    os.replace(tmp, model_path)
+    write_parquet(model_path.parent, ids_path(model_path).name,
+                  pa.table({"id": [ids[i] for i in pick], "label": ["ref"] * len(pick)}))
+    manifest = {
+        "kind": "ref_perplexity",
+        "model": model_path.name,
+        "model_sha256": sha256_file(model_path),
+        "ids_file": ids_path(model_path).name,
+        "data": {"reference": {"path": s["reference_path"], "min_chars": s["min_chars"],
+                               "split_rule": SPLIT_RULE,
+                               **ref_counts},
+                 "raw_corpus_stage_excluded": raw_stage},
+        "counts": {"documents": len(pick), "bytes": lm.trained_bytes},
+        "hyperparameters": {"model": "byte n-gram, interpolated Witten-Bell, hashed counts",
+                            "order": s["order"], "log2_buckets": s["log2_buckets"]},
+        "seed": s["seed"],
+        "train_seconds": round(train_seconds, 2),
+    }
+    atomic_write_json(manifest_path(model_path), manifest)
+    log(f"reference LM: order {s['order']} on {len(pick):,} documents ({lm.trained_bytes / 1e6:.1f} MB) "
+        f"in {train_seconds:.1f}s -> {model_path}")
+    return manifest
+
+
+TRAINERS = {"quality_classifier": (CLASSIFIER_TRAIN_DEFAULTS, train_classifier),
+            "ref_perplexity": (LM_TRAIN_DEFAULTS, train_reference_lm)}
+
+
+def quality_models_in_config(cfg) -> list[tuple[str, str, dict, dict]]:
+    """``(stage, filter, filter params, train settings)`` for every trainable filter in a config."""
+    found = []
+    for stage in cfg.stages:
+        for ref, params in parse_filter_specs(stage.get("filters") or []):
+            if ref in TRAINERS:
+                defaults = TRAINERS[ref][0]
+                found.append((stage["name"], ref, params, _check_train_settings(defaults, params.get("train"), ref)))
+    return found
+
+
+def train_quality(cfg, only: str | None = None, log=print) -> list[dict]:
+    """Bring the stages the training data comes from up to date, then train every model."""
+    from pipeline.runner import Runner
+
+    models = [m for m in quality_models_in_config(cfg) if only in (None, m[1])]
+    if not models:
+        raise ValueError("no quality_classifier or ref_perplexity filter in this config")
+    names = cfg.stage_names()
+    needed = [names[0]] + [m[3].get("negatives_from_stage") for m in models if m[3].get("negatives_from_stage")]
+    for stage in needed:
+        if stage not in names:
+            raise ValueError(f"negatives_from_stage {stage!r} is not a stage of this config ({', '.join(names)})")
+    Runner(cfg, progress=False).run(upto=max(needed, key=names.index))
+    out = []
+    for stage, ref, params, settings in models:
+        if names.index(stage) <= names.index(settings.get("negatives_from_stage", names[0])):
+            raise ValueError(f"{ref} in stage {stage}: negatives must come from an earlier stage")
+        out.append(TRAINERS[ref][1](params["model_path"], settings, cfg.run_dir, names[0], log=log))
+    return out
