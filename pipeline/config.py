@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.shards import UnsafePathError, check_name
+
 
 class ConfigError(ValueError):
     pass
@@ -57,8 +59,31 @@ def _normalise_stage(entry: Any, index: int) -> dict[str, Any]:
     entry = dict(entry)
     if "name" not in entry:
         raise ConfigError(f"stage #{index} has no `name`")
+    try:  # the name becomes a folder under run_dir: no '/', '..' or absolute paths
+        check_name(entry["name"])
+    except UnsafePathError as e:
+        raise ConfigError(f"stages[{index}].name: {e}") from None
     entry.setdefault("kind", entry["name"])
+    if "inputs" in entry:
+        _check_inputs(entry["inputs"], f"stages[{index}].inputs")
     return entry
+
+
+INPUTS_EXAMPLE = "`inputs: [{path: data/*.jsonl.gz}]`"
+
+
+def _check_inputs(inputs: Any, key: str) -> None:
+    """``inputs`` is a list of mappings, one per input (path/glob or dataset and its options)."""
+    if isinstance(inputs, dict):
+        raise ConfigError(f"{key}: expected a list of mappings like {INPUTS_EXAMPLE}, got a mapping "
+                          f"(put `- ` before it)")
+    if not isinstance(inputs, list):
+        raise ConfigError(f"{key}: expected a list of mappings like {INPUTS_EXAMPLE}, got {type(inputs).__name__}")
+    for i, inp in enumerate(inputs):
+        if isinstance(inp, str):
+            raise ConfigError(f"{key}[{i}]: expected a mapping like `{{path: {inp}}}`, got the string {inp!r}")
+        if not isinstance(inp, dict):
+            raise ConfigError(f"{key}[{i}]: expected a mapping like {{path: ...}}, got {type(inp).__name__}")
 
 
 def _resolve_paths(stages: list[dict], base: Path) -> None:
@@ -129,12 +154,22 @@ def config_from_dict(
     if stages[0]["kind"] != "ingest":
         raise ConfigError("the first stage must be of kind `ingest`")
     _resolve_paths(stages, base)
+    if not isinstance(raw.get("run_dir", ""), (str, Path)):
+        raise ConfigError(f"run_dir: expected a folder path, got {type(raw['run_dir']).__name__}")
     run_dir = Path(raw.get("run_dir", "runs/default"))
     if not run_dir.is_absolute():
         run_dir = (base / run_dir).resolve()
-    workers = int(raw.get("workers", 1))
+    if run_dir == Path(run_dir.anchor) or run_dir == Path.home().resolve():
+        raise ConfigError(f"run_dir: {run_dir} is a file-system root or your home folder; name a folder for this run")
+    try:
+        workers = int(raw.get("workers", 1))
+    except (TypeError, ValueError):
+        raise ConfigError(f"workers: expected a whole number, got {raw.get('workers')!r}") from None
     if workers < 1:
         raise ConfigError("workers must be >= 1")
+    if not isinstance(raw.get("executor_options") or {}, dict):
+        raise ConfigError(f"executor_options: expected a mapping (e.g. {{address: auto}}), got "
+                          f"{type(raw['executor_options']).__name__}")
     executor = raw.get("executor", "local")
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor must be `local` or `ray`, got {executor!r}")
