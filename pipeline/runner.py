@@ -422,12 +422,12 @@ class Runner:
         stage = build_stage(spec)
         layout = StageLayout(self.run_dir, spec["name"])
         input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
-        self._check_stage_folder(layout)
         if layout.manifest.exists() and not self.force:
             m = read_json(layout.manifest)
             if m.get("fingerprint") == stage_fp and self._manifest_files_present(layout, m):
                 self.log(f"[{spec['name']}] up to date ({m['totals']['kept']:,} kept of {m['totals']['rows_in']:,})")
                 return StageResult(spec["name"], "up to date", read_json(layout.stats) if layout.stats.exists() else {})
+        self._check_stage_folder(layout)  # before anything in it is written or deleted
         if self.force and not select_only and layout.root.exists():
             self.log(f"[{spec['name']}] --force: deleting {layout.root}")
             remove_inside(self.run_dir, layout.root)
