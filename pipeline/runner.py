@@ -184,10 +184,33 @@ def _winnow_file_name(name: str, ext: str) -> bool:
     return TMP_MARK in name or bool(_WINNOW_STEM.match(name[: -len(ext)]))
 
 
+def _is_marker_or_marked(path: Path) -> bool:
+    """For a stale file off the shard pattern: a marker, or a shard file that has one."""
+    if path.suffix == ".json":
+        return _is_marker(path)
+    root = path.parent.parent  # kept/, removed/ and scores/ sit in the stage folder
+    return any((root / d / f"{path.stem}.json").exists() for d in ("_done", "scores/_done"))
+
+
+def _is_marker(path: Path) -> bool:
+    """A marker winnow wrote: a JSON object with a fingerprint (read only for names off the usual pattern)."""
+    try:
+        m = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and "fingerprint" in m
+
+
 def _foreign_files(layout: StageLayout) -> list[Path]:
-    """Files in a stage folder that winnow would not have written there (stage-specific ``plan/`` aside)."""
+    """Files in a stage folder that winnow would not have written there (stage-specific ``plan/`` aside).
+
+    A shard file is winnow's when its name follows the shard pattern or a marker names its shard; a
+    marker is winnow's when its name follows the pattern or it reads as a marker.
+    """
     root = layout.root
     out: list[Path] = []
+    marked = {p.stem for d in ("_done", "scores/_done") if (root / d).is_dir()
+              for p in (root / d).glob("*.json") if _winnow_file_name(p.name, ".json") or _is_marker(p)}
     sub_dirs = {"kept", "removed", "scores", "_done", "plan"}
     for p in sorted(root.iterdir()):
         if p.name in sub_dirs and p.is_dir() and not p.is_symlink():
@@ -204,7 +227,9 @@ def _foreign_files(layout: StageLayout) -> list[Path]:
         for p in sorted(d.iterdir()):
             if sub == "scores" and p.name == "_done" and p.is_dir() and not p.is_symlink():
                 continue
-            if p.is_symlink() or not p.is_file() or not p.name.endswith(ext) or not _winnow_file_name(p.name, ext):
+            if p.is_symlink() or not p.is_file() or not p.name.endswith(ext):
+                out.append(p)
+            elif not _winnow_file_name(p.name, ext) and p.name[: -len(ext)] not in marked:
                 out.append(p)
     return out
 
@@ -568,7 +593,7 @@ class Runner:
                 continue
             for p in sorted(d.iterdir()):
                 if p.is_file() and not p.is_symlink() and p.name.endswith(ext) and \
-                        _winnow_file_name(p.name, ext) and p.name[: -len(ext)] not in shards:
+                        p.name[: -len(ext)] not in shards and (_winnow_file_name(p.name, ext) or _is_marker_or_marked(p)):
                     remove_inside(run_dir, p)
                     n += 1
         return n

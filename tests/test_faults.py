@@ -283,6 +283,17 @@ def test_stale_shards_of_an_earlier_run_are_deleted_and_reported(reference, corp
     assert check_run(run) == []
 
 
+def test_a_shard_file_its_marker_names_is_winnows_whatever_its_name(reference, corpus, tmp_path):
+    """Shard names other than ingest's part-N-N (another reader's) count as winnow's when a marker names them."""
+    run = _copy(reference, tmp_path)
+    (run / "length" / "kept" / "other-shard.parquet").write_bytes(b"stale")
+    (run / "length" / "_done" / "other-shard.json").write_text(json.dumps({"shard": "other-shard",
+                                                                           "fingerprint": "0" * 16}))
+    logs = _run(_cfg(run, corpus, min_chars=400), tmp_path)
+    assert any(m == "[length] deleted 2 files of shards a previous run wrote and this one did not" for m in logs)
+    assert not (run / "length" / "kept" / "other-shard.parquet").exists() and check_run(run) == []
+
+
 # ---------------------------------------------------------------------------
 # read-only output
 
