@@ -24,6 +24,7 @@ from experiments.synthetic_web import write_corpus
 from pipeline.check import check_run
 from pipeline.cli import main
 from pipeline.config import ConfigError, config_from_dict, load_config
+from pipeline.executors import ExecutorOptionError
 from pipeline.runner import Runner, RunFolderError
 from pipeline.shards import UnsafePathError, read_json, remove_inside
 from tests.conftest import ROOT, write_config
@@ -421,10 +422,10 @@ def test_workers_exit_when_the_parent_is_killed(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("inputs, match", [
-    ({"path": "data/*.jsonl"}, r"^stages\[0\]\.inputs: expected a list of mappings .* got a mapping"),
-    (["data/a.jsonl", "data/b.jsonl"], r"^stages\[0\]\.inputs\[0\]: expected a mapping like `\{path: data/a.jsonl\}`"),
-    ("data/a.jsonl", r"^stages\[0\]\.inputs: expected a list of mappings .* got str"),
-    ([{"path": "a.jsonl"}, 3], r"^stages\[0\]\.inputs\[1\]: expected a mapping"),
+    ({"path": "data/*.jsonl"}, r"^stage ingest: `inputs` must be a list of mappings .* got dict$"),
+    (["data/a.jsonl", "data/b.jsonl"], r"^stage ingest: `inputs` must be a list of mappings .* got list of strings$"),
+    ("data/a.jsonl", r"^stage ingest: `inputs` must be a list of mappings .* got str$"),
+    ([{"path": "a.jsonl"}, 3], r"^stage ingest: `inputs` must be a list of mappings"),
 ])
 def test_inputs_shape_errors_name_the_key(inputs, match, tmp_path, capsys):
     raw = {"run_dir": str(tmp_path / "run"), "stages": [{"name": "ingest", "inputs": inputs}]}
@@ -433,7 +434,7 @@ def test_inputs_shape_errors_name_the_key(inputs, match, tmp_path, capsys):
     path = write_config(tmp_path / "c.yaml", raw)
     assert main(["run", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("winnow: error: stages[0].inputs")
+    assert err.count("\n") == 0 and err.startswith("winnow: error: stage ingest: `inputs` must be")
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"])
@@ -449,7 +450,7 @@ def test_unreachable_ray_address_is_a_one_line_config_error(address, corpus, tmp
 
 def test_unknown_executor_option_is_named(corpus, tmp_path):
     cfg = _cfg(tmp_path / "run", corpus, executor="ray", executor_options={"adress": "auto"})
-    with pytest.raises(ConfigError, match="executor_options: unknown key"):
+    with pytest.raises(ExecutorOptionError, match="executor_options: unknown key"):
         Runner(load_config(write_config(tmp_path / "c.yaml", cfg)), progress=False)
 
 
