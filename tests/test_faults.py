@@ -454,6 +454,17 @@ def test_unknown_executor_option_is_named(corpus, tmp_path):
         Runner(load_config(write_config(tmp_path / "c.yaml", cfg)), progress=False)
 
 
+@pytest.mark.parametrize("key, value, match", [
+    ("workers", "two", r"^workers: expected a whole number, got 'two'$"),
+    ("run_dir", ["a", "b"], r"^run_dir: expected a folder path, got list$"),
+    ("executor_options", ["auto"], r"^executor_options: expected a mapping"),
+])
+def test_top_level_values_of_the_wrong_type_are_named(key, value, match, tmp_path):
+    raw = {"run_dir": str(tmp_path / "run"), key: value, "stages": [{"name": "ingest", "inputs": [{"path": "x"}]}]}
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw, base=tmp_path)
+
+
 @pytest.mark.parametrize("run_dir", ["/", "~"])
 def test_run_dir_cannot_be_a_root_or_home(run_dir, tmp_path):
     raw = {"run_dir": str(Path(run_dir).expanduser()), "stages": [{"name": "ingest", "inputs": [{"path": "x"}]}]}
