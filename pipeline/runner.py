@@ -177,6 +177,7 @@ _SHARD_FILES = (("kept", ".parquet"), ("removed", ".parquet"), ("scores", ".parq
                 ("_done", ".json"), ("scores/_done", ".json"))
 # ingest names shards part-<file>-<chunk> and marks finished input files file-<file>
 _WINNOW_STEM = re.compile(r"^(part-\d+-\d+|file-\d+)$")
+_FILE_MARKER = re.compile(r"^file-\d+\.json$")
 
 
 def _winnow_file_name(name: str, ext: str) -> bool:
@@ -577,7 +578,10 @@ class Runner:
 
     @staticmethod
     def _remove_stale_files(run_dir: Path, layout: StageLayout, shards: set[str]) -> int:
-        """Delete shard files (winnow's own, see :func:`_foreign_files`) of shards not in this run; returns how many."""
+        """Delete shard files (winnow's own, see :func:`_foreign_files`) of shards not in this run; returns how many.
+
+        Ingest's per-input-file markers (``_done/file-N.json``) go too, as they always did, uncounted.
+        """
         n = 0
         for sub, ext in _SHARD_FILES:
             d = layout.root / sub
@@ -587,7 +591,7 @@ class Runner:
                 if p.is_file() and not p.is_symlink() and p.name.endswith(ext) and \
                         p.name[: -len(ext)] not in shards and (_winnow_file_name(p.name, ext) or _is_marker_or_marked(p)):
                     remove_inside(run_dir, p)
-                    n += 1
+                    n += not _FILE_MARKER.match(p.name)  # ingest's per-input-file markers are not shards
         return n
 
     @staticmethod

@@ -248,8 +248,8 @@ def test_refuses_a_non_empty_folder_that_is_not_a_winnow_run(corpus, tmp_path):
     # an empty folder is fine
     shutil.rmtree(run)
     run.mkdir()
-    _run(_cfg(run, corpus), tmp_path)
-    assert check_run(run) == []
+    logs = _run(_cfg(run, corpus), tmp_path)
+    assert check_run(run) == [] and not any("deleted" in m for m in logs)  # a fresh run deletes nothing
 
 
 @pytest.mark.parametrize("where", ["kept/x.parquet", "scores/notes.parquet", "_done/mine.json", "README.md",
