@@ -335,7 +335,8 @@ class Runner:
         try:
             return self._run_checked(upto, select_only)
         except OSError as e:
-            in_run = e.filename is not None and str(Path(e.filename).absolute()).startswith(str(self.run_dir))
+            where = Path(e.filename).absolute() if e.filename is not None else None
+            in_run = where is not None and (where == self.run_dir or self.run_dir in where.parents)
             if in_run and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise RunFolderError(f"cannot write to the run folder {self.run_dir}: {e.strerror}: "
                                      f"{e.filename}") from None
@@ -445,7 +446,11 @@ class Runner:
         layout = StageLayout(self.run_dir, spec["name"])
         input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
         if layout.manifest.exists() and not self.force:
-            m = read_json(layout.manifest)
+            try:
+                m = read_json(layout.manifest)
+            except (OSError, ValueError):  # a damaged manifest: the stage is redone from its verified shards
+                self.log(f"[{spec['name']}] manifest.json is unreadable; verifying finished shards")
+                m = {}
             if m.get("fingerprint") == stage_fp and self._manifest_files_present(layout, m):
                 self.log(f"[{spec['name']}] up to date ({m['totals']['kept']:,} kept of {m['totals']['rows_in']:,})")
                 return StageResult(spec["name"], "up to date", read_json(layout.stats) if layout.stats.exists() else {})

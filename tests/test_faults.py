@@ -182,6 +182,16 @@ def test_same_size_alteration_is_caught_by_the_hash_on_resume(reference, corpus,
     assert check_run(run) == []
 
 
+def test_damaged_manifest_is_rebuilt_from_verified_shards(reference, corpus, tmp_path):
+    run = _copy(reference, tmp_path)
+    (run / "exact_dedup" / "manifest.json").write_text('{"stage": "exact_dedup", "shards": [')
+    assert check_run(run)[0].startswith("exact_dedup/manifest.json: unreadable")
+    logs = _run(_cfg(run, corpus), tmp_path)
+    assert any("[exact_dedup] manifest.json is unreadable" in m for m in logs)
+    assert any("[exact_dedup] resuming: 4 of 4 shards already finished" in m for m in logs)
+    assert _result_bytes(run) == _result_bytes(reference) and check_run(run) == []
+
+
 # ---------------------------------------------------------------------------
 # nothing written or deleted outside run_dir
 
