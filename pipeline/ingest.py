@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from pipeline.document import DOC_SCHEMA, REMOVED_FIELDS, dumps_metadata
 from pipeline.shards import StageLayout, atomic_write_json, fingerprint, read_json
+from pipeline.outputs import marker_valid, text_chars, write_shard_outputs
 from pipeline.params import at_least, of_type, one_of, optional, validate
 from pipeline.stage import Stage, StageContext
 
@@ -536,8 +537,6 @@ REMOVED_SCHEMA = pa.schema(list(DOC_SCHEMA) + REMOVED_FIELDS)
 
 def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str) -> list[dict]:
     """Ingest one input file into shards of ``shard_docs`` records, resuming finished shards."""
-    from pipeline.runner import _text_chars, marker_valid, write_shard_outputs
-
     layout = StageLayout(ctx.run_dir, stage.name)
     limits = stage.limits
     limits = {**limits, "extractor_meta": {}}
@@ -580,7 +579,7 @@ def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str
         kt = pa.Table.from_pylist(kept, schema=DOC_SCHEMA)
         rt = pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA)
         # characters in = what the shard holds (removed rows keep a preview only)
-        chars_in = _text_chars(kt) + _text_chars(rt)
+        chars_in = text_chars(kt) + text_chars(rt)
         m = write_shard_outputs(layout, shard_name(chunk), len(buf), chars_in, kt, rt, stage_fp,
                                 time.perf_counter() - t0)
         markers.append(m)

@@ -24,10 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.config import PipelineConfig
-from pipeline.document import REMOVED_FIELDS
 from pipeline.executors import make_executor, run_all
 from pipeline.shards import (
     MANIFEST_FILE_KEYS,
@@ -44,11 +42,14 @@ from pipeline.shards import (
     remove_inside,
     write_parquet,
 )
-from pipeline.stage import Decision, Stage, StageContext, build_stage, cached_stage
-
-
-class ConservationError(RuntimeError):
-    """rows in != kept + removed: a stage lost or invented documents."""
+from pipeline.outputs import (  # noqa: F401  (re-exported: the runner's public surface)
+    ConservationError,
+    apply_decision,
+    marker_valid,
+    text_chars,
+    write_shard_outputs,
+)
+from pipeline.stage import Stage, StageContext, build_stage, cached_stage
 
 
 class StaleScoresError(RuntimeError):
@@ -58,120 +59,6 @@ class StaleScoresError(RuntimeError):
 class RunFolderError(ValueError):
     """The run folder cannot be used as asked (not a winnow run, foreign files, not writable)."""
 
-
-# ---------------------------------------------------------------------------
-# shard output: the one place that writes kept/removed and the marker
-
-
-def _text_chars(table: pa.Table) -> int:
-    if table.num_rows == 0 or "text" not in table.column_names:
-        return 0
-    return int(pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0)
-
-
-def _reason_counts(removed: pa.Table) -> dict[str, list[int]]:
-    if removed.num_rows == 0:
-        return {}
-    reasons = removed.column("reason").to_pylist()
-    lengths = pc.utf8_length(removed.column("text")).to_pylist()
-    out: dict[str, list[int]] = {}
-    for r, n in zip(reasons, lengths):
-        cnt = out.setdefault(r, [0, 0])
-        cnt[0] += 1
-        cnt[1] += n or 0
-    return dict(sorted(out.items()))
-
-
-def write_shard_outputs(
-    layout: StageLayout,
-    shard: str,
-    rows_in: int,
-    chars_in: int,
-    kept: pa.Table,
-    removed: pa.Table,
-    stage_fp: str,
-    seconds: float,
-    extra: dict | None = None,
-) -> dict:
-    """Write one shard's kept and removed files, check conservation, then the marker."""
-    if kept.num_rows + removed.num_rows != rows_in:
-        raise ConservationError(
-            f"{layout.root.name}/{shard}: {rows_in} rows in but {kept.num_rows} kept + "
-            f"{removed.num_rows} removed"
-        )
-    missing = [r for r in removed.column("reason").to_pylist() if not r] if removed.num_rows else []
-    if missing:
-        raise ConservationError(f"{layout.root.name}/{shard}: {len(missing)} removed rows without a reason")
-    kf = write_parquet(layout.root, layout.kept(shard), kept)
-    rf = write_parquet(layout.root, layout.removed(shard), removed)
-    marker = {
-        "shard": shard,
-        "fingerprint": stage_fp,
-        "rows_in": rows_in,
-        "chars_in": chars_in,
-        "kept": kf.to_dict(),
-        "kept_chars": _text_chars(kept),
-        "removed": rf.to_dict(),
-        "removed_by_reason": _reason_counts(removed),
-        "seconds": round(seconds, 4),
-    }
-    if extra:
-        marker.update(extra)
-    atomic_write_json(layout.done_marker(shard), marker)
-    return marker
-
-
-def marker_valid(layout: StageLayout, marker_path: Path, fp: str, files: tuple[str, ...] = ("kept", "removed")) -> dict | None:
-    """Return the marker if it matches ``fp`` and its files are intact (recorded size and hash).
-
-    Resume trusts a finished shard only after re-hashing its files, so a
-    truncated or altered shard is redone instead of being passed downstream.
-    """
-    if not marker_path.exists():
-        return None
-    try:
-        m = read_json(marker_path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(m, dict) or m.get("fingerprint") != fp:
-        return None
-    for key in files:
-        f = m.get(key)
-        if not isinstance(f, dict) or not file_matches(layout.root / f["path"], f):
-            return None
-    return m
-
-
-def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Table, pa.Table]:
-    """Split ``table`` into kept and removed rows according to a decision."""
-    n = table.num_rows
-    if len(d.reasons) != n:
-        raise ConservationError(f"stage {stage_name}: decide returned {len(d.reasons)} reasons for {n} rows")
-    if d.text is not None:
-        table = table.set_column(table.column_names.index("text"), "text", pa.array(d.text, pa.large_string()))
-    for name, arr in d.columns.items():
-        arr = arr if isinstance(arr, (pa.Array, pa.ChunkedArray)) else pa.array(arr)
-        if name in table.column_names:
-            table = table.set_column(table.column_names.index(name), name, arr)
-        else:
-            table = table.append_column(name, arr)
-    mask = pa.array(d.keep_mask)
-    kept = table.filter(mask)
-    inv = pc.invert(mask)
-    removed = table.filter(inv)
-    for name, arr in d.removed_columns.items():
-        arr = arr if isinstance(arr, (pa.Array, pa.ChunkedArray)) else pa.array(arr)
-        removed = removed.append_column(name, arr.filter(inv))
-    rm_reasons = [r for r in d.reasons if r is not None]
-    details = [x for x, r in zip(d.details, d.reasons) if r is not None] if d.details else [None] * len(rm_reasons)
-    removed = removed.append_column(REMOVED_FIELDS[0], pa.array([stage_name] * len(rm_reasons), pa.string()))
-    removed = removed.append_column(REMOVED_FIELDS[1], pa.array(rm_reasons, pa.string()))
-    removed = removed.append_column(REMOVED_FIELDS[2], pa.array(details, pa.string()))
-    return kept, removed
-
-
-# ---------------------------------------------------------------------------
-# what winnow writes in a stage folder (anything else is someone else's and is never deleted)
 
 _SHARD_FILES = (("kept", ".parquet"), ("removed", ".parquet"), ("scores", ".parquet"),
                 ("_done", ".json"), ("scores/_done", ".json"))
@@ -280,7 +167,7 @@ def decide_task(spec: dict, ctx_d: dict, shard: str, stage_fp: str) -> dict:
         scores = pa.table({})
     decision = stage.decide(table, scores, ctx)
     kept, removed = apply_decision(table, decision, stage.name)
-    return write_shard_outputs(layout, shard, table.num_rows, _text_chars(table), kept, removed,
+    return write_shard_outputs(layout, shard, table.num_rows, text_chars(table), kept, removed,
                                stage_fp, time.perf_counter() - t0)
 
 

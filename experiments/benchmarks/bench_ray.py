@@ -85,7 +85,7 @@ def local_plan_peak(run_dir: str) -> None:
     """Child process: the local MinHash plan alone, its peak RSS (it holds every signature and bucket)."""
     from pipeline.dedup.minhash_plan import rss_mb, start_memory_window
     from pipeline.rundir import RunFolder
-    from pipeline.runner import _ctx, _stage
+    from pipeline.runner import _ctx, _stage  # task helpers, as a worker uses them
     from pipeline.shards import read_json
 
     run = Path(run_dir)
