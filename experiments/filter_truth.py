@@ -16,9 +16,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from filters.base import filter_class, normalise_decision, parse_filter_specs
+from pipeline.rundir import RunFolder
 from pipeline.shards import read_json
 
 #: Truth kinds each filter family is meant to remove. Families not listed here
@@ -37,18 +37,12 @@ LOW_QUALITY_KINDS = {"boilerplate", "keyword_spam", "repeated_lines", "gibberish
 
 def _stage_rows(run_dir: Path, stage: str, columns: list[str]) -> list[dict]:
     """Kept and removed rows of a stage with the score columns and the truth kind."""
-    manifest = read_json(run_dir / stage / "manifest.json")
     rows: list[dict] = []
-    for shard in manifest["shards"]:
-        for part in ("kept", "removed"):
-            if not shard[part]["rows"]:
-                continue
-            table = pq.read_table(run_dir / stage / shard[part]["path"])
-            wanted = [c for c in ["metadata", *columns, "reason"] if c in table.column_names]
-            for row in table.select(wanted).to_pylist():
-                truth = json.loads(row.pop("metadata") or "{}").get("truth") or {}
-                row["_kind"] = truth.get("kind")
-                rows.append(row)
+    for part in ("kept", "removed"):
+        for row in RunFolder(run_dir).rows(stage, part=part):
+            out = {c: row[c] for c in [*columns, "reason"] if c in row}
+            out["_kind"] = (json.loads(row.get("metadata") or "{}").get("truth") or {}).get("kind")
+            rows.append(out)
     return rows
 
 
@@ -69,7 +63,7 @@ def precision_recall(run_dir: str | Path, targets: dict[str, set[str]] | None = 
     pipeline = read_json(run_dir / "pipeline.json")
     out: list[dict] = []
     for spec in pipeline["config"]["stages"]:
-        if spec.get("kind", spec["name"]) != "filter" or not (run_dir / spec["name"] / "manifest.json").exists():
+        if spec.get("kind", spec["name"]) != "filter" or not RunFolder(run_dir).is_finished(spec["name"]):
             continue
         filters = []
         for ref, params in parse_filter_specs(spec.get("filters")):
@@ -143,19 +137,16 @@ def dedup_precision_recall(run_dir: str | Path, near_min_jaccard: float = 0.8) -
     out = []
     for spec in pipeline["config"]["stages"]:
         kind = spec.get("kind", spec["name"])
-        if kind not in DEDUP_KINDS or not (run_dir / spec["name"] / "manifest.json").exists():
+        if kind not in DEDUP_KINDS or not RunFolder(run_dir).is_finished(spec["name"]):
             continue
-        manifest = read_json(run_dir / spec["name"] / "manifest.json")
         docs: dict[str, dict] = {}
         removed: list[tuple[str, str]] = []
-        for shard in manifest["shards"]:
-            for part in ("kept", "removed"):
-                cols = ["id", "metadata"] + (["duplicate_of"] if part == "removed" else [])
-                t = pq.read_table(run_dir / spec["name"] / shard[part]["path"], columns=cols).to_pylist()
-                for row in t:
-                    docs[row["id"]] = json.loads(row["metadata"]).get("truth") or {}
-                    if part == "removed":
-                        removed.append((row["id"], row["duplicate_of"]))
+        for part in ("kept", "removed"):
+            cols = ["id", "metadata"] + (["duplicate_of"] if part == "removed" else [])
+            for row in RunFolder(run_dir).rows(spec["name"], cols, part=part):
+                docs[row["id"]] = json.loads(row["metadata"]).get("truth") or {}
+                if part == "removed":
+                    removed.append((row["id"], row["duplicate_of"]))
 
         def group(doc_id: str) -> str:
             return docs.get(doc_id, {}).get("dup_of") or doc_id

@@ -19,14 +19,43 @@ A filter is a class::
             return s["lorem_count"] <= self.params["max_count"], "too_much_lorem"
 
 or, for datatrove-style one-liners, a function ``doc -> bool | (bool, reason)``
-wrapped by :func:`function_filter`. Filters are found by registered name, by
-``package.module:Name`` in the config, or through the ``winnow.filters`` entry
-point group -- no edit to winnow needed.
+wrapped by :func:`function_filter`.
+
+What ``score(doc)`` sees: a :class:`pipeline.document.Document` -- ``doc.id``,
+``doc.text`` (already edited by earlier text-editing filters of the same stage,
+e.g. C4's line removal), ``doc.source``, ``doc.metadata`` (the JSON metadata
+parsed: ``url``, ``file``, ``record``, WARC headers, ingest's extractor) and
+``doc.annotations`` (score columns of earlier filters in the same stage and of
+earlier stages). It returns ``{column: value}`` for every column in
+``columns``; ``None`` is a missing value.
+
+Columns and types: ``columns`` maps each score column to ``"float"`` (float64),
+``"int"`` (int64), ``"str"`` or ``"bool"``; the stage stores them in
+``scores/`` (cached under the scoring parameters) and beside every kept and
+removed row. Column names are global within a stage: two filters may not write
+the same one.
+
+What ``decide(s)`` sees: one document's score columns of *the whole stage*
+(``s[col]``, Python values, ``None`` where missing) -- never the text, so a
+decision can be re-made from cached scores alone. It returns ``True`` (keep),
+``(False, rule)`` or ``(False, rule, detail)``; the removal reason is
+``name:rule``. A threshold goes into ``decision_params``: those parameters are
+left out of the scoring fingerprint. A global cut-off (keep the top 10%)
+implements ``needs_plan``/``plan(columns)``; ``decide`` then reads
+``self.plan_state``.
+
+When to write a Stage instead (:class:`pipeline.stage.Stage`): when a decision
+needs more than one document at a time beyond a cut-off over score columns --
+dedup compares documents with each other, a sampler draws across shards -- or
+when the output is not "keep or remove this row".
+
+Filters are found by name through :data:`FILTERS` (the ``winnow.filters``
+entry points, winnow's own included), or by ``package.module:Name`` in the
+config -- no edit to winnow needed.
 """
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
+import inspect
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -34,7 +63,9 @@ import pyarrow as pa
 
 from pipeline.document import COLUMN_TYPES, Document, iter_documents
 from pipeline.shards import atomic_write_json, read_json, read_parquet
-from pipeline.stage import Decision, Stage, StageContext, register_stage
+from pipeline.params import validate
+from pipeline.registry import Registry
+from pipeline.stage import Decision, Stage, StageContext
 
 
 class Filter:
@@ -52,12 +83,12 @@ class Filter:
     #: (line-level cleaning). Later filters in the same stage see the edited text.
     edits_text: ClassVar[bool] = False
 
+    #: Optional value checks per parameter (``pipeline.params``: between, at_least, one_of, ...).
+    checks: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, **params: Any):
-        unknown = set(params) - set(self.defaults)
-        if unknown and self.defaults is not None and not getattr(self, "accept_any_params", False):
-            raise ValueError(f"filter {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(self.defaults)) or '(none)'}")
-        self.params = {**self.defaults, **params}
+        self.params = validate(f"filter {self.name}", params, self.defaults, self.checks,
+                               allow_unknown=getattr(self, "accept_any_params", False))
         self._ready = False
 
     # -- scoring ------------------------------------------------------------
@@ -141,15 +172,27 @@ def function_filter(fn: Callable[[Document], Any], name: str | None = None) -> t
 # ---------------------------------------------------------------------------
 # registry
 
-_FILTERS: dict[str, type[Filter]] = {}
 
-#: Built-in filter modules, imported on first lookup.
-BUILTIN_FILTER_MODULES = ("filters.langid", "filters.gopher", "filters.c4", "filters.fineweb",
-                          "filters.ratios", "filters.quality_model")
+def _accept_filter(obj: Any, ref: str) -> type[Filter]:
+    """A Filter subclass as is; a plain Python function ``doc -> bool | (bool, reason)`` wrapped."""
+    if isinstance(obj, type) and issubclass(obj, Filter):
+        return obj
+    if inspect.isfunction(obj):  # not any callable: a builtin such as os.system is refused
+        return function_filter(obj, ref.rpartition(":")[2].strip() or obj.__name__)
+    raise TypeError(f"expected a winnow Filter subclass or a function doc -> bool, "
+                    f"got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
+
+
+#: Filters: built-ins and plug-ins alike come from the ``winnow.filters`` entry points.
+FILTERS = Registry("winnow.filters", "filter", _accept_filter)
 
 
 def register_filter(obj=None, *, name: str | None = None):
-    """Class decorator (or function decorator for ``doc -> bool`` functions)."""
+    """Register a filter class (or a ``doc -> bool`` function) in this process, e.g. from a notebook.
+
+    Installed packages declare theirs as ``winnow.filters`` entry points instead,
+    as winnow does for its own, so that worker processes find them too.
+    """
 
     def wrap(o):
         cls = o if isinstance(o, type) else function_filter(o, name)
@@ -157,47 +200,20 @@ def register_filter(obj=None, *, name: str | None = None):
             cls.name = name
         if not cls.name:
             raise ValueError(f"{cls.__name__} needs a `name`")
-        _FILTERS[cls.name] = cls
+        FILTERS.register(cls.name, cls)
         return o if isinstance(o, type) else cls
 
     return wrap(obj) if obj is not None else wrap
 
 
-def _load_builtins() -> None:
-    for mod in BUILTIN_FILTER_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
 def filter_class(ref: str) -> type[Filter]:
-    """Find a filter by registered name, ``module:Attr`` path, or entry point."""
-    if ref in _FILTERS:
-        return _FILTERS[ref]
-    if ":" in ref:
-        mod, _, attr = ref.partition(":")
-        obj = getattr(importlib.import_module(mod), attr)
-        if isinstance(obj, type) and issubclass(obj, Filter):
-            return obj
-        if callable(obj):
-            return function_filter(obj, attr)
-        raise TypeError(f"{ref} is neither a Filter subclass nor a function")
-    _load_builtins()
-    if ref in _FILTERS:
-        return _FILTERS[ref]
-    for ep in entry_points(group="winnow.filters"):
-        if ep.name == ref:
-            obj = ep.load()
-            return obj if isinstance(obj, type) else function_filter(obj, ref)
-    raise KeyError(f"unknown filter {ref!r}; built in: {', '.join(sorted(_FILTERS))}; "
-                   f"or give `package.module:ClassName`")
+    """Find a filter by name (registered or entry point) or ``package.module:Name``."""
+    return FILTERS.get(ref)
 
 
-def available_filters() -> dict[str, type[Filter]]:
-    _load_builtins()
-    return dict(sorted(_FILTERS.items()))
+def available_filters() -> dict[str, tuple[type[Filter], str]]:
+    """Every filter winnow can find, with where it comes from (distribution or "registered")."""
+    return {e.name: (e.obj, e.origin) for e in FILTERS.entries()}
 
 
 def parse_filter_specs(entries: list) -> list[tuple[str, dict]]:
@@ -227,7 +243,6 @@ def _column(values: list, typ: str) -> pa.Array:
     return pa.array(values, type=t)
 
 
-@register_stage
 class FilterStage(Stage):
     """Runs filters in config order; a document is removed by the first filter it fails.
 
@@ -239,6 +254,7 @@ class FilterStage(Stage):
 
     def __init__(self, name: str, params: dict):
         super().__init__(name, params)
+        self.validated({"filters": None})
         self.filters: list[Filter] = []
         seen: dict[str, str] = {}
         for ref, p in parse_filter_specs(params.get("filters")):

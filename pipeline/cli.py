@@ -107,9 +107,18 @@ def cmd_inspect(args) -> int:
 def cmd_filters(args) -> int:
     from filters.base import available_filters
 
-    for name, cls in available_filters().items():
+    from pipeline.stage import STAGES
+
+    print("Filters (use in a `kind: filter` stage's `filters:` list):")
+    for name, (cls, origin) in available_filters().items():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:<22} {doc}")
+        print(f"  {name:<22} {doc}  [{origin}]")
+    print("\nStage kinds (a stage's `kind:`):")
+    for e in STAGES.entries():
+        doc = (e.obj.__doc__ or "").strip().splitlines()[0] if e.obj.__doc__ else ""
+        print(f"  {e.name:<22} {doc}  [{e.origin}]")
+    print("\nYour own: `package.module:Name` in the config, or a `winnow.filters` / `winnow.stages` entry point "
+          "in your package (listed here once installed).")
     return 0
 
 
@@ -172,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--clusters", action="store_true", help="show duplicate clusters of a dedup stage")
     i.set_defaults(fn=cmd_inspect)
 
-    f = sub.add_parser("filters", help="list the available filters")
+    f = sub.add_parser("filters", help="list the available filters and stage kinds, plug-ins included")
     f.set_defaults(fn=cmd_filters)
 
     d = sub.add_parser("demo-corpus", help="write the synthetic web corpus the demo runs on",

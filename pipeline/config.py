@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.params import ParamError, validate
+
 
 class ConfigError(ValueError):
     pass
@@ -60,6 +62,31 @@ def _normalise_stage(entry: Any, index: int) -> dict[str, Any]:
         raise ConfigError(f"stage #{index} has no `name`")
     entry.setdefault("kind", entry["name"])
     return entry
+
+
+#: Top-level config keys (values are defaults only for the nearest-name check).
+TOP_LEVEL_KEYS = {"run_dir": None, "stages": None, "seed": 0, "workers": 1, "executor": "local",
+                  "executor_options": None, "description": None, "experiment": None}
+
+
+def _check_stages(stages: list[dict]) -> None:
+    """Every stage kind exists and accepts its parameters; only the first stage reads inputs."""
+    from pipeline.stage import build_stage, stage_class
+
+    for i, spec in enumerate(stages):
+        try:
+            cls = stage_class(spec["kind"])
+        except KeyError as e:
+            raise ConfigError(f"stage {spec['name']}: {e}") from None
+        if cls.reads_inputs != (i == 0):
+            raise ConfigError(f"stage {spec['name']}: " + (
+                "the first stage must read the inputs (kind `ingest`, or another source stage)" if i == 0 else
+                f"a source stage (kind `{spec['kind']}`) can only come first"))
+    for spec in stages:
+        try:
+            build_stage(spec)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(str(e) if str(e).startswith(("stage ", "filter ")) else f"stage {spec['name']}: {e}") from None
 
 
 def _resolve_paths(stages: list[dict], base: Path) -> None:
@@ -139,9 +166,10 @@ def config_from_dict(
     for k, v in (overrides or {}).items():
         raw[k] = v
     base = Path(base or ".").resolve()
-    unknown = set(raw) - {"run_dir", "stages", "seed", "workers", "executor", "executor_options", "description", "experiment"}
-    if unknown:
-        raise ConfigError(f"unknown top-level config keys: {', '.join(sorted(unknown))}")
+    try:
+        validate("config", raw, TOP_LEVEL_KEYS, noun="top-level key")
+    except ParamError as e:
+        raise ConfigError(str(e)) from None
     if "stages" not in raw or not raw["stages"]:
         raise ConfigError("config needs a non-empty `stages` list")
     stages = [_normalise_stage(e, i) for i, e in enumerate(raw["stages"])]
@@ -149,8 +177,7 @@ def config_from_dict(
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"stage names must be unique: {', '.join(sorted(dup))}")
-    if stages[0]["kind"] != "ingest":
-        raise ConfigError("the first stage must be of kind `ingest`")
+    _check_stages(stages)
     _resolve_paths(stages, base)
     run_dir = Path(raw.get("run_dir", "runs/default"))
     if not run_dir.is_absolute():

@@ -1,5 +1,5 @@
 """Executors run a stage's shard tasks: in this process, in local worker
-processes, or (``executor: ray``) as Ray tasks.
+processes, or (``executor: ray``) as Ray tasks, on a local or an existing Ray cluster.
 
 An executor only maps a picklable module-level function over task arguments.
 Everything that makes a run safe (atomic writes, markers, conservation checks)
@@ -8,6 +8,7 @@ happens inside the task function, so every executor gives the same output.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
@@ -84,7 +85,7 @@ def make_executor(kind: str, workers: int, progress: bool = True, options: dict 
         return LocalExecutor(workers, progress)
     if kind == "ray":
         try:
-            from pipeline.ray_executor import RayExecutor
+            import ray  # noqa: F401
         except ModuleNotFoundError as e:
             raise RuntimeError("executor `ray` needs Ray: pip install 'winnow[ray]'") from e
         return RayExecutor(workers, progress, **(options or {}))
@@ -97,3 +98,82 @@ def run_all(executor, fn: Callable, tasks: Iterable[tuple], desc: str, labels: l
     for i, r in executor.map(fn, tasks, desc, labels):
         out[i] = r
     return out
+
+
+# ---------------------------------------------------------------------------
+# Ray (optional dependency, imported when used). Its task functions are the same module-level
+# functions the local executor runs; they write their outputs atomically and their markers last,
+# so a Ray run resumes, checks conservation and records stats exactly like a local one. The run
+# folder must be on storage every Ray node sees (the driver reads the markers the workers write).
+
+
+class RayExecutor:
+    """Maps task functions over Ray with at most ``workers`` tasks in flight, one CPU each.
+
+    ``address`` joins an existing cluster (``auto``: the one ``ray start`` set
+    up on this machine; ``ray://host:10001``: Ray Client); without it, a
+    private local cluster with ``num_cpus=workers`` is started. If Ray is
+    already initialised in this process (a test fixture, a notebook), that
+    session is used as is. ``shuffle_partitions`` sets how many partitions the
+    MinHash plan shuffles band keys into (default 4 x workers, as locally).
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int = 1, progress: bool = True, address: str | None = None,
+                 shuffle_partitions: int | None = None, runtime_env: dict | None = None):
+        self.workers = max(1, int(workers))
+        self.progress = progress
+        self.shuffle_partitions = max(1, int(shuffle_partitions or 4 * self.workers))
+        import ray
+
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, runtime_env=runtime_env or _pythonpath_env(), log_to_driver=False)
+            else:  # workers of a cluster started here inherit this process's environment
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                         runtime_env=runtime_env)
+
+    def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+        """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure."""
+        import ray
+
+        labels = labels or [str(i) for i in range(len(tasks))]
+        # a task lost with its worker or node is retried (Ray's default): tasks write atomically, markers last
+        remote = ray.remote(num_cpus=1)(fn)
+        bar = _progress(len(tasks), desc, self.progress)
+        in_flight: dict[ray.ObjectRef, int] = {}
+        next_task = 0
+        try:
+            while next_task < len(tasks) or in_flight:
+                while next_task < len(tasks) and len(in_flight) < self.workers:
+                    in_flight[remote.remote(*tasks[next_task])] = next_task
+                    next_task += 1
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    i = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:
+                        cause = e.cause if e.cause is not None else e
+                        raise TaskError(f"{desc}: task {labels[i]} failed: {type(cause).__name__}: {cause}") from cause
+                    except ray.exceptions.RayError as e:  # worker died, node lost, ...
+                        raise TaskError(f"{desc}: task {labels[i]} failed: {type(e).__name__}: {e}") from e
+                    bar.update(1)
+                    yield i, result
+        finally:
+            for ref in in_flight:
+                ray.cancel(ref)
+            bar.close()
+
+
+def _pythonpath_env() -> dict | None:
+    """Workers of an existing cluster import stage plugins (``kind: mymodule:MyStage``) as the driver does.
+
+    Ray already puts the driver's working directory on the workers' path; a
+    cluster started by ``ray start`` does not see the driver's ``PYTHONPATH``,
+    so it is forwarded (as a variable, nothing is uploaded: nodes must see the
+    same paths).
+    """
+    pythonpath = os.environ.get("PYTHONPATH")
+    return {"env_vars": {"PYTHONPATH": pythonpath}} if pythonpath else None

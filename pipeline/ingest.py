@@ -44,7 +44,8 @@ import pyarrow as pa
 
 from pipeline.document import DOC_SCHEMA, REMOVED_FIELDS, dumps_metadata
 from pipeline.shards import StageLayout, atomic_write_json, fingerprint, read_json
-from pipeline.stage import Stage, register_stage
+from pipeline.params import at_least, of_type, one_of, optional, validate
+from pipeline.stage import Stage, StageContext
 
 FORMATS = ("jsonl", "parquet", "txt", "warc", "hf")
 PREVIEW_CHARS = 2000
@@ -968,26 +969,54 @@ def expand_inputs(inputs: list[dict], run_dir: str | os.PathLike | None = None) 
     return tasks
 
 
-@register_stage
+#: Every key an entry of ``inputs`` may have (one validator for typos, as for every other parameter).
+INPUT_DEFAULTS = {
+    "path": None, "format": "auto", "source": None, "text_field": "text", "id_field": "id", "url_field": None,
+    "html_field": None, "metadata_fields": "all", "extractor": None,
+    # Hugging Face datasets
+    "name": None, "config": None, "split": "train", "streaming": True, "limit": None,
+    "data_files": None, "data_dir": None, "revision": None,
+}
+INPUT_CHECKS = {"format": one_of("auto", *FORMATS), "limit": optional(at_least(0, integer=True)),
+                "path": optional(of_type(str, name="a file, glob or folder path")),
+                "extractor": optional(one_of("resiliparse", "trafilatura"))}
+LIMIT_CHECKS = {k: at_least(1, integer=True) for k in DEFAULT_LIMITS if k != "extractor"}
+LIMIT_CHECKS["extractor"] = one_of("resiliparse", "trafilatura")
+
+
 class IngestStage(Stage):
+    """The source stage: reads the config's ``inputs`` into shards of ``shard_docs`` records."""
+
     kind = "ingest"
     has_scores = False
+    reads_inputs = True
 
     def __init__(self, name: str, params: dict):
         super().__init__(name, params)
-        self.limits = {**DEFAULT_LIMITS, **{k: v for k, v in params.items() if k in DEFAULT_LIMITS}}
-        if not params.get("inputs"):
-            raise ValueError(f"stage {name}: ingest needs `inputs`")
+        opts = self.validated({**DEFAULT_LIMITS, "inputs": None}, LIMIT_CHECKS)
+        self.limits = {k: v for k, v in opts.items() if k != "inputs"}
+        inputs = opts["inputs"]
+        if not inputs:
+            raise ValueError(f"stage {name}: ingest needs `inputs` (a list of {{path: ...}} or {{format: hf, name: ...}})")
+        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+            raise ValueError(f"stage {name}: `inputs` must be a list of mappings like {{path: data/*.jsonl.gz}}, "
+                             f"got {type(inputs).__name__}" + (" of strings" if isinstance(inputs, list) else ""))
+        for k, inp in enumerate(inputs):
+            validate(f"stage {name}: inputs[{k}]", inp, INPUT_DEFAULTS, INPUT_CHECKS)
 
-    #: The run folder, set by the runner: inputs are never read from inside it.
+    #: The run folder, set by the runner before any source hook: inputs are never read from inside it.
     run_dir: Path | None = None
 
-    def tasks(self) -> list[dict]:
+    def describe(self) -> str:
+        return (f"ingest({len(self.params['inputs'])} input(s), shard_docs={self.limits['shard_docs']}, "
+                f"extractor={self.limits['extractor']})")
+
+    def source_tasks(self) -> list[dict]:
         return expand_inputs(self.params["inputs"], self.run_dir)
 
     def input_fingerprint(self) -> str:
         files = []
-        for t in self.tasks():
+        for t in self.source_tasks():
             p = t["path"]
             if p and os.path.isfile(p):
                 st = os.stat(p)
@@ -998,20 +1027,23 @@ class IngestStage(Stage):
                 files.append(t["spec"])
         return fingerprint(files)
 
+    def run_source_task(self, task: dict, ctx: StageContext, stage_fp: str) -> list[dict]:
+        return ingest_file(self, task, ctx, stage_fp)
+
 
 def _source_name(task: dict) -> str:
     spec = task["spec"]
     if spec.get("source"):
         return str(spec["source"])
     if task["path"]:
-        base = os.path.basename(task["path"].rstrip("/"))
+        base = _printable_path(os.path.basename(task["path"].rstrip("/")))
         return base.split(".")[0]
     return str(spec.get("name"))
 
 
 def _rows(records: list[Record], task: dict, source: str, max_chars: int) -> tuple[list[dict], list[dict]]:
     kept, removed = [], []
-    rel = os.path.basename(task["path"]) if task["path"] else f"hf:{task['spec'].get('name')}"
+    rel = _printable_path(os.path.basename(task["path"])) if task["path"] else f"hf:{task['spec'].get('name')}"
     for r in records:
         meta = dict(r.meta or {})
         meta["file"] = rel
@@ -1036,12 +1068,11 @@ def _rows(records: list[Record], task: dict, source: str, max_chars: int) -> tup
 REMOVED_SCHEMA = pa.schema(list(DOC_SCHEMA) + REMOVED_FIELDS)
 
 
-def ingest_task(spec: dict, ctx_d: dict, task: dict, stage_fp: str) -> list[dict]:
+def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str) -> list[dict]:
     """Ingest one input file into shards of ``shard_docs`` records, resuming finished shards."""
-    from pipeline.runner import _stage, _text_chars, marker_valid, write_shard_outputs
+    from pipeline.runner import _text_chars, marker_valid, write_shard_outputs
 
-    stage = _stage(spec)
-    layout = StageLayout(Path(ctx_d["run_dir"]), stage.name)
+    layout = StageLayout(ctx.run_dir, stage.name)
     limits = stage.limits
     limits = {**limits, "extractor_meta": {}}
     for ex in ("resiliparse", "trafilatura"):

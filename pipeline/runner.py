@@ -15,7 +15,6 @@ re-scores.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -38,7 +37,7 @@ from pipeline.shards import (
     read_parquet,
     write_parquet,
 )
-from pipeline.stage import Decision, Stage, StageContext, build_stage
+from pipeline.stage import Decision, Stage, StageContext, build_stage, cached_stage
 
 
 class ConservationError(RuntimeError):
@@ -160,15 +159,7 @@ def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Ta
 # ---------------------------------------------------------------------------
 # task functions (module level so worker processes can run them)
 
-_STAGE_CACHE: dict[str, Stage] = {}
-
-
-def _stage(spec: dict) -> Stage:
-    key = json.dumps(spec, sort_keys=True, default=str)
-    if key not in _STAGE_CACHE:
-        _STAGE_CACHE.clear()  # one stage per worker at a time keeps model memory bounded
-        _STAGE_CACHE[key] = build_stage(spec)
-    return _STAGE_CACHE[key]
+_stage = cached_stage
 
 
 def _ctx(c: dict) -> StageContext:
@@ -213,6 +204,11 @@ def decide_task(spec: dict, ctx_d: dict, shard: str, stage_fp: str) -> dict:
     kept, removed = apply_decision(table, decision, stage.name)
     return write_shard_outputs(layout, shard, table.num_rows, _text_chars(table), kept, removed,
                                stage_fp, time.perf_counter() - t0)
+
+
+def source_task(spec: dict, ctx_d: dict, task: dict, stage_fp: str) -> list[dict]:
+    """One unit of a source stage's reading work (e.g. one input file of ingest)."""
+    return _stage(spec).run_source_task(task, _ctx(ctx_d), stage_fp)
 
 
 def score_and_decide_task(spec: dict, ctx_d: dict, shard: str, score_fp: str, stage_fp: str, need_score: bool) -> dict:
@@ -287,7 +283,7 @@ class Runner:
 
     def _fingerprints(self, stage: Stage, spec: dict, prev: dict | None) -> tuple[str, str, str]:
         if prev is None:
-            input_fp = stage.input_fingerprint()  # ingest: input files
+            input_fp = stage.input_fingerprint()  # a source stage: its external inputs
         else:
             input_fp = prev["output_fingerprint"]
         score_fp = fingerprint("score", spec["kind"], stage.scoring_config(), input_fp)
@@ -304,8 +300,8 @@ class Runner:
 
     def _run_stage(self, spec: dict, prev: dict | None, select_only: bool = False) -> StageResult:
         stage = build_stage(spec)
-        if spec["kind"] == "ingest":
-            stage.run_dir = self.run_dir  # never read inputs from inside the run folder
+        if stage.reads_inputs:
+            stage.run_dir = self.run_dir  # a source stage never reads inputs from inside the run folder
         layout = StageLayout(self.run_dir, spec["name"])
         input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
         if layout.manifest.exists() and not self.force:
@@ -317,13 +313,11 @@ class Runner:
             shutil.rmtree(layout.root)
         layout.root.mkdir(parents=True, exist_ok=True)
         clean_temp_files(layout.root)
-        if spec["kind"] != "ingest":
-            self.log(f"[{spec['name']}] {stage.describe()}")
+        self.log(f"[{spec['name']}] {stage.describe()}")
         t0 = time.perf_counter()
 
-        if spec["kind"] == "ingest":
-            markers = self._run_ingest(stage, spec, layout, stage_fp)
-            shards = [m["shard"] for m in markers]
+        if stage.reads_inputs:
+            markers = self._run_source(stage, spec, stage_fp)
         else:
             shards = [s["name"] for s in prev["shards"]]
             ctx_d = self._ctx_dict(spec, prev, shards)
@@ -333,15 +327,13 @@ class Runner:
         self.log(self._summary_line(spec["name"], stats))
         return StageResult(spec["name"], "selected" if select_only else "ran", stats)
 
-    def _run_ingest(self, stage, spec, layout, stage_fp) -> list[dict]:
-        tasks = stage.tasks()
+    def _run_source(self, stage, spec, stage_fp) -> list[dict]:
+        tasks = stage.source_tasks()
         ctx_d = self._ctx_dict(spec, None, [])
-        from pipeline.ingest import ingest_task
-
         args = [(spec, ctx_d, t, stage_fp) for t in tasks]
         labels = [t.get("label", str(i)) for i, t in enumerate(tasks)]
-        results = run_all(self.executor, ingest_task, args, f"{spec['name']}", labels)
-        return [m for file_markers in results for m in file_markers]
+        results = run_all(self.executor, source_task, args, f"{spec['name']}", labels)
+        return [m for task_markers in results for m in task_markers]
 
     def _run_shards(self, stage, spec, layout, ctx_d, shards, score_fp, stage_fp, select_only) -> list[dict]:
         need_score = []

@@ -18,13 +18,16 @@ and records stats, so a new stage cannot break those guarantees.
 """
 from __future__ import annotations
 
-import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+
+from pipeline.params import validate
+from pipeline.registry import Registry
 
 
 @dataclass
@@ -83,9 +86,30 @@ class Stage:
     #: parameter is part of the scoring fingerprint.
     decision_params: ClassVar[tuple[str, ...]] = ()
 
+    #: A *source* stage reads the config's external inputs instead of the previous stage's kept
+    #: shards (ingest is one). It comes first in a pipeline and implements the three source hooks below.
+    reads_inputs: ClassVar[bool] = False
+
     def __init__(self, name: str, params: dict[str, Any]):
         self.name = name
         self.params = dict(params)
+
+    def validated(self, defaults: dict[str, Any], checks: dict | None = None) -> dict[str, Any]:
+        """This stage's parameters over ``defaults``, typos and out-of-range values refused."""
+        return validate(f"stage {self.name}", self.params, defaults, checks)
+
+    # -- source stages only ------------------------------------------------
+    def source_tasks(self) -> list[dict]:
+        """Units of reading work (e.g. one per input file), each with a ``label``."""
+        raise NotImplementedError(f"{type(self).__name__} is not a source stage")
+
+    def input_fingerprint(self) -> str:
+        """What the external inputs are (paths, sizes, mtimes): a change re-runs the stage."""
+        raise NotImplementedError(f"{type(self).__name__} is not a source stage")
+
+    def run_source_task(self, task: dict, ctx: "StageContext", stage_fp: str) -> list[dict]:
+        """Read one task's inputs into finished shards (resuming); return their markers in order."""
+        raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
     # -- fingerprints -----------------------------------------------------
     def scoring_config(self) -> dict:
@@ -113,40 +137,40 @@ class Stage:
         return f"{self.kind}(" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
 
 
-_STAGES: dict[str, type[Stage]] = {}
+def _accept_stage(obj: Any, ref: str) -> type[Stage]:
+    if isinstance(obj, type) and issubclass(obj, Stage):
+        return obj
+    raise TypeError(f"expected a winnow Stage subclass, got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
+
+
+#: Stage kinds: built-ins and plug-ins alike come from the ``winnow.stages`` entry points.
+STAGES = Registry("winnow.stages", "stage kind", _accept_stage)
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Class decorator for stages defined outside an installed package (notebooks, tests)."""
     if not cls.kind:
         raise ValueError(f"{cls.__name__} needs a `kind`")
-    _STAGES[cls.kind] = cls
+    STAGES.register(cls.kind, cls)
     return cls
 
 
-# Modules that define built-in stage kinds; imported on first lookup so that
-# `winnow --help` stays fast.
-_BUILTIN_STAGE_MODULES = ("pipeline.ingest", "filters.base", "pipeline.dedup.stages")
-
-
 def stage_class(kind: str) -> type[Stage]:
-    if kind not in _STAGES:
-        for mod in _BUILTIN_STAGE_MODULES:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as e:  # a module not built yet
-                if e.name != mod:
-                    raise
-    if kind not in _STAGES and ":" in kind:
-        mod, _, attr = kind.partition(":")
-        cls = getattr(importlib.import_module(mod), attr)
-        if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise TypeError(f"{kind} is not a winnow Stage")
-        return cls
-    if kind not in _STAGES:
-        raise KeyError(f"unknown stage kind {kind!r}; known: {', '.join(sorted(_STAGES))}")
-    return _STAGES[kind]
+    return STAGES.get(kind)
 
 
 def build_stage(spec: dict[str, Any]) -> Stage:
     params = {k: v for k, v in spec.items() if k not in ("name", "kind")}
     return stage_class(spec["kind"])(spec["name"], params)
+
+
+_STAGE_CACHE: dict[str, Stage] = {}
+
+
+def cached_stage(spec: dict[str, Any]) -> Stage:
+    """The stage for ``spec``, built once per worker process (models load once, not per shard)."""
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in _STAGE_CACHE:
+        _STAGE_CACHE.clear()  # one stage per worker at a time keeps model memory bounded
+        _STAGE_CACHE[key] = build_stage(spec)
+    return _STAGE_CACHE[key]

@@ -27,7 +27,7 @@ from tests.test_dedup import corpus, output_bytes  # noqa: F401  (corpus is a fi
 ray = pytest.importorskip("ray")
 
 from pipeline.executors import TaskError  # noqa: E402
-from pipeline.ray_executor import RayExecutor  # noqa: E402
+from pipeline.executors import RayExecutor  # noqa: E402
 
 STAGES = ["ingest", "exact_dedup", "minhash_dedup", "langid", "quality"]
 TIMING_KEYS = {"wall_seconds", "task_seconds", "docs_per_second"}
@@ -138,7 +138,7 @@ def test_cli_executor_ray(tmp_path, ray_cluster, monkeypatch):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["run", str(tmp_path / "config.yaml"), "--executor", "ray", "--address", "auto", "--no-progress"]) == 0
     assert check_run(tmp_path / "run") == []
-    assert mapped == ["ingest_task", "score_task", "decide_task"]
+    assert mapped == ["source_task", "score_task", "decide_task"]
 
 
 def _fail_on(x: int) -> int:

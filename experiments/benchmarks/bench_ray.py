@@ -83,14 +83,15 @@ def overhead_once(executor: str, workers: int, tasks: int) -> None:
 
 def local_plan_peak(run_dir: str) -> None:
     """Child process: the local MinHash plan alone, its peak RSS (it holds every signature and bucket)."""
-    from pipeline.dedup.minhash_ray import rss_mb, start_memory_window
+    from pipeline.dedup.minhash_plan import rss_mb, start_memory_window
+    from pipeline.rundir import RunFolder
     from pipeline.runner import _ctx, _stage
     from pipeline.shards import read_json
 
     run = Path(run_dir)
     pipeline = read_json(run / "pipeline.json")["config"]
     spec = next(s for s in pipeline["stages"] if s["name"] == "minhash_dedup")
-    shards = [s["name"] for s in read_json(run / "exact_dedup" / "manifest.json")["shards"]]
+    shards = [s["name"] for s in RunFolder(run).manifest("exact_dedup")["shards"]]
     stage = _stage(spec)
     for _ in range(2):  # the first round warms up lazy imports, compiled kernels and arrow's pool, as in a worker
         with tempfile.TemporaryDirectory() as plan_dir:
@@ -122,26 +123,22 @@ def write_synthetic_scores(stage_dir: Path, docs: int, shards: int, num_perm: in
 def synthetic_plan_peak(stage_dir: str, executor: str, partitions: str) -> None:
     """Child process: the MinHash plan (no verification: there are no texts) on synthetic scores, its memory."""
     from pipeline.dedup.stages import MinHashDedup
-    from pipeline.dedup.minhash_ray import distributed_plan, rss_mb, start_memory_window
+    from pipeline.dedup.minhash_plan import rss_mb, start_memory_window
+    from pipeline.executors import make_executor
     from pipeline.stage import StageContext
 
     stage_dir = Path(stage_dir)
     shards = sorted(p.stem for p in (stage_dir / "scores").glob("*.parquet"))
-    opts = MinHashDedup("minhash_dedup", {"verify": False}).opts
-    if executor == "ray":
-        import ray
-
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    runner_executor = make_executor(executor, 2, progress=False,
+                                    options={"shuffle_partitions": int(partitions)} if executor == "ray" else None)
     for round_shards in (shards[:1], shards):  # the first round warms up imports and workers
         plan_dir = stage_dir / f"plan-{executor}"
         shutil.rmtree(plan_dir, ignore_errors=True)
         ctx = StageContext(run_dir=stage_dir.parent, stage_dir=stage_dir, plan_dir=plan_dir, shards=round_shards,
                            seed=0, input_stage_dir=stage_dir.parent / "no-texts")
+        ctx.executor = runner_executor
         start, t0 = start_memory_window(), time.perf_counter()
-        if executor == "ray":
-            distributed_plan(opts, ctx, int(partitions))
-        else:
-            MinHashDedup("minhash_dedup", {"verify": False}).plan(ctx)
+        MinHashDedup("minhash_dedup", {"verify": False}).plan(ctx)
     out = {"seconds": time.perf_counter() - t0, "driver_start_rss_mb": start, "driver_peak_rss_mb": rss_mb("VmHWM")}
     if executor == "ray":
         out["shuffle"] = json.loads((plan_dir / "shuffle_stats.json").read_text())

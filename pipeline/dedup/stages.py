@@ -23,35 +23,15 @@ import pyarrow.compute as pc
 import xxhash
 
 from pipeline.dedup import minhash as mh
-from pipeline.shards import atomic_write_json, read_parquet, write_parquet
-from pipeline.stage import Decision, Stage, StageContext, register_stage
-
-
-def _check_params(stage: Stage, defaults: dict) -> dict:
-    unknown = set(stage.params) - set(defaults)
-    if unknown:
-        raise ValueError(f"stage {stage.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(sorted(defaults))}")
-    return {**defaults, **stage.params}
+from pipeline.dedup.minhash_plan import minhash_plan, write_decisions
+from pipeline.executors import LocalExecutor
+from pipeline.params import at_least, between, of_type, one_of, optional
+from pipeline.shards import atomic_write_json, read_parquet
+from pipeline.stage import Decision, Stage, StageContext
 
 
 def _decision_path(ctx: StageContext, shard: str) -> Path:
     return ctx.plan_dir / "decisions" / f"{shard}.parquet"
-
-
-def _write_decisions(ctx: StageContext, shard_offsets: np.ndarray, removed: np.ndarray, reasons: list[str],
-                     survivor_ids: list[str], similarity: list[float | None]) -> None:
-    """One Parquet file per shard listing its removed rows, so ``decide`` reads only its own part."""
-    removed = np.asarray(removed, dtype=np.int64)
-    for k, shard in enumerate(ctx.shards):
-        lo, hi = np.searchsorted(removed, [shard_offsets[k], shard_offsets[k + 1]])
-        table = pa.table({
-            "row": pa.array(removed[lo:hi] - shard_offsets[k], pa.int64()),
-            "reason": pa.array(reasons[lo:hi], pa.string()),
-            "duplicate_of": pa.array(survivor_ids[lo:hi], pa.string()),
-            "similarity": pa.array(similarity[lo:hi], pa.float64()),
-        })
-        write_parquet(ctx.plan_dir, f"decisions/{shard}.parquet", table)
 
 
 def _decide_from_plan(table: pa.Table, ctx: StageContext) -> Decision:
@@ -123,7 +103,6 @@ def _first_of_groups(keys: np.ndarray, candidates: np.ndarray, lengths: np.ndarr
     return best[group]
 
 
-@register_stage
 class ExactDedup(Stage):
     """Removes documents whose normalised text (or normalised URL) another document already has.
 
@@ -137,12 +116,12 @@ class ExactDedup(Stage):
     decision_params = ("keep",)
     defaults = {"lowercase": True, "whitespace": True, "punctuation": False, "digits": False,
                 "url_dedup": False, "keep": "first"}
+    checks = {"keep": one_of("first", "longest"), **{k: of_type(bool) for k in
+                                                      ("lowercase", "whitespace", "punctuation", "digits", "url_dedup")}}
 
     def __init__(self, name: str, params: dict):
         super().__init__(name, params)
-        self.opts = _check_params(self, self.defaults)
-        if self.opts["keep"] not in ("first", "longest"):
-            raise ValueError(f"stage {name}: keep must be `first` or `longest`")
+        self.opts = self.validated(self.defaults, self.checks)
 
     def needs_plan(self) -> bool:
         return True
@@ -181,7 +160,7 @@ class ExactDedup(Stage):
             reason[moved] = 2
         removed = np.flatnonzero(reason)
         labels = {1: "exact_dedup:duplicate", 2: "exact_dedup:duplicate_url"}
-        _write_decisions(ctx, offsets, removed, [labels[r] for r in reason[removed]],
+        write_decisions(ctx, offsets, removed, [labels[r] for r in reason[removed]],
                          [ids[s] for s in survivor[removed]],
                          [1.0 if r == 1 else None for r in reason[removed]])
         atomic_write_json(ctx.plan_dir / "summary.json", {
@@ -202,12 +181,6 @@ def _hash_matrix(chunks: list[pa.ChunkedArray]) -> np.ndarray:
 # near-duplicate dedup
 
 
-def _signature_matrix(chunked: list[pa.ChunkedArray], num_perm: int) -> np.ndarray:
-    blocks = [chunk.flatten().to_numpy().reshape(-1, num_perm) for c in chunked for chunk in c.chunks]
-    return np.concatenate(blocks) if blocks else np.zeros((0, num_perm), dtype=np.uint32)
-
-
-@register_stage
 class MinHashDedup(Stage):
     """Near-duplicate removal: MinHash signatures of word n-gram shingles, banded LSH, union-find.
 
@@ -226,12 +199,16 @@ class MinHashDedup(Stage):
     decision_params = ("threshold", "bands", "rows", "verify", "keep")
     defaults = {"ngram": 5, "num_perm": 128, "seed": 1, "preset": None,
                 "threshold": 0.8, "bands": None, "rows": None, "verify": True, "keep": "first"}
+    checks = {"ngram": at_least(1, integer=True), "num_perm": at_least(2, integer=True),
+              "seed": of_type(int), "threshold": between(0, 1, lo_open=True),
+              "bands": optional(at_least(1, integer=True)), "rows": optional(at_least(1, integer=True)),
+              "verify": of_type(bool), "keep": one_of("first", "longest")}
     presets = {"fineweb": mh.FINEWEB_PRESET}
     batch_docs = 1000
 
     def __init__(self, name: str, params: dict):
         super().__init__(name, params)
-        opts = _check_params(self, self.defaults)
+        opts = self.validated(self.defaults, self.checks)
         if opts["preset"] is not None:
             if opts["preset"] not in self.presets:
                 raise ValueError(f"stage {name}: unknown preset {opts['preset']!r}; known: {', '.join(self.presets)}")
@@ -273,49 +250,10 @@ class MinHashDedup(Stage):
         })
 
     def plan(self, ctx: StageContext) -> None:
-        o = self.opts
-        if getattr(ctx.executor, "name", None) == "ray":  # shuffle band keys over the cluster instead
-            from pipeline.dedup.minhash_ray import distributed_plan
-
-            return distributed_plan(o, ctx, ctx.executor.shuffle_partitions)
-        cols, ids, offsets = _load_scores(ctx, ["minhash", "n_shingles", "length"])
-        n = int(offsets[-1])
-        sig = _signature_matrix(cols["minhash"], o["num_perm"])
-        n_shingles = np.concatenate([c.to_numpy() for c in cols["n_shingles"]]) if n else np.zeros(0, np.int32)
-        lengths = np.concatenate([c.to_numpy() for c in cols["length"]]) if n else np.zeros(0, np.int64)
-        members = np.flatnonzero(n_shingles > 0)  # texts without words are exact dedup's business
-        edges = mh.star_edges(mh.band_buckets(sig, o["bands"], o["rows"], members))
-        candidates = len(edges)
-        everyone = np.arange(n)
-        threshold = float(o["threshold"])
-        if o["verify"] and len(edges):
-            sets = self._shingle_sets(ctx, np.unique(edges), offsets)
-            edges = edges[[mh.jaccard(sets[a], sets[b]) >= threshold for a, b in edges.tolist()]]
-        survivors = mh.choose_survivors(mh.cluster_roots(n, edges), lengths, o["keep"])
-        removed = np.flatnonzero(survivors != everyone)
-        if o["verify"] and len(removed):  # chains A~B~C with A !~ C: C is no duplicate of survivor A, keep it
-            removed = removed[[mh.jaccard(sets[m], sets[survivors[m]]) >= threshold for m in removed.tolist()]]
-        similarity = mh.estimated_jaccard(sig[removed], sig[survivors[removed]]) if len(removed) else np.zeros(0)
-        _write_decisions(ctx, offsets, removed, ["minhash_dedup:near_duplicate"] * len(removed),
-                         [ids[s] for s in survivors[removed]], similarity.tolist())
-        atomic_write_json(ctx.plan_dir / "summary.json", {
-            "documents": n, "without_shingles": int(n - len(members)), "bands": o["bands"], "rows": o["rows"],
-            "num_perm": o["num_perm"], "threshold": o["threshold"], "verify": bool(o["verify"]),
-            "candidate_pairs": candidates, "linked_pairs": len(edges),
-            "clusters": len(set(survivors[removed].tolist())), "removed": len(removed)})
-
-    def _shingle_sets(self, ctx: StageContext, needed: np.ndarray, offsets: np.ndarray) -> dict[int, np.ndarray]:
-        """Shingle-hash sets of the ``needed`` documents only, reading their texts shard by shard."""
-        sets: dict[int, np.ndarray] = {}
-        for k, shard in enumerate(ctx.shards):
-            lo, hi = np.searchsorted(needed, [offsets[k], offsets[k + 1]])
-            if lo == hi:
-                continue
-            rows = needed[lo:hi]
-            texts = read_parquet(ctx.input_path(shard), columns=["text"]).column("text")
-            picked = texts.take(pa.array(rows - offsets[k])).to_pylist()
-            sets.update(zip(rows.tolist(), mh.shingle_sets(picked, self.opts["ngram"])))
-        return sets
+        if ctx.executor is None:  # called outside the runner (a benchmark, a notebook)
+            ctx.executor = LocalExecutor(1, progress=False)
+        partitions = getattr(ctx.executor, "shuffle_partitions", None) or 4 * ctx.executor.workers
+        minhash_plan(self.opts, ctx, int(partitions))
 
     def decide(self, table: pa.Table, scores: pa.Table, ctx: StageContext) -> Decision:
         return _decide_from_plan(table, ctx)

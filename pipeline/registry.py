@@ -1,0 +1,123 @@
+"""One registry for everything a config names by kind: stages and filters.
+
+A name resolves, in order, to
+
+1. something registered in this process (``@register_filter`` / ``@register_stage``,
+   handy in a notebook or a test);
+2. an entry point of the group (``winnow.stages`` / ``winnow.filters``) of any
+   installed distribution -- winnow's own built-ins are declared exactly so in
+   its ``pyproject.toml``, so a plug-in package is found the same way;
+3. a ``package.module:Name`` reference, imported from ``sys.path``.
+
+Whatever is found must pass the registry's ``accept`` check (a Stage subclass,
+a Filter subclass or a plain filter function), so a config cannot make winnow
+call an arbitrary callable (``kind: os:system``). Errors are one line and name
+the nearest known names.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+
+class RegistryError(KeyError):
+    """An unknown name, an unimportable reference or an object of the wrong kind."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Any
+    #: Where it came from: "registered", the distribution of an entry point, or "module:attr".
+    origin: str
+
+
+class Registry:
+    """Names -> objects of one kind, with entry points and ``module:attr`` references.
+
+    ``accept(obj, ref)`` returns the object to register (possibly adapted, e.g. a
+    function wrapped as a Filter) or raises ``TypeError`` saying what was expected.
+    """
+
+    def __init__(self, group: str, what: str, accept: Callable[[Any, str], Any]):
+        self.group = group
+        self.what = what
+        self.accept = accept
+        self._registered: dict[str, Entry] = {}
+        self._from_entry_points: dict[str, Entry] | None = None
+
+    def register(self, name: str, obj: Any, origin: str = "registered") -> None:
+        self._registered[name] = Entry(name, obj, origin)
+
+    def _entry_points(self) -> dict[str, Entry]:
+        """Every entry point of the group, loaded once (loading imports the module)."""
+        if self._from_entry_points is None:
+            found: dict[str, Entry] = {}
+            for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
+                if ep.name in found:
+                    continue  # the first distribution wins; a duplicate name is ignored deterministically
+                dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+                try:
+                    obj = self.accept(ep.load(), f"{ep.name} = {ep.value}")
+                except (ImportError, AttributeError, TypeError) as e:
+                    obj = _Broken(f"{self.what} {ep.name!r} (entry point {ep.value} of {dist}) cannot be loaded: "
+                                  f"{type(e).__name__}: {e}")
+                found[ep.name] = Entry(ep.name, obj, dist)
+            self._from_entry_points = found
+        return self._from_entry_points
+
+    def get(self, ref: str) -> Any:
+        if not isinstance(ref, str) or not ref:
+            raise RegistryError(f"{self.what} must be named by a string, got {ref!r}")
+        if ref in self._registered:
+            return self._registered[ref].obj
+        if ":" in ref:
+            return self._import(ref)
+        entry = self._entry_points().get(ref)
+        if entry is None:
+            known = sorted(self.names())
+            near = difflib.get_close_matches(ref, known, n=3)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            raise RegistryError(f"unknown {self.what} {ref!r}{hint} (known: {', '.join(known)}; "
+                                f"or `package.module:Name` for your own)")
+        if isinstance(entry.obj, _Broken):
+            raise RegistryError(entry.obj.message)
+        return entry.obj
+
+    def _import(self, ref: str) -> Any:
+        mod, _, attr = ref.partition(":")
+        if not mod or not attr or "/" in mod or mod.endswith(".py"):
+            raise RegistryError(f"{self.what} reference {ref!r}: expected `package.module:Name`, importable "
+                                f"from the Python path (not a file path)")
+        try:
+            module = importlib.import_module(mod)
+        except ImportError as e:
+            raise RegistryError(f"{self.what} reference {ref!r}: cannot import module {mod!r} ({e})") from None
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            raise RegistryError(f"{self.what} reference {ref!r}: module {mod!r} has no attribute {attr!r}") from None
+        try:
+            return self.accept(obj, ref)
+        except TypeError as e:
+            raise RegistryError(f"{self.what} reference {ref!r}: {e}") from None
+
+    def names(self) -> list[str]:
+        return sorted(set(self._registered) | set(self._entry_points()))
+
+    def entries(self) -> list[Entry]:
+        """Every usable entry (registered ones shadow entry points of the same name), sorted by name."""
+        eps = self._entry_points()
+        merged = {**eps, **{n: e for n, e in self._registered.items() if n not in eps or eps[n].obj is not e.obj}}
+        return [merged[n] for n in sorted(merged) if not isinstance(merged[n].obj, _Broken)]
+
+
+@dataclass(frozen=True)
+class _Broken:
+    message: str
