@@ -170,9 +170,10 @@ def open_bytes(path: str, max_window_bytes: int = 1 << 27) -> io.BufferedIOBase:
     A truncated ``.gz`` raises ``EOFError`` when the reader reaches the cut; a
     truncated ``.zst`` is refused here, before anything is read.
     """
-    if path.endswith(".gz"):
+    suffix = path.lower()
+    if suffix.endswith(".gz"):
         return gzip.open(path, "rb")
-    if path.endswith((".zst", ".zstd")):
+    if suffix.endswith((".zst", ".zstd")):
         import zstandard
 
         check_zstd_frames(path)
@@ -216,55 +217,66 @@ def bounded_lines(stream, limit: int, counts: dict | None = None,
     so a small archive of millions of newlines reads in C-speed scans, not one
     Python step per line. Line numbers still count every line.
     """
+    tally = counts if counts is not None else {}
     n = 0  # lines finished so far
-    blank = 0
     parts: list[bytes] = []  # the current line's pieces so far (dropped once it is over the limit)
     size = 0  # bytes of the current line so far
-    try:
-        while True:
-            block = stream.read(chunk_bytes)
-            if not block:
-                break
-            pos, end = 0, len(block)
-            while pos < end:
-                if size == 0:  # at the start of a line: skip blank lines in one scan
-                    run_end = _BLANK_RUN.match(block, pos).end()
-                    if run_end > pos:
-                        last_nl = block.rfind(b"\n", pos, run_end)
-                        if last_nl >= 0:
-                            k = block.count(b"\n", pos, last_nl + 1)
-                            n += k
-                            blank += k
-                            pos = last_nl + 1
-                            if pos >= end:
-                                break
-                nl = block.find(b"\n", pos)
-                stop = end if nl < 0 else nl + 1
-                piece_len = stop - pos
-                if size + piece_len - (nl >= 0) <= limit:
-                    parts.append(block[pos:stop])
-                else:
-                    parts = []
-                size += piece_len
-                pos = stop
-                if nl >= 0:
-                    n += 1
-                    line = b"".join(parts) if (parts or size == 0) else None
-                    if line is not None and not line.strip():
-                        blank += 1
-                    else:
-                        yield n, line, size
-                    parts, size = [], 0
-        if size:  # last line without a newline
-            n += 1
-            line = b"".join(parts) if (size <= limit) else None
-            if line is not None and not line.strip():
-                blank += 1
-            else:
-                yield n, line, size
-    finally:
-        if counts is not None and blank:
-            counts["blank_lines"] = counts.get("blank_lines", 0) + blank
+    over = over_blank = False  # whether it is over the limit; if so, whether it is whitespace so far
+
+    def count_blank(k: int) -> None:
+        tally["blank_lines"] = tally.get("blank_lines", 0) + k
+
+    while True:
+        block = stream.read(chunk_bytes)
+        if not block:
+            break
+        pos, end = 0, len(block)
+        while pos < end:
+            if size == 0:  # at the start of a line: skip blank lines in one scan
+                run_end = _BLANK_RUN.match(block, pos).end()
+                last_nl = block.rfind(b"\n", pos, run_end)
+                if last_nl >= 0:
+                    count_blank(block.count(b"\n", pos, last_nl + 1))
+                    n += block.count(b"\n", pos, last_nl + 1)
+                    pos = last_nl + 1
+                    if pos >= end:
+                        break
+            nl = block.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            if not over and size + (stop - pos) - (nl >= 0) <= limit:
+                parts.append(block[pos:stop])
+            else:  # over the limit: keep only whether the line is blank so far, not its bytes
+                piece_blank = _BLANK_RUN.match(block, pos, stop).end() == stop
+                over_blank = piece_blank and (over_blank if over else not any(p.strip() for p in parts))
+                over, parts = True, []
+            size += stop - pos
+            pos = stop
+            if nl >= 0:
+                n += 1
+                done = _finish_line(n, parts, size, over, over_blank, count_blank)
+                if done is not None:
+                    yield done
+                parts, size, over, over_blank = [], 0, False, False
+    if size:  # last line without a newline
+        n += 1
+        done = _finish_line(n, parts, size, over, over_blank, count_blank)
+        if done is not None:
+            yield done
+
+
+def _finish_line(n: int, parts: list[bytes], size: int, over: bool, over_blank: bool,
+                 count_blank) -> tuple[int, bytes | None, int] | None:
+    """A finished line to yield, or None when it is blank (then counted). An overlong line has no ``parts``."""
+    if over:
+        if over_blank:
+            count_blank(1)
+            return None
+        return n, None, size
+    line = b"".join(parts)
+    if line.strip():
+        return n, line, size
+    count_blank(1)
+    return None
 
 
 def _preview(b: bytes | str) -> str:
@@ -316,7 +328,8 @@ def extract_text(html: str, extractor: str) -> str:
         import trafilatura
 
         return trafilatura.extract(html, include_comments=False, include_tables=True, deduplicate=False) or ""
-    raise ValueError(f"unknown extractor {extractor!r} (resiliparse or trafilatura)")
+    # not a ValueError: a configuration problem must stop the run, not quarantine every record
+    raise InputError(f"unknown extractor {extractor!r} (resiliparse or trafilatura)")
 
 
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)")
@@ -481,7 +494,7 @@ class Reader:
         self.url_field = spec.get("url_field")
         self.html_field = spec.get("html_field")
         self.meta_fields = spec.get("metadata_fields", "all")
-        self.extractor = spec.get("extractor", limits.get("extractor"))
+        self.extractor = spec.get("extractor") or limits.get("extractor")
         self.counters: dict[str, int] = {}
 
     def records(self, parse_from: int = 1) -> Iterator[Record]:
@@ -1006,13 +1019,22 @@ class IngestStage(Stage):
 
     #: The run folder, set by the runner before any source hook: inputs are never read from inside it.
     run_dir: Path | None = None
+    #: Paths the last expansion of the inputs skipped, by reason (logged by ``describe``).
+    skipped_paths: dict[str, int] | None = None
 
     def describe(self) -> str:
+        skipped = self.skipped_paths or {}  # from the last expansion of the inputs
+        note = "; globs skipped " + ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) if skipped else ""
         return (f"ingest({len(self.params['inputs'])} input(s), shard_docs={self.limits['shard_docs']}, "
-                f"extractor={self.limits['extractor']})")
+                f"extractor={self.limits['extractor']}{note})")
 
     def source_tasks(self) -> list[dict]:
-        return expand_inputs(self.params["inputs"], self.run_dir)
+        tasks = expand_inputs(self.params["inputs"], self.run_dir)
+        self.skipped_paths: dict[str, int] = {}
+        for t in tasks:
+            for why, n in (t.get("skipped") or {}).items():
+                self.skipped_paths[why] = self.skipped_paths.get(why, 0) + n
+        return tasks
 
     def input_fingerprint(self) -> str:
         files = []

@@ -21,9 +21,11 @@ import zstandard
 from pipeline.config import ConfigError, load_config
 from pipeline.ingest import (
     DEFAULT_LIMITS,
+    IngestStage,
     InputError,
     TooDeep,
     WarcReader,
+    bounded_lines,
     check_html_nesting,
     html_nesting,
     check_zstd_frames,
@@ -268,6 +270,29 @@ def test_an_archive_of_blank_lines_is_counted_not_written(tmp_path):
     assert json.loads(_rows(run, "kept")[0]["metadata"])["record"] == 20_000_001  # line numbers stay true
 
 
+def test_bounded_lines_matches_a_plain_split_at_every_chunk_boundary():
+    """The bulk blank-line skipping must not change which lines come out, their numbers or lengths."""
+    rng = random.Random(3)
+    pieces = [b"", b" ", b"\t", b"\r", b"x", b"{}", b"ab c", b"y" * 9, b"z" * 10, b"w" * 11,
+              b" " * 25, b" " * 11 + b"v", b"  u", b"\r" * 10]  # whitespace-only lines over the limit are blank
+    data = b"\n".join(rng.choice(pieces) for _ in range(400)) + rng.choice([b"", b"\n", b"tail"])
+    limit = 10
+    expect, blank = [], 0
+    lines = data.split(b"\n")
+    for n, content in enumerate(lines, start=1):
+        line = content + (b"\n" if n < len(lines) else b"")
+        if not line:
+            continue  # nothing after the last newline
+        if not line.strip():
+            blank += 1
+        else:
+            expect.append((n, line if len(content) <= limit else None, len(line)))
+    for chunk in (1, 2, 3, 7, 64, 1 << 20):
+        counts: dict = {}
+        assert list(bounded_lines(io.BytesIO(data), limit, counts, chunk_bytes=chunk)) == expect, chunk
+        assert counts.get("blank_lines", 0) == blank, chunk
+
+
 def test_resume_with_blank_lines_gives_the_same_bytes(tmp_path):
     src = tmp_path / "gaps.jsonl"
     src.write_bytes(b"".join(line + b"\n" * (i % 3) for i, line in enumerate(_jsonl(50).splitlines(True))))
@@ -309,13 +334,20 @@ def test_globs_and_folders_read_regular_files_only_and_say_what_they_skipped(tmp
     assert _stats(run)["counters"] == {
         "inputs_skipped:dangling_symlink": 2, "inputs_skipped:not_regular_file": 2,
         "inputs_skipped:outside_input_folder": 2}
+    stage = IngestStage("ingest", {"inputs": [{"path": str(data / "*.jsonl")}]})
+    stage.source_tasks()  # the run log's stage line says what the glob skipped
+    assert ("globs skipped 1 dangling_symlink, 1 not_regular_file, 1 outside_input_folder"
+            in stage.describe())
 
 
-def test_a_named_fifo_or_dangling_symlink_is_a_one_line_error(tmp_path):
+def test_a_named_fifo_dangling_symlink_or_compressed_parquet_is_a_one_line_error(tmp_path):
     os.mkfifo(tmp_path / "named.txt")
     assert "FIFO" in _refused(tmp_path, tmp_path / "named.txt")
     os.symlink(tmp_path / "nowhere.jsonl", tmp_path / "link.jsonl")
     assert "dangling symlink" in _refused(tmp_path, tmp_path / "link.jsonl")
+    gz = tmp_path / "table.parquet.gz"
+    gz.write_bytes(gzip.compress(b"PAR1"))
+    assert "compressed Parquet" in _refused(tmp_path, gz)
     for bad in ({"path": ["a", "b"]}, "just-a-string"):
         with pytest.raises(InputError, match="input #0"):
             expand_inputs([bad])
