@@ -462,7 +462,7 @@ def _file_kind(mode: int) -> str:
                        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def require_regular_file(path: str) -> None:
