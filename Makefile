@@ -38,10 +38,12 @@ demo-corpus: data/demo/.stamp
 # the whole job on the embedded corpus: pipeline, per-filter precision/recall against ground truth,
 # then a tiny matched-model ablation with its report (runs/demo/ablation/report.md)
 demo: install demo-corpus
-	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
-	$(WINNOW) check runs/demo
-	$(VENV)/bin/python -m experiments.filter_truth runs/demo
-	$(WINNOW) ablation experiments/configs/demo.yaml
+	@set -e; t0=$$(date +%s); \
+	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS); t1=$$(date +%s); \
+	$(WINNOW) check runs/demo; \
+	$(VENV)/bin/python -m experiments.filter_truth runs/demo; t2=$$(date +%s); \
+	$(WINNOW) ablation experiments/configs/demo.yaml; t3=$$(date +%s); \
+	echo "demo timings: pipeline $$((t1-t0)) s, check + filter precision/recall $$((t2-t1)) s, ablation $$((t3-t2)) s, total $$((t3-t0)) s"
 
 # the matched-model ablation of a config's `experiment:` section (resumes after interruption)
 ablation: install $(DEMO_DEP)

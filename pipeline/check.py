@@ -1,9 +1,17 @@
-"""`winnow check RUN_DIR`: verify a run's shards against their manifests.
+"""`winnow check RUN_DIR`: verify a run against its pipeline and its manifests.
 
-Fails loudly on a missing, altered or extra shard, on row counts that differ
-from the manifest, on removed rows without a reason, and on any stage where
-rows in != kept + removed (including across stages: a stage's rows in must
-equal the previous stage's kept rows, shard by shard).
+The run's ``pipeline.json`` lists the stages in order; every one must have a
+folder and a manifest (a stage killed mid-way has markers but no manifest),
+and the chain must hold: each stage's rows in = the previous stage's kept
+rows, shard by shard and in total, and its input fingerprint = the previous
+stage's output fingerprint (otherwise it was computed from other data).
+Within a stage: every listed shard file is present with its size (and, unless
+``deep=False``, its SHA-256 and row count), removed rows carry a reason, rows
+in = kept + removed, and no unlisted shard file lies beside them.
+
+``allow_unstarted`` accepts a run stopped on purpose (``winnow run --stage``):
+stages after the last finished one may be absent, but only if none of them
+was started.
 """
 from __future__ import annotations
 
@@ -11,67 +19,134 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.shards import read_json, sha256_file
+from pipeline.shards import check_name, read_json, sha256_file
 
 
 class CheckError(RuntimeError):
     pass
 
 
-def check_run(run_dir: Path, deep: bool = True) -> list[str]:
-    """Return a list of problems (empty when the run is consistent)."""
+def _load(path: Path, problems: list[str], what: str) -> dict | None:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as e:
+        problems.append(f"{what}: unreadable ({type(e).__name__}: {e})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{what}: not a JSON object")
+        return None
+    return data
+
+
+def check_run(run_dir: Path, deep: bool = True, allow_unstarted: bool = False) -> list[str]:
+    """Return a list of problems (empty when the run is complete and consistent)."""
     run_dir = Path(run_dir)
     problems: list[str] = []
     pj = run_dir / "pipeline.json"
     if not pj.exists():
         return [f"{run_dir}: no pipeline.json -- not a winnow run folder"]
-    stages = [s["name"] for s in read_json(pj)["stages"]]
-    prev_kept: dict[str, int] | None = None
-    for name in stages:
-        mpath = run_dir / name / "manifest.json"
+    pipeline = _load(pj, problems, "pipeline.json")
+    if pipeline is None:
+        return problems
+    try:
+        stages = [check_name(s["name"]) for s in pipeline["stages"]]
+    except (KeyError, TypeError, ValueError) as e:
+        return [f"pipeline.json: bad stage list ({e})"]
+    if not stages:
+        return ["pipeline.json: no stages"]
+
+    finished = [(run_dir / name / "manifest.json").exists() for name in stages]
+    last_finished = max((i for i, f in enumerate(finished) if f), default=-1)
+    prev: dict | None = None  # the previous stage's manifest, when it could be read
+    for i, name in enumerate(stages):
+        stage_dir = run_dir / name
+        mpath = stage_dir / "manifest.json"
         if not mpath.exists():
-            prev_kept = None
-            continue  # stage not run (yet); later stages cannot be checked against it
-        m = read_json(mpath)
-        listed = set()
-        total_in = total_kept = total_removed = 0
-        for sh in m["shards"]:
-            for part in ("kept", "removed"):
-                f = sh[part]
-                listed.add(f["path"])
-                p = run_dir / name / f["path"]
-                if not p.exists():
-                    problems.append(f"{name}/{f['path']}: missing")
-                    continue
-                if p.stat().st_size != f["bytes"] or (deep and sha256_file(p) != f["sha256"]):
-                    problems.append(f"{name}/{f['path']}: checksum differs from manifest (altered?)")
-                    continue
-                rows = pq.ParquetFile(p).metadata.num_rows
-                if rows != f["rows"]:
-                    problems.append(f"{name}/{f['path']}: {rows} rows, manifest says {f['rows']}")
-                if part == "removed" and rows:
-                    reasons = pq.read_table(p, columns=["reason"]).column("reason").to_pylist()
-                    if any(not r for r in reasons):
-                        problems.append(f"{name}/{f['path']}: removed rows without a reason")
-            if sh["rows_in"] != sh["kept"]["rows"] + sh["removed"]["rows"]:
-                problems.append(f"{name}/{sh['name']}: {sh['rows_in']} in != {sh['kept']['rows']} kept + "
-                                f"{sh['removed']['rows']} removed")
-            if prev_kept is not None and prev_kept.get(sh["name"]) != sh["rows_in"]:
-                problems.append(f"{name}/{sh['name']}: {sh['rows_in']} rows in, but the previous stage kept "
-                                f"{prev_kept.get(sh['name'])}")
-            total_in += sh["rows_in"]
-            total_kept += sh["kept"]["rows"]
-            total_removed += sh["removed"]["rows"]
-        if prev_kept is not None and set(prev_kept) != {sh["name"] for sh in m["shards"]}:
-            problems.append(f"{name}: shard list differs from the previous stage's")
-        for part in ("kept", "removed"):
-            d = run_dir / name / part
-            if d.exists():
-                for p in sorted(d.glob("*.parquet")):
-                    if f"{part}/{p.name}" not in listed:
-                        problems.append(f"{name}/{part}/{p.name}: not in the manifest")
-        t = m["totals"]
-        if (t["rows_in"], t["kept"], t["removed"]) != (total_in, total_kept, total_removed):
-            problems.append(f"{name}: manifest totals {t} do not match its shards")
-        prev_kept = {sh["name"]: sh["kept"]["rows"] for sh in m["shards"]}
+            if allow_unstarted and i > last_finished and not stage_dir.exists():
+                continue
+            if not stage_dir.exists():
+                problems.append(f"{name}: stage folder missing (pipeline.json lists it)")
+            else:
+                done = len(list((stage_dir / "_done").glob("*.json"))) if (stage_dir / "_done").is_dir() else 0
+                problems.append(f"{name}: stage did not finish: no manifest.json ({done} shard markers; "
+                                f"killed or failed? `winnow run` resumes it)")
+            prev = None
+            continue
+        m = _load(mpath, problems, f"{name}/manifest.json")
+        if m is None:
+            prev = None
+            continue
+        try:
+            problems.extend(_check_stage(run_dir, name, m, prev, deep))
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            problems.append(f"{name}: cannot check ({type(e).__name__}: {e}); manifest or shard malformed")
+            prev = None
+            continue
+        prev = m
     return problems
+
+
+def _check_stage(run_dir: Path, name: str, m: dict, prev: dict | None, deep: bool) -> list[str]:
+    problems: list[str] = []
+    stage_dir = run_dir / name
+    if m.get("stage") != name:
+        problems.append(f"{name}/manifest.json: names stage {m.get('stage')!r}")
+    shards = m.get("shards") or []
+    listed = set()
+    total_in = total_kept = total_removed = 0
+    prev_kept = {sh["name"]: sh["kept"]["rows"] for sh in prev["shards"]} if prev else None
+    for sh in shards:
+        for part in ("kept", "removed"):
+            f = sh[part]
+            listed.add(f["path"])
+            problems.extend(_check_file(stage_dir, name, f, part, deep))
+        if sh["rows_in"] != sh["kept"]["rows"] + sh["removed"]["rows"]:
+            problems.append(f"{name}/{sh['name']}: {sh['rows_in']} in != {sh['kept']['rows']} kept + "
+                            f"{sh['removed']['rows']} removed")
+        if prev_kept is not None and prev_kept.get(sh["name"]) != sh["rows_in"]:
+            problems.append(f"{name}/{sh['name']}: {sh['rows_in']} rows in, but the previous stage kept "
+                            f"{prev_kept.get(sh['name'])}")
+        total_in += sh["rows_in"]
+        total_kept += sh["kept"]["rows"]
+        total_removed += sh["removed"]["rows"]
+    if prev is not None:
+        if set(prev_kept) != {sh["name"] for sh in shards}:
+            problems.append(f"{name}: shard list differs from the previous stage's")
+        if total_in != prev["totals"]["kept"]:
+            problems.append(f"{name}: {total_in} rows in, but the previous stage ({prev['stage']}) kept "
+                            f"{prev['totals']['kept']}")
+        if m.get("input_fingerprint") != prev.get("output_fingerprint"):
+            problems.append(f"{name}: computed from another version of {prev['stage']}'s output "
+                            f"(stale; `winnow run` redoes it)")
+    for part in ("kept", "removed"):
+        d = stage_dir / part
+        if d.exists():
+            for p in sorted(d.glob("*.parquet")):
+                if f"{part}/{p.name}" not in listed:
+                    problems.append(f"{name}/{part}/{p.name}: not in the manifest")
+    t = m.get("totals") or {}
+    if (t.get("rows_in"), t.get("kept"), t.get("removed")) != (total_in, total_kept, total_removed):
+        problems.append(f"{name}: manifest totals {t} do not match its shards")
+    return problems
+
+
+def _check_file(stage_dir: Path, name: str, f: dict, part: str, deep: bool) -> list[str]:
+    p = stage_dir / f["path"]
+    if not p.is_file():
+        return [f"{name}/{f['path']}: missing"]
+    if p.stat().st_size != f["bytes"]:
+        return [f"{name}/{f['path']}: checksum differs from manifest ({p.stat().st_size} bytes, manifest says "
+                f"{f['bytes']}: truncated or altered)"]
+    if not deep:
+        return []
+    if sha256_file(p) != f["sha256"]:
+        return [f"{name}/{f['path']}: checksum differs from manifest (altered)"]
+    out = []
+    rows = pq.ParquetFile(p).metadata.num_rows
+    if rows != f["rows"]:
+        out.append(f"{name}/{f['path']}: {rows} rows, manifest says {f['rows']}")
+    if part == "removed" and rows:
+        reasons = pq.read_table(p, columns=["reason"]).column("reason").to_pylist()
+        if any(not r for r in reasons):
+            out.append(f"{name}/{f['path']}: removed rows without a reason")
+    return out

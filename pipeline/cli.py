@@ -70,13 +70,14 @@ def cmd_select(args) -> int:
 def cmd_check(args) -> int:
     from pipeline.check import check_run
 
-    problems = check_run(Path(args.run_dir), deep=not args.quick)
+    problems = check_run(Path(args.run_dir), deep=not args.quick, allow_unstarted=args.partial)
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {args.run_dir}", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print(f"ok: {args.run_dir}: every shard matches its manifest; rows in = kept + removed in every stage")
+    print(f"ok: {args.run_dir}: every stage finished, every shard matches its manifest; rows in = kept + removed "
+          f"in every stage and = the previous stage's kept")
     return 0
 
 
@@ -162,11 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_select)
 
     c = sub.add_parser("check", help="verify a run folder against its manifests",
-                       description="Check every shard of RUN_DIR: present, checksum and row count as in the "
-                                   "manifest, removed rows carry a reason, rows in = kept + removed. Exit 1 on any "
-                                   "problem.")
+                       description="Check RUN_DIR against its pipeline.json: every stage present and finished "
+                                   "(manifest written), every shard present with the checksum and row count of "
+                                   "its manifest, removed rows carry a reason, rows in = kept + removed, and each "
+                                   "stage's rows in = the previous stage's kept rows (per shard and in total). "
+                                   "Exit 1 on any problem.")
     c.add_argument("run_dir")
-    c.add_argument("--quick", action="store_true", help="compare sizes, not SHA-256 checksums")
+    c.add_argument("--quick", action="store_true", help="compare sizes, not SHA-256 checksums and row counts")
+    c.add_argument("--partial", action="store_true",
+                   help="accept a run stopped on purpose with `run --stage`: later stages may be absent "
+                        "if they were never started")
     c.set_defaults(fn=cmd_check)
 
     i = sub.add_parser("inspect", help="print the funnel, or sample documents of a stage",

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pipeline.params import ParamError, validate
+from pipeline.shards import UnsafePathError, check_name
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,10 @@ def _normalise_stage(entry: Any, index: int) -> dict[str, Any]:
     entry = dict(entry)
     if "name" not in entry:
         raise ConfigError(f"stage #{index} has no `name`")
+    try:  # the name becomes a folder under run_dir: no '/', '..' or absolute paths
+        check_name(entry["name"])
+    except UnsafePathError as e:
+        raise ConfigError(f"stages[{index}].name: {e}") from None
     entry.setdefault("kind", entry["name"])
     return entry
 
@@ -179,12 +184,22 @@ def config_from_dict(
         raise ConfigError(f"stage names must be unique: {', '.join(sorted(dup))}")
     _check_stages(stages)
     _resolve_paths(stages, base)
+    if not isinstance(raw.get("run_dir", ""), (str, Path)):
+        raise ConfigError(f"run_dir: expected a folder path, got {type(raw['run_dir']).__name__}")
     run_dir = Path(raw.get("run_dir", "runs/default"))
     if not run_dir.is_absolute():
         run_dir = (base / run_dir).resolve()
-    workers = int(raw.get("workers", 1))
+    if run_dir == Path(run_dir.anchor) or run_dir == Path.home().resolve():
+        raise ConfigError(f"run_dir: {run_dir} is a file-system root or your home folder; name a folder for this run")
+    try:
+        workers = int(raw.get("workers", 1))
+    except (TypeError, ValueError):
+        raise ConfigError(f"workers: expected a whole number, got {raw.get('workers')!r}") from None
     if workers < 1:
         raise ConfigError("workers must be >= 1")
+    if not isinstance(raw.get("executor_options") or {}, dict):
+        raise ConfigError(f"executor_options: expected a mapping (e.g. {{address: auto}}), got "
+                          f"{type(raw['executor_options']).__name__}")
     executor = raw.get("executor", "local")
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor must be `local` or `ray`, got {executor!r}")

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import socket
 import sys
+import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
@@ -25,6 +29,36 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
                 dynamic_ncols=True, leave=False)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: a worker dies with the run, even when the parent is SIGKILLed.
+
+    On Linux the kernel sends SIGKILL when the parent exits (``PR_SET_PDEATHSIG``);
+    everywhere a watchdog thread also checks once a second that the parent is
+    still the one that started it (a worker busy in C code still exits: the
+    thread calls ``os._exit``). Finished shards are on disk; a rerun resumes.
+    (Linux sends the signal when the *thread* that started the worker ends; the
+    pool is started from the thread that runs the stages, which outlives it.)
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="winnow-parent-watchdog", daemon=True).start()
+
+
 class LocalExecutor:
     """Runs tasks in ``workers`` local processes (in-process when ``workers == 1``)."""
 
@@ -38,7 +72,8 @@ class LocalExecutor:
     def _get_pool(self) -> ProcessPoolExecutor:
         """One pool for the executor's lifetime: spawning workers per stage costs seconds each time."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:
@@ -80,16 +115,53 @@ class LocalExecutor:
             bar.close()
 
 
+RAY_OPTIONS = ("address", "shuffle_partitions", "runtime_env")
+
+
+class ExecutorOptionError(ValueError):
+    """A bad ``executor_options`` entry (the CLI prints it as one line, like a config error)."""
+
+
 def make_executor(kind: str, workers: int, progress: bool = True, options: dict | None = None):
-    if kind == "local":
+    options = dict(options or {})
+    if kind == "local":  # executor_options are Ray's; `--executor local` on a Ray config ignores them
         return LocalExecutor(workers, progress)
     if kind == "ray":
+        unknown = sorted(set(options) - set(RAY_OPTIONS))
+        if unknown:
+            raise ExecutorOptionError(f"executor_options: unknown key(s) {', '.join(unknown)}; "
+                              f"expected some of {', '.join(RAY_OPTIONS)}")
+        if options.get("address"):
+            check_ray_address(str(options["address"]))
         try:
             import ray  # noqa: F401
         except ModuleNotFoundError as e:
             raise RuntimeError("executor `ray` needs Ray: pip install 'winnow[ray]'") from e
-        return RayExecutor(workers, progress, **(options or {}))
+        try:
+            return RayExecutor(workers, progress, **options)
+        except (ConnectionError, TimeoutError, OSError) as e:
+            raise ExecutorOptionError(f"executor_options.address: cannot join the Ray cluster at "
+                              f"{options.get('address')!r}: {type(e).__name__}: {e}") from None
     raise ValueError(f"unknown executor {kind!r}")
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, with the config key, when ``executor_options.address`` names a host:port nobody answers on.
+
+    ``auto`` (the cluster `ray start` set up here) is left to Ray, which fails fast when there is none.
+    """
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ExecutorOptionError(f"executor_options.address: expected `auto`, `host:port` or `ray://host:port`, "
+                          f"got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ExecutorOptionError(f"executor_options.address: no Ray cluster answers at {address!r} "
+                          f"({e.strerror or type(e).__name__}); start one with `ray start --head` or fix the address") from None
 
 
 def run_all(executor, fn: Callable, tasks: Iterable[tuple], desc: str, labels: list[str] | None = None) -> list[Any]:

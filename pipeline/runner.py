@@ -15,7 +15,8 @@ re-scores.
 """
 from __future__ import annotations
 
-import shutil
+import errno
+import re
 import sys
 import time
 from collections import Counter
@@ -29,12 +30,18 @@ from pipeline.config import PipelineConfig
 from pipeline.document import REMOVED_FIELDS
 from pipeline.executors import make_executor, run_all
 from pipeline.shards import (
+    MANIFEST_FILE_KEYS,
+    TMP_MARK,
     StageLayout,
     atomic_write_json,
+    canonical_json,
     clean_temp_files,
+    file_matches,
     fingerprint,
+    inside,
     read_json,
     read_parquet,
+    remove_inside,
     write_parquet,
 )
 from pipeline.stage import Decision, Stage, StageContext, build_stage, cached_stage
@@ -46,6 +53,10 @@ class ConservationError(RuntimeError):
 
 class StaleScoresError(RuntimeError):
     """`winnow select` needs cached scores, and they are missing or stale."""
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (not a winnow run, foreign files, not writable)."""
 
 
 # ---------------------------------------------------------------------------
@@ -111,19 +122,22 @@ def write_shard_outputs(
 
 
 def marker_valid(layout: StageLayout, marker_path: Path, fp: str, files: tuple[str, ...] = ("kept", "removed")) -> dict | None:
-    """Return the marker if it matches ``fp`` and its files are present with the recorded size."""
+    """Return the marker if it matches ``fp`` and its files are intact (recorded size and hash).
+
+    Resume trusts a finished shard only after re-hashing its files, so a
+    truncated or altered shard is redone instead of being passed downstream.
+    """
     if not marker_path.exists():
         return None
     try:
         m = read_json(marker_path)
     except (OSError, ValueError):
         return None
-    if m.get("fingerprint") != fp:
+    if not isinstance(m, dict) or m.get("fingerprint") != fp:
         return None
     for key in files:
         f = m.get(key)
-        p = layout.root / f["path"]
-        if not p.exists() or p.stat().st_size != f["bytes"]:
+        if not isinstance(f, dict) or not file_matches(layout.root / f["path"], f):
             return None
     return m
 
@@ -154,6 +168,70 @@ def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Ta
     removed = removed.append_column(REMOVED_FIELDS[1], pa.array(rm_reasons, pa.string()))
     removed = removed.append_column(REMOVED_FIELDS[2], pa.array(details, pa.string()))
     return kept, removed
+
+
+# ---------------------------------------------------------------------------
+# what winnow writes in a stage folder (anything else is someone else's and is never deleted)
+
+_SHARD_FILES = (("kept", ".parquet"), ("removed", ".parquet"), ("scores", ".parquet"),
+                ("_done", ".json"), ("scores/_done", ".json"))
+# ingest names shards part-<file>-<chunk> and marks finished input files file-<file>
+_WINNOW_STEM = re.compile(r"^(part-\d+-\d+|file-\d+)$")
+_FILE_MARKER = re.compile(r"^file-\d+\.json$")
+
+
+def _winnow_file_name(name: str, ext: str) -> bool:
+    return TMP_MARK in name or bool(_WINNOW_STEM.match(name[: -len(ext)]))
+
+
+def _is_marker_or_marked(path: Path) -> bool:
+    """For a stale file off the shard pattern: a marker, or a shard file that has one."""
+    if path.suffix == ".json":
+        return _is_marker(path)
+    root = path.parent.parent  # kept/, removed/ and scores/ sit in the stage folder
+    return any((root / d / f"{path.stem}.json").exists() for d in ("_done", "scores/_done"))
+
+
+def _is_marker(path: Path) -> bool:
+    """A marker winnow wrote: a JSON object with a fingerprint (read only for names off the usual pattern)."""
+    try:
+        m = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and "fingerprint" in m
+
+
+def _foreign_files(layout: StageLayout) -> list[Path]:
+    """Files in a stage folder that winnow would not have written there (stage-specific ``plan/`` aside).
+
+    A shard file is winnow's when its name follows the shard pattern or a marker names its shard; a
+    marker is winnow's when its name follows the pattern or it reads as a marker.
+    """
+    root = layout.root
+    out: list[Path] = []
+    marked = {p.stem for d in ("_done", "scores/_done") if (root / d).is_dir()
+              for p in (root / d).glob("*.json") if _winnow_file_name(p.name, ".json") or _is_marker(p)}
+    sub_dirs = {"kept", "removed", "scores", "_done", "plan"}
+    for p in sorted(root.iterdir()):
+        if p.name in sub_dirs and p.is_dir() and not p.is_symlink():
+            continue
+        if p.name in ("manifest.json", "stats.json") and p.is_file() and not p.is_symlink():
+            continue
+        if TMP_MARK in p.name and p.is_file():
+            continue
+        out.append(p)
+    for sub, ext in _SHARD_FILES:
+        d = root / sub
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if sub == "scores" and p.name == "_done" and p.is_dir() and not p.is_symlink():
+                continue
+            if p.is_symlink() or not p.is_file() or not p.name.endswith(ext):
+                out.append(p)
+            elif not _winnow_file_name(p.name, ext) and p.name[: -len(ext)] not in marked:
+                out.append(p)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -254,12 +332,19 @@ class Runner:
                 self.executor.close()
 
     def _run(self, upto: str | None, select_only: str | None) -> list[StageResult]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "pipeline.json", {
-            "stages": [{"name": s["name"], "kind": s["kind"]} for s in self.config.stages],
-            "config": self.config.raw,
-            "seed": self.config.seed,
-        })
+        try:
+            return self._run_checked(upto, select_only)
+        except OSError as e:
+            where = Path(e.filename).absolute() if e.filename is not None else None
+            in_run = where is not None and (where == self.run_dir or self.run_dir in where.parents)
+            if in_run and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise RunFolderError(f"cannot write to the run folder {self.run_dir}: {e.strerror}: "
+                                     f"{e.filename}") from None
+            raise
+
+    def _run_checked(self, upto: str | None, select_only: str | None) -> list[StageResult]:
+        self._check_run_folder()
+        self._write_pipeline_json()
         results = []
         prev: dict | None = None
         stages = self.config.upto(select_only or upto)
@@ -273,6 +358,64 @@ class Runner:
             results.append(res)
             prev = read_json(StageLayout(self.run_dir, spec["name"]).manifest)
         return results
+
+    # -- run-folder safety ---------------------------------------------
+    def _check_run_folder(self) -> None:
+        """Refuse a folder that holds files but is not a winnow run (unless ``force``)."""
+        d = self.run_dir
+        if d.exists() and not d.is_dir():
+            raise RunFolderError(f"run_dir {d} exists and is not a folder")
+        if self.force or not d.exists() or (d / "pipeline.json").exists():
+            return
+        entries = sorted(p.name for p in d.iterdir())
+        if entries:
+            shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+            raise RunFolderError(
+                f"run_dir {d} is not empty ({shown}) and is not a winnow run (no pipeline.json); "
+                f"choose a new or empty run_dir, or pass --force to use it anyway")
+
+    def _write_pipeline_json(self) -> None:
+        """Record the stages and config; an unchanged file is not rewritten (an up-to-date run writes nothing)."""
+        path = self.run_dir / "pipeline.json"
+        content = {
+            "stages": [{"name": s["name"], "kind": s["kind"]} for s in self.config.stages],
+            "config": self.config.raw,
+            "seed": self.config.seed,
+        }
+        try:
+            if path.is_file() and path.read_text(encoding="utf-8") == canonical_json(content):
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, content)
+
+    def _check_stage_folder(self, layout: StageLayout) -> None:
+        """Refuse to run a stage whose folder holds files winnow did not write (``--force`` wipes it instead)."""
+        root = layout.root
+        if not root.exists() and not root.is_symlink():
+            return
+        if not inside(self.run_dir, root) or root.is_symlink() or not root.is_dir():
+            raise RunFolderError(f"stage folder {root} is not a folder inside the run folder {self.run_dir}")
+        if self.force:
+            return
+        foreign = _foreign_files(layout)
+        if foreign:
+            shown = ", ".join(str(p.relative_to(self.run_dir)) for p in foreign[:3])
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise RunFolderError(
+                f"stage folder {root} holds files winnow did not write ({shown}{more}); move them away, "
+                f"or pass --force to delete the stage folder and redo the stage")
+
+    def _manifest_files_present(self, layout: StageLayout, manifest: dict) -> bool:
+        """The up-to-date fast path's cheap check: every listed file exists with its recorded size."""
+        for sh in manifest.get("shards", []):
+            for part in ("kept", "removed"):
+                if not file_matches(layout.root / sh[part]["path"], sh[part], verify_hash=False):
+                    self.log(f"[{layout.root.name}] {sh[part]['path']} is missing or changed size; "
+                             f"verifying finished shards")
+                    return False
+        return True
 
     # -- internals ------------------------------------------------------
     def _require_current(self, spec: dict, prev_manifest: dict | None) -> dict:
@@ -305,14 +448,20 @@ class Runner:
         layout = StageLayout(self.run_dir, spec["name"])
         input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
         if layout.manifest.exists() and not self.force:
-            m = read_json(layout.manifest)
-            if m.get("fingerprint") == stage_fp:
+            try:
+                m = read_json(layout.manifest)
+            except (OSError, ValueError):  # a damaged manifest: the stage is redone from its verified shards
+                self.log(f"[{spec['name']}] manifest.json is unreadable; verifying finished shards")
+                m = {}
+            if m.get("fingerprint") == stage_fp and self._manifest_files_present(layout, m):
                 self.log(f"[{spec['name']}] up to date ({m['totals']['kept']:,} kept of {m['totals']['rows_in']:,})")
                 return StageResult(spec["name"], "up to date", read_json(layout.stats) if layout.stats.exists() else {})
+        self._check_stage_folder(layout)  # before anything in it is written or deleted
         if self.force and not select_only and layout.root.exists():
-            shutil.rmtree(layout.root)
+            self.log(f"[{spec['name']}] --force: deleting {layout.root}")
+            remove_inside(self.run_dir, layout.root)
         layout.root.mkdir(parents=True, exist_ok=True)
-        clean_temp_files(layout.root)
+        clean_temp_files(layout.root, self.run_dir)
         self.log(f"[{spec['name']}] {stage.describe()}")
         t0 = time.perf_counter()
 
@@ -360,7 +509,7 @@ class Runner:
                 todo = list(shards)  # a new plan invalidates every decision
                 done = {}
                 if layout.plan_dir.exists():
-                    shutil.rmtree(layout.plan_dir)
+                    remove_inside(self.run_dir, layout.plan_dir)
                 layout.plan_dir.mkdir(parents=True)
                 t0 = time.perf_counter()
                 plan_ctx = _ctx(ctx_d)
@@ -381,8 +530,12 @@ class Runner:
     def _finalize(self, spec, layout, markers, input_fp, score_fp, stage_fp, wall) -> tuple[dict, dict]:
         shard_entries = []
         for m in markers:
-            shard_entries.append({"name": m["shard"], "rows_in": m["rows_in"], "kept": m["kept"], "removed": m["removed"]})
-        self._remove_stale_files(layout, {m["shard"] for m in markers})
+            shard_entries.append({"name": m["shard"], "rows_in": m["rows_in"],
+                                  "kept": {k: m["kept"][k] for k in MANIFEST_FILE_KEYS},
+                                  "removed": {k: m["removed"][k] for k in MANIFEST_FILE_KEYS}})
+        stale = self._remove_stale_files(self.run_dir, layout, {m["shard"] for m in markers})
+        if stale:
+            self.log(f"[{spec['name']}] deleted {stale} files of shards a previous run wrote and this one did not")
         totals = {
             "rows_in": sum(m["rows_in"] for m in markers),
             "kept": sum(m["kept"]["rows"] for m in markers),
@@ -431,14 +584,22 @@ class Runner:
         return manifest, stats
 
     @staticmethod
-    def _remove_stale_files(layout: StageLayout, shards: set[str]) -> None:
-        for sub in ("kept", "removed", "scores", "_done", "scores/_done"):
+    def _remove_stale_files(run_dir: Path, layout: StageLayout, shards: set[str]) -> int:
+        """Delete shard files (winnow's own, see :func:`_foreign_files`) of shards not in this run; returns how many.
+
+        Ingest's per-input-file markers (``_done/file-N.json``) go too, as they always did, uncounted.
+        """
+        n = 0
+        for sub, ext in _SHARD_FILES:
             d = layout.root / sub
-            if not d.exists():
+            if not d.is_dir():
                 continue
-            for p in d.iterdir():
-                if p.is_file() and p.name.rsplit(".", 1)[0] not in shards and p.name.endswith((".parquet", ".json")):
-                    p.unlink()
+            for p in sorted(d.iterdir()):
+                if p.is_file() and not p.is_symlink() and p.name.endswith(ext) and \
+                        p.name[: -len(ext)] not in shards and (_winnow_file_name(p.name, ext) or _is_marker_or_marked(p)):
+                    remove_inside(run_dir, p)
+                    n += not _FILE_MARKER.match(p.name)  # ingest's per-input-file markers are not shards
+        return n
 
     @staticmethod
     def _summary_line(name: str, stats: dict) -> str:

@@ -78,6 +78,9 @@ def test_sigkill_mid_stage_then_resume_is_byte_identical(tmp_path, shared):
     # kill 1: in the middle of ingest
     n1 = _kill_when(_start(cfg_path), run / "ingest" / "_done", markers=3)
     assert not (run / "ingest" / "manifest.json").exists()
+    # a killed run is not a finished one: `winnow check` says so, --partial or not
+    for allow in (False, True):
+        assert check_run(run, allow_unstarted=allow)[0].startswith("ingest: stage did not finish")
     # kill 2: in the middle of the filter stage (ingest is resumed first)
     n2 = _kill_when(_start(cfg_path), run / "length" / "_done", markers=4)
     assert not (run / "length" / "manifest.json").exists()
