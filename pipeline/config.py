@@ -1,7 +1,8 @@
 """Pipeline configuration: one YAML file names the inputs, the ordered stages
 and each filter's parameters.
 
-YAML is read with ``yaml.safe_load`` only (configs are untrusted input).
+YAML is read with a ``yaml.SafeLoader`` that also refuses aliases (configs are
+untrusted input; nested aliases expand a few hundred bytes into gigabytes).
 Relative paths in the config are resolved against the config file's folder,
 so a config runs the same from any working directory.
 """
@@ -127,15 +128,37 @@ def _looks_remote(v: str) -> bool:
     return "://" in v
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``).
+
+    Aliases let a few hundred bytes of nested references expand into gigabytes
+    (a "billion laughs" document passes ``safe_load``); a pipeline config never
+    needs them, so they are refused rather than bounded.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found alias *{event.anchor}: YAML aliases are not allowed in a config "
+                f"(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml_load(stream: Any) -> Any:
+    """``yaml.safe_load`` without aliases: the loader for every config winnow reads."""
+    return yaml.load(stream, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            raw = yaml.safe_load(f)
+            raw = safe_yaml_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     return config_from_dict(raw, base=path.parent, path=path, overrides=overrides)
 
 

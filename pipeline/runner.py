@@ -330,6 +330,8 @@ class Runner:
 
     def _run_stage(self, spec: dict, prev: dict | None, select_only: bool = False) -> StageResult:
         stage = build_stage(spec)
+        if stage.reads_inputs:
+            stage.run_dir = self.run_dir  # a source stage never reads inputs from inside the run folder
         layout = StageLayout(self.run_dir, spec["name"])
         input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
         if layout.manifest.exists() and not self.force:

@@ -25,7 +25,7 @@ def _corrupt_jsonl(path):
         json.dumps({"id": "empty", "text": "   \n  "}).encode(),    # empty
         json.dumps({"id": "num", "text": 42}).encode(),              # malformed (not a string)
         b"[1, 2, 3]",                                                # malformed (not an object)
-        b"",                                                         # blank line -> empty
+        b"",                                                         # blank line -> counted, not a row
         json.dumps({"id": "huge", "text": "x" * (50 * 1024 * 1024)}).encode(),  # 50 MB -> too_long
         json.dumps({"id": "surrogate", "text": "bad \ud800 escape"}).encode(),   # lone surrogate -> bad_encoding
         *[g.encode() for g in good[2:]],
@@ -43,11 +43,12 @@ def test_every_corrupt_line_is_kept_or_removed_with_reason(tmp_path):
     m = read_json(run / "ingest" / "manifest.json")
     kept = [r for sh in m["shards"] for r in pq.read_table(run / "ingest" / sh["kept"]["path"]).to_pylist()]
     removed = [r for sh in m["shards"] for r in pq.read_table(run / "ingest" / sh["removed"]["path"]).to_pylist()]
-    assert len(kept) + len(removed) == n_lines
+    assert len(kept) + len(removed) == n_lines - 1  # the blank line is not a record...
+    assert read_json(run / "ingest" / "stats.json")["counters"] == {"blank_lines": 1}  # ...but it is counted
     assert sorted(r["id"] for r in kept) == sorted(f"g{i}" for i in range(20) if i != 1)
     by_line = {json.loads(r["metadata"])["record"]: r for r in removed}
     expect = {2: "malformed", 3: "bad_encoding", 4: "missing_text", 5: "missing_text", 6: "empty",
-              7: "malformed", 8: "malformed", 9: "empty", 10: "too_long", 11: "bad_encoding"}
+              7: "malformed", 8: "malformed", 10: "too_long", 11: "bad_encoding"}
     assert {k: v["reason"] for k, v in by_line.items()} == expect
     assert all(r["detail"] for r in removed)
     assert all(json.loads(r["metadata"])["file"] == "corrupt.jsonl" for r in removed)
