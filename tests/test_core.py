@@ -119,6 +119,7 @@ def test_yaml_is_loaded_safely(tmp_path):
     ("stages: [{name: ingest, inputs: [{path: x}]}, {name: d, kind: 'json:Nope'}]", r"module 'json' has no attribute 'Nope'"),
     ("stages: [{name: ingest, inputs: [{path: x}]}, {name: d, kind: minhash_dedupe}]", r"unknown stage kind 'minhash_dedupe'; did you mean minhash_dedup"),
     ("stages: [{name: ingest, inputs: [{path: x}]}, {name: q, kind: filter, filters: [gopher_qualty]}]", r"unknown filter 'gopher_qualty'; did you mean gopher_quality"),
+    ("stages: [{name: ingest, inputs: [{path: x}]}, {name: q, kind: filter, filter: [c4]}]", r"stage q: unknown parameter `filter` \(did you mean `filters`\?\)"),
     ("stages: [{name: ingest, inputs: [{path: x}]}, {name: q, kind: filter, filters: ['os:system']}]", r"expected a winnow Filter subclass or a function"),
     ("stages: [{name: ingest, inputs: [{path: x}]}, {name: q, kind: filter, filters: [{c4: {min_sentence: 2}}]}]", r"filter c4: unknown parameter `min_sentence` \(did you mean `min_sentences`\?\)"),
 ])
