@@ -38,6 +38,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_quality_eval(args) -> int:
+    from experiments.quality_eval import main
+
+    return main(args.argv)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("ablation", help="run the matched-model ablation described in a config's `experiment:`",
                        description="Run the pipeline, hold out evaluation text, train one tokenizer, draw token-budget "
@@ -52,3 +58,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("target", help="the ablation's config, or its output folder")
     r.add_argument("--command", help="the command that reproduces the results, printed in the report")
     r.set_defaults(fn=cmd_report)
+    q = sub.add_parser("quality-eval", add_help=False,
+                       help="agreement of every quality scorer of the configs with labelled documents (AUC, Spearman, "
+                            "bootstrap intervals); `winnow quality-eval --help` for details")
+    q.add_argument("argv", nargs=argparse.REMAINDER)
+    q.set_defaults(fn=cmd_quality_eval)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from filters.base import Filter, register_filter
+from filters.quality_features import DOC_FEATURES, Logistic, doc_features_from_lines, line_features
 from pipeline.shards import read_parquet, sha256_file
 
 DEFAULT_REFERENCE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ref" / "wikipedia-en.jsonl.gz")
@@ -42,6 +43,8 @@ CLASSIFIER_TRAIN_DEFAULTS = {
     "min_chars": 500,            # WikiExtractor stubs (empty or one line) are not positives
     "negatives_from_stage": "langid",
     "negatives_exclude_sources": [],  # e.g. the raw corpus's own Wikipedia share
+    # files whose ids are never negatives (labelled evaluation pages): [{path, id_field, require_field}]
+    "negatives_exclude_ids_from": [],
     "max_per_class": 20000,
     "validation_fraction": 0.1,
     "epoch": 5,
@@ -51,6 +54,17 @@ CLASSIFIER_TRAIN_DEFAULTS = {
     "bucket": 200000,            # fastText's 2M default would make a 0.5 GB model at dim 64
     "min_count": 1,
     "seed": 0,
+}
+
+
+COMBINED_TRAIN_DEFAULTS = {
+    "classifier": {},            # the fastText part: CLASSIFIER_TRAIN_DEFAULTS overrides (the DCLM recipe)
+    # pages with hand-cleaned main text: [{path, gold_field, html_field, id_field}]; only their
+    # train-split pages (pipeline.heldout) are fitted on, and none of them is ever a fastText negative
+    "labelled": [],
+    "good_content_fraction": 0.8,  # a page is good when at least this share of its text is gold content
+    "l2": 1.0,                   # penalty of both logistic regressions (standardised features)
+    "extractor": "resiliparse",  # as the ingest stage extracts the raw pages
 }
 
 
@@ -316,4 +330,128 @@ class RefPerplexity(Filter):
             bucket = ppl_bucket(bpb, self.plan_state)
             if bucket not in self.params["keep_buckets"]:
                 return False, f"bucket_{bucket or 'none'}", f"ref_bpb {bpb} in bucket {bucket}"
+        return True
+
+
+COMBINED_FEATURES = ("fasttext_logit", "line_content_frac") + DOC_FEATURES
+
+
+class CombinedScorer:
+    """fastText logit + learned line-level content fraction + cheap document statistics -> P(good).
+
+    Both logistic regressions live in one JSON file (see :mod:`filters.quality_features`).
+    """
+
+    def __init__(self, model: dict, classifier: _ClassifierScorer | None, max_chars: int | None = None):
+        if model.get("format") != COMBINED_FORMAT:
+            raise ValueError(f"not a {COMBINED_FORMAT} model (format {model.get('format')!r})")
+        self.line_model = Logistic.from_json(model["line_model"])
+        self.doc_model = Logistic.from_json(model["doc_model"])
+        self.classifier = classifier
+        self.max_chars = max_chars
+
+    @staticmethod
+    def line_part(line_model: Logistic, text: str) -> tuple[float, np.ndarray, np.ndarray]:
+        """(predicted content fraction, document features, per-line P(content))."""
+        lines, feats = line_features(text)
+        if not lines:
+            return 0.0, np.zeros(len(DOC_FEATURES)), np.zeros(0)
+        p = line_model.predict(feats)
+        chars = np.array([len(ln) for ln in lines], dtype=np.float64)
+        return float((p * chars).sum() / chars.sum()), doc_features_from_lines(lines, feats), p
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        texts = [t[: self.max_chars] if self.max_chars else t for t in texts]
+        logits = self.classifier.logits(texts) if self.classifier is not None else np.zeros(len(texts))
+        rows = []
+        for text, logit in zip(texts, logits):
+            frac, doc, _ = self.line_part(self.line_model, text)
+            rows.append(np.concatenate([[np.clip(logit, -20.0, 20.0), frac], doc]))
+        return np.asarray(rows).reshape(len(texts), len(COMBINED_FEATURES))
+
+    def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(combined P(good), feature matrix) for ``texts``."""
+        x = self.features(texts)
+        return self.doc_model.predict(x[:, [COMBINED_FEATURES.index(n) for n in self.doc_model.names]]), x
+
+
+COMBINED_FORMAT = "winnow-quality-combined-v1"
+
+
+@register_filter
+class QualityCombined(Filter):
+    """A small learned model over quality signals; keep by threshold or top fraction.
+
+    Columns: ``quality_combined`` (P(good page), the decision score),
+    ``qc_fasttext`` (the DCLM-recipe classifier's P(hq)), ``qc_content_frac``
+    (the share of the text a line model trained on hand-cleaned pages predicts
+    to be main content). Trained by ``winnow train-quality``; see
+    :func:`filters.quality_training.train_combined` for the data.
+    """
+
+    name = "quality_combined"
+    columns = {"quality_combined": "float", "qc_fasttext": "float", "qc_content_frac": "float"}
+    defaults = {
+        "model_path": None,        # the JSON with both logistic regressions
+        "classifier_path": None,   # the fastText model it reads the logit from
+        "max_chars": 20000,
+        "threshold": None,
+        "top_fraction": None,
+        "train": None,             # see COMBINED_TRAIN_DEFAULTS
+    }
+    decision_params = ("threshold", "top_fraction")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if not self.params["model_path"] or not self.params["classifier_path"]:
+            raise ValueError("quality_combined needs `model_path` and `classifier_path` "
+                             "(trained by `winnow train-quality CONFIG`)")
+        if self.params["threshold"] is not None and self.params["top_fraction"] is not None:
+            raise ValueError("quality_combined: set `threshold` or `top_fraction`, not both")
+        frac = self.params["top_fraction"]
+        if frac is not None and not 0 < frac <= 1:
+            raise ValueError(f"quality_combined: top_fraction must be in (0, 1], got {frac}")
+        _check_train_settings(COMBINED_TRAIN_DEFAULTS, self.params["train"], self.name)
+
+    def scoring_params(self) -> dict:
+        p = {k: v for k, v in super().scoring_params().items() if k != "train"}
+        p["model_sha256"] = _file_sha256(p["model_path"])
+        p["classifier_sha256"] = _file_sha256(p["classifier_path"])
+        return p
+
+    def setup(self) -> None:
+        import json
+
+        model = json.loads(Path(self.params["model_path"]).read_text(encoding="utf-8"))
+        clf = _ClassifierScorer(load_fasttext(str(self.params["classifier_path"])))
+        self.scorer = CombinedScorer(model, clf, self.params["max_chars"])
+
+    def score_batch(self, docs):
+        if not docs:
+            return []
+        score, x = self.scorer.scores([d.text for d in docs])
+        ft = 1.0 / (1.0 + np.exp(-x[:, 0]))
+        return [{"quality_combined": float(s), "qc_fasttext": float(f), "qc_content_frac": float(c)}
+                for s, f, c in zip(score, ft, x[:, 1])]
+
+    def score(self, doc):
+        return self.score_batch([doc])[0]
+
+    def needs_plan(self) -> bool:
+        return self.params["top_fraction"] is not None
+
+    def plan(self, columns):
+        return top_fraction_plan(columns["quality_combined"].astype(np.float64), self.params["top_fraction"])
+
+    def decide(self, s):
+        score = s["quality_combined"]
+        score = -math.inf if score is None or math.isnan(score) else score
+        if self.params["top_fraction"] is not None:
+            cutoff = self.plan_state["cutoff"]
+            if score >= cutoff:
+                return True
+            return False, "below_top_fraction", \
+                f"quality_combined {score:.4f} < cut-off {cutoff:.4f} (top {self.params['top_fraction']:g})"
+        if self.params["threshold"] is not None and score < self.params["threshold"]:
+            return False, "below_threshold", f"quality_combined {score:.4f} < {self.params['threshold']:g}"
         return True
