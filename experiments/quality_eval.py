@@ -164,6 +164,7 @@ def config_scores(config_paths: list[str], docs: list[Document], log=print) -> t
                     if typ in ("float", "int", "bool"):
                         scores[col] = np.array([np.nan if r.get(col) is None else float(r[col]) for r in results])
                 if flt.needs_plan():
+                    complete = False
                     continue  # a top-fraction cut depends on the whole stage, not on one document
                 passed = np.array([_passes(flt, r) for r in results])
                 scores[f"{ref} pass"] = passed.astype(float)
@@ -209,8 +210,10 @@ def spearman_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def agreement(scores: dict[str, np.ndarray], label: np.ndarray | None, target: np.ndarray | None,
-              baseline: str = "length", resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
-    """AUC / Spearman with 95% percentile bootstrap intervals; AUC minus the baseline's on the same resamples.
+              baselines: tuple[str, ...] = ("length", "heuristics stage pass"), resamples: int = 1000,
+              seed: int = 0) -> dict[str, dict]:
+    """AUC / Spearman with 95% percentile bootstrap intervals, and AUC minus each baseline's AUC
+    on the same resamples (``auc_minus_<baseline>``, with its interval).
 
     Missing scores (NaN) rank lowest, as a pipeline would treat them.
     """
@@ -218,30 +221,30 @@ def agreement(scores: dict[str, np.ndarray], label: np.ndarray | None, target: n
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(resamples, n))
     out: dict[str, dict] = {}
-    base_auc = None
-    ordered = [baseline] + [k for k in scores if k != baseline] if baseline in scores else list(scores)
-    for name in ordered:
-        s = np.nan_to_num(scores[name], nan=-np.inf)
-        s = np.where(np.isneginf(s), np.nanmin(np.where(np.isinf(s), np.nan, s)) - 1 if np.isfinite(s).any() else 0, s)
+    boot_auc: dict[str, np.ndarray] = {}
+    for name, values in scores.items():
+        s = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(s)
+        s = np.where(finite, s, (s[finite].min() - 1.0) if finite.any() else 0.0)
         row: dict = {}
         if label is not None:
-            auc = float(auc_many(label[None, :], s[None, :])[0])
-            boot = auc_many(label[idx], s[idx])
-            row["auc"] = auc
-            row["auc_ci"] = [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))]
-            if name == baseline:
-                base_auc = boot
-            elif base_auc is not None:
-                diff = boot - base_auc
-                row["auc_minus_" + baseline] = auc - out[baseline]["auc"]
-                row["auc_minus_" + baseline + "_ci"] = [float(np.nanpercentile(diff, 2.5)),
-                                                         float(np.nanpercentile(diff, 97.5))]
+            row["auc"] = float(auc_many(label[None, :], s[None, :])[0])
+            boot_auc[name] = auc_many(label[idx], s[idx])
+            row["auc_ci"] = [float(np.nanpercentile(boot_auc[name], 2.5)), float(np.nanpercentile(boot_auc[name], 97.5))]
         if target is not None:
-            rho = float(spearman_many(target[None, :], s[None, :])[0])
+            row["spearman"] = float(spearman_many(target[None, :], s[None, :])[0])
             boot = spearman_many(target[idx], s[idx])
-            row["spearman"] = rho
             row["spearman_ci"] = [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))]
         out[name] = row
+    for base in baselines:
+        if label is None or base not in out:
+            continue
+        for name, row in out.items():
+            if name == base:
+                continue
+            diff = boot_auc[name] - boot_auc[base]
+            row[f"auc_minus_{base}"] = row["auc"] - out[base]["auc"]
+            row[f"auc_minus_{base}_ci"] = [float(np.nanpercentile(diff, 2.5)), float(np.nanpercentile(diff, 97.5))]
     return out
 
 
@@ -286,26 +289,58 @@ def markdown(results: dict, command: str) -> str:
     lines = ["# Quality scores against human judgment", "",
              f"Reproduce: `{command}` (bootstrap: {results['resamples']} resamples of documents, 95% percentile "
              "intervals; AUC reads each column as higher = better, so a badness measure that works shows AUC < 0.5; "
-             "`vs length` is AUC minus the AUC of document length on the same resamples).", ""]
-    lines += ["## Summary", "", "| labelled set | docs (good) | scorer | ROC AUC | vs length | Spearman with score |",
-              "|---|---|---|---|---|---|"]
+             "`vs length` / `vs heuristics pass` is AUC minus the AUC of document length / of passing the heuristic "
+             "stage, on the same resamples).", ""]
+    lines += ["## Summary", "", "| labelled set | docs (good) | scorer | ROC AUC | vs length | vs heuristics pass | "
+              "Spearman with score |", "|---|---|---|---|---|---|---|"]
     for name, s in results["sets"].items():
         for scorer in HEADLINE:
             row = s["scorers"].get(scorer)
             if row is None:
                 continue
             lines.append(f"| {name} | {s['docs']:,} ({s['positives']}) | {scorer} | {_ci(row, 'auc')} | "
-                         f"{_ci(row, 'auc_minus_length')} | {_ci(row, 'spearman')} |")
+                         f"{_ci(row, 'auc_minus_length')} | {_ci(row, 'auc_minus_heuristics stage pass')} | "
+                         f"{_ci(row, 'spearman')} |")
     for name, s in results["sets"].items():
         lines += ["", f"## {name}", "", f"`{s['path']}`: {s['docs']:,} documents, {s['positives']} labelled good"
                   + ("; `score` = content fraction" if s["score_field"] else "") + ".", ""]
         if s["skipped_scorers"]:
             lines += [f"Skipped (no model): {'; '.join(s['skipped_scorers'])}", ""]
-        lines += ["| scorer | ROC AUC | vs length | Spearman with score |", "|---|---|---|---|"]
+        lines += ["| scorer | ROC AUC | vs length | vs heuristics pass | Spearman with score |", "|---|---|---|---|---|"]
         ranked = sorted(s["scorers"].items(), key=lambda kv: -abs(kv[1].get("auc", 0.5) - 0.5))
         for scorer, row in ranked:
-            lines.append(f"| {scorer} | {_ci(row, 'auc')} | {_ci(row, 'auc_minus_length')} | {_ci(row, 'spearman')} |")
+            lines.append(f"| {scorer} | {_ci(row, 'auc')} | {_ci(row, 'auc_minus_length')} | "
+                         f"{_ci(row, 'auc_minus_heuristics stage pass')} | {_ci(row, 'spearman')} |")
     return "\n".join(lines) + "\n"
+
+
+#: The column each trainable filter decides on: its agreement is written into the model's manifest.
+DECISION_COLUMN = {"quality_combined": "quality_combined", "quality_classifier": "quality_score", "ref_perplexity": "ref_bpb"}
+
+
+def record_agreement(config_paths: list[str], results: dict) -> list[Path]:
+    """Write each model's agreement with every labelled set into its training manifest (``agreement``)."""
+    from filters.quality_model import manifest_path
+    from filters.quality_training import quality_models_in_config
+    from pipeline.shards import atomic_write_json
+
+    written = []
+    for config_path in config_paths:
+        for _, ref, params, _ in quality_models_in_config(load_config(config_path)):
+            path = manifest_path(params["model_path"])
+            column = DECISION_COLUMN[ref]
+            if not path.exists():
+                continue
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest["agreement"] = {
+                "column": column, "command": results.get("command"), "resamples": results["resamples"],
+                "sets": {name: {"docs": s["docs"], "good": s["positives"],
+                                **{k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v])
+                                   for k, v in s["scorers"][column].items()}}
+                         for name, s in results["sets"].items() if column in s["scorers"]}}
+            atomic_write_json(path, manifest)
+            written.append(path)
+    return written
 
 
 def train_missing(config_paths: list[str], log=print) -> None:
@@ -351,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(args.configs, sets, args.resamples, log=log)
     command = "winnow quality-eval " + " ".join(args.configs) + "".join(f" --labels {x}" for x in args.labels)
     results["command"] = command
+    for path in record_agreement(args.configs, results):
+        log(f"quality-eval: agreement recorded in {path}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     md = markdown(results, command)

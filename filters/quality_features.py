@@ -106,48 +106,65 @@ _CLASSES: np.ndarray | None = None
 
 
 def line_features(text: str) -> tuple[list[str], np.ndarray]:
-    """The non-blank lines of ``text`` and a (lines x LINE_FEATURES) float matrix.
+    """The non-blank lines of ``text`` and a (lines x LINE_FEATURES) float matrix."""
+    lines, _, feats = batch_line_features([text])
+    return lines, feats
 
-    Vectorised over the whole document (character classes by table lookup, one
-    regex pass for boilerplate words), so its cost stays near that of reading the text.
+
+def batch_line_features(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Line features of a whole batch at once: (lines, document index of each line, features).
+
+    Vectorised over all lines of all documents (character classes by table
+    lookup, word starts from the class array, a set lookup for boilerplate
+    words): per-document numpy calls cost more than the arithmetic on a short
+    page, so a shard's documents go through together.
     """
     global _CLASSES
     if _CLASSES is None:
         _CLASSES = _char_classes()
-    lines = text_lines(text)
+    lines: list[str] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for i, t in enumerate(texts):
+        doc_lines = text_lines(t)
+        counts[i] = len(doc_lines)
+        lines += doc_lines
     n = len(lines)
+    doc = np.repeat(np.arange(len(texts)), counts)
     if not n:
-        return [], np.zeros((0, len(LINE_FEATURES)))
+        return [], doc, np.zeros((0, len(LINE_FEATURES)))
     joined = "\n".join(lines)
     lens = np.fromiter((len(ln) for ln in lines), dtype=np.int64, count=n)
     starts = np.concatenate([[0], np.cumsum(lens[:-1] + 1)])
-    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    codes = np.frombuffer(joined.encode("utf-32-le", "replace"), dtype=np.uint32)
     cls = _CLASSES[np.minimum(codes, 0xFFFF)]
     cls[codes > 0xFFFF] = 1  # supplementary planes: count as letters (CJK extensions, scripts)
     alpha = np.add.reduceat((cls & 1).astype(np.int64), starts)
     digit = np.add.reduceat(((cls >> 1) & 1).astype(np.int64), starts)
     upper = np.add.reduceat(((cls >> 2) & 1).astype(np.int64), starts)
     space = np.add.reduceat(((cls >> 3) & 1).astype(np.int64), starts)
-    # words = runs of non-space: count a word start where a non-space follows a space or a line start
+    # words = runs of non-space: a word starts where a non-space follows a space or a line start
     nonspace = (cls & 8) == 0
     nl = codes == 10
     word_start = nonspace & ~nl & np.concatenate([[True], ~nonspace[:-1] | nl[:-1]])
     words = np.add.reduceat(word_start.astype(np.int64), starts)
+    caps = np.add.reduceat((word_start & ((cls & 4) > 0)).astype(np.int64), starts)
     # distinct boilerplate words per line (punctuation blanked in the code-point array: a regex
     # substitution cost more than all the rest) plus separator symbols
     words_only = np.where(((cls & 3) > 0) | nl, codes, 32).astype(np.uint32).tobytes().decode("utf-32-le").lower()
-    hits = np.array([len(BOILERPLATE_WORDS.intersection(ln.split())) for ln in words_only.split("\n")],
-                    dtype=np.int64)
+    hits = np.fromiter((len(BOILERPLATE_WORDS.intersection(ln.split())) for ln in words_only.split("\n")),
+                       dtype=np.int64, count=n)
     hits += np.add.reduceat(np.isin(codes, BOILERPLATE_SYMBOLS).astype(np.int64), starts)
     hits[lens >= 400] = 0  # long prose lines rarely are navigation
-    caps = np.add.reduceat((word_start & ((cls & 4) > 0)).astype(np.int64), starts).astype(np.float64)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    index_in_doc = np.arange(n) - first[doc]
+    lines_in_doc = counts[doc]
     c = lens.astype(np.float64)
     log_c = np.log1p(c)
     f = np.empty((n, len(LINE_FEATURES)))
     f[:, 0] = log_c
     f[:, 1] = np.log1p(words)
-    f[:, 2] = [ln.endswith(_TERMINAL) for ln in lines]
-    f[:, 3] = [ln.endswith(":") for ln in lines]
+    f[:, 2] = np.fromiter((ln.endswith(_TERMINAL) for ln in lines), dtype=bool, count=n)
+    f[:, 3] = np.fromiter((ln.endswith(":") for ln in lines), dtype=bool, count=n)
     f[:, 4] = alpha / c
     f[:, 5] = digit / c
     f[:, 6] = upper / np.maximum(alpha, 1)
@@ -155,33 +172,37 @@ def line_features(text: str) -> tuple[list[str], np.ndarray]:
     f[:, 8] = (c - alpha - digit - space) / c
     f[:, 9] = np.log1p(hits)
     f[:, 10] = hits / np.maximum(words, 1)
-    f[:, 11] = [ln[:1] in "-*•·>#" or ln[:2].rstrip(".)").isdigit() for ln in lines]
+    f[:, 11] = np.fromiter((ln[:1] in "-*•·>#" or ln[:2].rstrip(".)").isdigit() for ln in lines), dtype=bool, count=n)
     f[:, 12] = np.minimum(caps / np.maximum(words, 1), 1.0)
-    f[:, 13] = np.arange(n) / max(n - 1, 1)
-    f[:, 14] = np.concatenate([[0.0], log_c[:-1]])
-    f[:, 15] = np.concatenate([log_c[1:], [0.0]])
-    f[:, 16] = math.log1p(n)
-    return lines, f
+    f[:, 13] = index_in_doc / np.maximum(lines_in_doc - 1, 1)
+    f[:, 14] = np.where(index_in_doc > 0, np.concatenate([[0.0], log_c[:-1]]), 0.0)
+    f[:, 15] = np.where(index_in_doc < lines_in_doc - 1, np.concatenate([log_c[1:], [0.0]]), 0.0)
+    f[:, 16] = np.log1p(lines_in_doc)
+    return lines, doc, f
 
 
 DOC_FEATURES = ("log_chars", "log_lines", "mean_log_line_chars", "terminal_line_frac", "short_line_char_frac",
                 "boilerplate_line_frac", "alpha_frac", "digit_frac", "upper_frac")
 
 
-def doc_features_from_lines(lines: list[str], feats: np.ndarray) -> np.ndarray:
-    """Document-level summary of :func:`line_features` (one row of DOC_FEATURES)."""
-    if not lines:
-        return np.zeros(len(DOC_FEATURES))
-    f = {name: feats[:, i] for i, name in enumerate(LINE_FEATURES)}
-    chars = np.exp(f["log_chars"]) - 1
-    total = chars.sum()
-    return np.array([
-        math.log1p(total), math.log1p(len(lines)), float(f["log_chars"].mean()),
-        float(f["ends_terminal"].mean()), float(chars[chars < 30].sum() / total),
-        float((f["boilerplate_hits"] > 0).mean()),
-        float((f["alpha_frac"] * chars).sum() / total), float((f["digit_frac"] * chars).sum() / total),
-        float(f["upper_frac"].mean()),
+def batch_doc_features(doc: np.ndarray, feats: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per-document summaries (n_docs x DOC_FEATURES) of :func:`batch_line_features`; zeros for a blank document."""
+    col = {name: feats[:, i] for i, name in enumerate(LINE_FEATURES)}
+    chars = np.exp(col["log_chars"]) - 1
+
+    def total(weights):
+        return np.bincount(doc, weights=weights, minlength=n_docs)
+
+    n = total(np.ones(len(doc)))
+    c = total(chars)
+    nz, cz = np.maximum(n, 1), np.maximum(c, 1)
+    out = np.column_stack([
+        np.log1p(c), np.log1p(n), total(col["log_chars"]) / nz, total(col["ends_terminal"]) / nz,
+        total(chars * (chars < 30)) / cz, total(col["boilerplate_hits"] > 0) / nz,
+        total(col["alpha_frac"] * chars) / cz, total(col["digit_frac"] * chars) / cz, total(col["upper_frac"]) / nz,
     ])
+    out[n == 0] = 0.0
+    return out
 
 
 # ---------------------------------------------------------------------------

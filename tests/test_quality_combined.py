@@ -208,3 +208,27 @@ def test_labelled_sets_are_well_formed_and_held_out(shared, tmp_path):
     path.write_text(json.dumps({"text": "a"}) + "\n")
     with pytest.raises(ValueError, match="needs `label`"):
         read_labelled(path)
+
+
+def test_quality_eval_command_scores_any_labelled_file_with_a_config_s_filters(tmp_path, capsys):
+    from experiments.quality_eval import main
+
+    rng = random.Random(3)
+    rows = [{"id": f"good-{i}", "text": "\n".join(_sentence(rng, 25) for _ in range(8)), "label": 1} for i in range(30)]
+    rows += [{"id": f"bad-{i}", "text": "\n".join(rng.choice(NAV) for _ in range(6)), "label": 0} for i in range(30)]
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_config(tmp_path / "c.yaml", {"run_dir": "run", "stages": [
+        {"name": "ingest", "inputs": [{"path": "labelled.jsonl"}]},
+        {"name": "heuristics", "kind": "filter", "filters": ["c4", "gopher_quality"]}]})
+    out = tmp_path / "eval"
+    assert main([str(config), "--labels", f"toy={labelled}", "--resamples", "50", "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    table = results["sets"]["toy"]["scorers"]
+    assert results["sets"]["toy"]["docs"] == 60 and results["sets"]["toy"]["positives"] == 30
+    assert {"length", "c4 pass", "gopher_quality pass", "heuristics stage pass"} <= set(table)
+    assert table["heuristics stage pass"]["auc"] > 0.9 and table["length"]["auc"] > 0.9
+    assert table["c4 pass"]["auc_minus_heuristics stage pass"] == pytest.approx(
+        table["c4 pass"]["auc"] - table["heuristics stage pass"]["auc"])
+    assert "| toy | 60 (30) | heuristics stage pass |" in out.with_suffix(".md").read_text()
+    assert "ROC AUC" in capsys.readouterr().out

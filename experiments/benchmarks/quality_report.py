@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     plan_file = run.plan_dir(stage) / "quality_combined.json"
     plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
 
+    rule = f"top fraction {params['top_fraction']}" if params.get("top_fraction") else f"threshold {params.get('threshold')}"
     out = ["# What the combined quality score selects on the web-only raw corpus", "",
-           f"Config `{args.config}`, stage `{stage}` ({params.get('top_fraction') and f'top fraction {params['top_fraction']}' or params.get('threshold')}); "
+           f"Config `{args.config}`, stage `{stage}` ({rule}); "
            f"cut-off {plan.get('cutoff', float('nan')):.4f} on `{SCORE}`. Reproduce: "
            f"`winnow train-quality {args.config} && winnow run {args.config} && "
            f"python -m experiments.benchmarks.quality_report {args.config}"
