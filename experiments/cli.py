@@ -39,9 +39,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_quality_eval(args) -> int:
-    from experiments.quality_eval import main
+    from experiments.quality_eval import run
 
-    return main(args.argv)
+    return run(args, args.parser)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +58,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("target", help="the ablation's config, or its output folder")
     r.add_argument("--command", help="the command that reproduces the results, printed in the report")
     r.set_defaults(fn=cmd_report)
-    q = sub.add_parser("quality-eval", add_help=False,
-                       help="agreement of every quality scorer of the configs with labelled documents (AUC, Spearman, "
-                            "bootstrap intervals); `winnow quality-eval --help` for details")
-    q.add_argument("argv", nargs=argparse.REMAINDER)
-    q.set_defaults(fn=cmd_quality_eval)
+    from experiments.quality_eval import __doc__ as quality_eval_doc, add_arguments
+
+    q = sub.add_parser("quality-eval", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="agreement of every quality scorer of the configs with labelled documents "
+                            "(ROC AUC, Spearman, bootstrap intervals)",
+                       description=quality_eval_doc)
+    add_arguments(q)
+    q.set_defaults(fn=cmd_quality_eval, parser=q)

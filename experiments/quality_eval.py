@@ -355,9 +355,8 @@ def train_missing(config_paths: list[str], log=print) -> None:
             train_quality(cfg, log=log)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="winnow quality-eval", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The command's arguments, shared by ``winnow quality-eval`` and ``python -m experiments.quality_eval``."""
     ap.add_argument("configs", nargs="+", help="configs whose filters are the scorers (models trained by train-quality)")
     ap.add_argument("--labels", action="append", default=[], metavar="NAME=PATH",
                     help="a labelled JSONL(.gz) to evaluate on (repeatable); default: the built-in sets")
@@ -367,8 +366,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="first run `winnow train-quality` for every config with a model file missing")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--out", default="experiments/results/quality_eval", help="writes OUT.md and OUT.json")
-    args = ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.quality_eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return run(ap.parse_args(argv), ap)
+
+
+def run(args, ap: argparse.ArgumentParser) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
