@@ -24,6 +24,7 @@ from filters.quality_model import QualityCombined, manifest_path, training_ids
 from filters.quality_training import auc_score, train_quality
 from pipeline.config import load_config
 from pipeline.heldout import reference_split
+from pipeline.rundir import RunFolder
 from pipeline.runner import Runner
 from pipeline.shards import read_json
 from tests.conftest import write_config
@@ -162,9 +163,8 @@ def test_combined_training_learns_content_holds_out_pages_and_recuts_without_sco
     run = config.run_dir
     n = read_json(run / "quality" / "manifest.json")["totals"]["rows_in"]
     assert read_json(run / "quality" / "manifest.json")["totals"]["kept"] >= math.ceil(0.5 * n)
-    kept = [r for r in __import__("pipeline.rundir", fromlist=["RunFolder"]).RunFolder(run).rows("quality", ["id", "qc_content_frac", "quality_combined"])]
-    removed = list(__import__("pipeline.rundir", fromlist=["RunFolder"]).RunFolder(run).rows(
-        "quality", ["id", "qc_content_frac"], part="removed"))
+    kept = list(RunFolder(run).rows("quality", ["id", "qc_content_frac"]))
+    removed = list(RunFolder(run).rows("quality", ["id", "qc_content_frac"], part="removed"))
     assert np.mean([r["qc_content_frac"] for r in kept]) > np.mean([r["qc_content_frac"] for r in removed])
 
     def no_scoring(*a, **k):
