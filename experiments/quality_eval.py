@@ -278,6 +278,40 @@ def evaluate(config_paths: list[str], sets: dict[str, Path], resamples: int, log
     return results
 
 
+def line_cleaning(model_path: str, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7)) -> dict:
+    """What dropping the lines a line model calls boilerplate does to pages with a gold main text.
+
+    Per threshold on P(content): share of the gold-content characters kept (recall), share of the kept
+    characters that are gold content (precision), against the extracted page before cleaning. Pages:
+    webpages2's held-out split and all of webpages-html's gold pages, neither ever fitted on.
+    """
+    from filters.quality_features import Logistic, gold_line_labels, line_features
+
+    model = json.loads(Path(model_path).read_text(encoding="utf-8"))
+    line_model = Logistic.from_json(model["line_model"])
+    sets = {"webpages-gold": gold_pages(str(SHARED / "raw" / "webpages-html.jsonl.gz"), "article_body_gold"),
+            "webpages2-heldout": [p for p in gold_pages(str(SHARED / "raw" / "webpages2-html.jsonl.gz"), "gold_text")
+                                  if reference_split(p["id"]) == "eval"]}
+    out = {}
+    for name, pages in sets.items():
+        chars, gold, prob = [], [], []
+        for p in pages:
+            lines, feats = line_features(p["text"])
+            chars.append(np.array([len(x) for x in lines], float))
+            gold.append(np.array(gold_line_labels(p["text"], p["gold"]), bool))
+            prob.append(line_model.predict(feats) if len(feats) else np.zeros(0))
+        c, g, pr = np.concatenate(chars), np.concatenate(gold), np.concatenate(prob)
+        rows = {"pages": len(pages), "content_share_before": round(float(c[g].sum() / c.sum()), 4), "thresholds": {}}
+        for t in thresholds:
+            keep = pr >= t
+            rows["thresholds"][str(t)] = {
+                "gold_chars_kept": round(float(c[keep & g].sum() / c[g].sum()), 4),
+                "content_share_after": round(float(c[keep & g].sum() / max(c[keep].sum(), 1)), 4),
+                "chars_dropped": round(float(1 - c[keep].sum() / c.sum()), 4)}
+        out[name] = rows
+    return out
+
+
 def _ci(row: dict, key: str) -> str:
     if key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
         return "-"
@@ -301,6 +335,17 @@ def markdown(results: dict, command: str) -> str:
             lines.append(f"| {name} | {s['docs']:,} ({s['positives']}) | {scorer} | {_ci(row, 'auc')} | "
                          f"{_ci(row, 'auc_minus_length')} | {_ci(row, 'auc_minus_heuristics stage pass')} | "
                          f"{_ci(row, 'spearman')} |")
+    if results.get("line_cleaning"):
+        lc = results["line_cleaning"]
+        lines += ["", "## Line cleaning (`line_cleaner`)", "",
+                  f"Dropping the lines whose P(main content) under the line model of `{lc['model']}` is below a threshold, "
+                  "on pages never fitted on; characters of non-blank lines of the extracted page.", "",
+                  "| pages | threshold | gold-content characters kept | content share before -> after | characters dropped |",
+                  "|---|---|---|---|---|"]
+        for name, r in lc["sets"].items():
+            for t, v in r["thresholds"].items():
+                lines.append(f"| {name} ({r['pages']}) | {t} | {v['gold_chars_kept']:.1%} | "
+                             f"{r['content_share_before']:.1%} -> {v['content_share_after']:.1%} | {v['chars_dropped']:.1%} |")
     for name, s in results["sets"].items():
         lines += ["", f"## {name}", "", f"`{s['path']}`: {s['docs']:,} documents, {s['positives']} labelled good"
                   + ("; `score` = content fraction" if s["score_field"] else "") + ".", ""]
@@ -393,6 +438,12 @@ def run(args, ap: argparse.ArgumentParser) -> int:
     results = evaluate(args.configs, sets, args.resamples, log=log)
     command = "winnow quality-eval " + " ".join(args.configs) + "".join(f" --labels {x}" for x in args.labels)
     results["command"] = command
+    from filters.quality_training import quality_models_in_config
+
+    combined = [p["model_path"] for c in args.configs for _, ref, p, _ in quality_models_in_config(load_config(c))
+                if ref == "quality_combined" and Path(p["model_path"]).exists()]
+    if combined and (SHARED / "raw").exists():
+        results["line_cleaning"] = {"model": Path(combined[0]).name, "sets": line_cleaning(combined[0])}
     for path in record_agreement(args.configs, results):
         log(f"quality-eval: agreement recorded in {path}")
     out = Path(args.out)

@@ -454,3 +454,65 @@ class QualityCombined(Filter):
         if self.params["threshold"] is not None and score < self.params["threshold"]:
             return False, "below_threshold", f"quality_combined {score:.4f} < {self.params['threshold']:g}"
         return True
+
+
+@register_filter
+class LineCleaner(Filter):
+    """Drop the lines the combined model's line model calls boilerplate; remove a page left empty.
+
+    The line model (P(a person kept this line as main content), learned from
+    hand-cleaned web pages) comes from a ``quality_combined`` model file. The
+    cleaned text replaces the document's text for later filters and stages.
+    Dropping lines edits text, so ``min_line_prob`` is a scoring parameter;
+    only ``min_chars_left`` decides.
+    """
+
+    name = "line_cleaner"
+    edits_text = True
+    columns = {"lines_dropped": "int", "chars_dropped_frac": "float", "chars_left": "int"}
+    defaults = {"model_path": None, "min_line_prob": 0.5, "min_chars_left": 1}
+    decision_params = ("min_chars_left",)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if not self.params["model_path"]:
+            raise ValueError("line_cleaner needs `model_path` (a quality_combined model, trained by `winnow train-quality`)")
+
+    def scoring_params(self) -> dict:
+        p = super().scoring_params()
+        p["model_sha256"] = _file_sha256(p["model_path"])
+        return p
+
+    def setup(self) -> None:
+        import json
+
+        model = json.loads(Path(self.params["model_path"]).read_text(encoding="utf-8"))
+        if model.get("format") != COMBINED_FORMAT:
+            raise ValueError(f"line_cleaner: {self.params['model_path']} is not a {COMBINED_FORMAT} model")
+        self.line_model = Logistic.from_json(model["line_model"])
+
+    def score_batch(self, docs):
+        if not docs:
+            return []
+        lines, doc, feats = batch_line_features([d.text for d in docs])
+        keep = self.line_model.predict(feats) >= self.params["min_line_prob"] if len(feats) else np.zeros(0, bool)
+        kept: list[list[str]] = [[] for _ in docs]
+        dropped = np.bincount(doc[~keep], minlength=len(docs)) if len(doc) else np.zeros(len(docs), int)
+        for line, i, k in zip(lines, doc, keep):
+            if k:
+                kept[i].append(line)
+        out = []
+        for d, k, n in zip(docs, kept, dropped):
+            text = "\n".join(k)
+            before = sum(len(x) for x in d.text.splitlines() if x.strip())
+            out.append({"text": text, "lines_dropped": int(n), "chars_left": len(text),
+                        "chars_dropped_frac": 1.0 - (sum(len(x) for x in k) / before) if before else 0.0})
+        return out
+
+    def score(self, doc):
+        return self.score_batch([doc])[0]
+
+    def decide(self, s):
+        if s["chars_left"] < self.params["min_chars_left"]:
+            return False, "too_little_left", f"{s['chars_left']} characters left after dropping boilerplate lines"
+        return True

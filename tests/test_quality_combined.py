@@ -20,9 +20,10 @@ from filters.quality_features import (
     gold_pages,
     line_features,
 )
-from filters.quality_model import QualityCombined, manifest_path, training_ids
+from filters.quality_model import LineCleaner, QualityCombined, manifest_path, training_ids
 from filters.quality_training import auc_score, train_quality
 from pipeline.config import load_config
+from pipeline.document import Document
 from pipeline.heldout import reference_split
 from pipeline.rundir import RunFolder
 from pipeline.runner import Runner
@@ -158,6 +159,18 @@ def test_combined_training_learns_content_holds_out_pages_and_recuts_without_sco
     used = training_ids(tmp_path / "models")
     assert not used.get("lq", set()) & {f"page-{i}" for i in range(240)}
     assert read_json(manifest_path(tmp_path / "models" / "ft.bin"))["data"]["negatives"]["excluded_ids_skipped"] > 0
+
+    # the same line model cleans a page: navigation lines go, the prose stays; a page of navigation is removed
+    cleaner = LineCleaner(model_path=str(tmp_path / "models" / "combined.json"))
+    cleaner.ensure_setup()
+    rng = random.Random(7)
+    prose = [_sentence(rng, 20) for _ in range(3)]
+    page = Document(id="p", text="\n".join(NAV[:3] + prose + NAV[3:]))
+    nav_only = Document(id="n", text="\n".join(NAV))
+    cleaned, empty = cleaner.score_batch([page, nav_only])
+    assert cleaned["text"].splitlines() == prose and cleaned["lines_dropped"] == len(NAV)
+    assert cleaner.decide(cleaned) is True
+    assert empty["chars_left"] == 0 and cleaner.decide(empty)[1] == "too_little_left"
 
     Runner(config, progress=False, log=lambda m: None).run()
     run = config.run_dir
