@@ -14,7 +14,7 @@ RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
 # the demo config reads the generated synthetic web
 DEMO_DEP = $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
 
-.PHONY: install demo demo-corpus test ablation report all ingest exact_dedup dedup langid quality stage check inspect clean
+.PHONY: install demo demo-corpus test ablation report quality-eval all ingest exact_dedup dedup langid quality stage check inspect clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ ablation: install $(DEMO_DEP)
 	$(WINNOW) ablation $(CONFIG)
 report: install
 	$(WINNOW) report $(CONFIG)
+
+# agreement of every quality scorer with human labels (trains the scorers first if they are missing)
+QUALITY_CONFIGS ?= experiments/configs/ablation_real.yaml experiments/configs/quality_mixed.yaml
+quality-eval: install demo-corpus
+	$(WINNOW) quality-eval --train-missing $(QUALITY_CONFIGS)
 
 test: install
 	$(VENV)/bin/pytest -q

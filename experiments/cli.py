@@ -38,6 +38,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_quality_eval(args) -> int:
+    from experiments.quality_eval import run
+
+    return run(args, args.parser)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("ablation", help="run the matched-model ablation described in a config's `experiment:`",
                        description="Run the pipeline, hold out evaluation text, train one tokenizer, draw token-budget "
@@ -52,3 +58,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("target", help="the ablation's config, or its output folder")
     r.add_argument("--command", help="the command that reproduces the results, printed in the report")
     r.set_defaults(fn=cmd_report)
+    from experiments.quality_eval import __doc__ as quality_eval_doc, add_arguments
+
+    q = sub.add_parser("quality-eval", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="agreement of every quality scorer of the configs with labelled documents "
+                            "(ROC AUC, Spearman, bootstrap intervals)",
+                       description=quality_eval_doc)
+    add_arguments(q)
+    q.set_defaults(fn=cmd_quality_eval, parser=q)

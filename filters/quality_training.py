@@ -24,13 +24,19 @@ import numpy as np
 import pyarrow as pa
 
 from filters.base import parse_filter_specs
+from filters.quality_features import LINE_FEATURES, Logistic, gold_line_labels, gold_pages, line_features
 from filters.quality_model import (
     CLASSIFIER_TRAIN_DEFAULTS,
+    COMBINED_FEATURES,
+    COMBINED_FORMAT,
+    COMBINED_TRAIN_DEFAULTS,
+    CombinedScorer,
     LM_TRAIN_DEFAULTS,
     _check_train_settings,
     _ClassifierScorer,
     fasttext_text,
     ids_path,
+    load_fasttext,
     manifest_path,
 )
 from pipeline.heldout import SPLIT_RULE, order_key, reference_split, sample_indices, unit_interval
@@ -101,10 +107,14 @@ def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_
 
     neg_table = RunFolder(run_dir).table(s["negatives_from_stage"], ["id", "text", "source"])
     excluded_sources = set(s["negatives_exclude_sources"])
+    excluded_ids = ids_from_files(s["negatives_exclude_ids_from"])
     neg_ids, neg_texts, neg_sources = [], [], []
-    eval_negatives_skipped = 0
+    eval_negatives_skipped = excluded_id_negatives = 0
     for doc_id, text, source in zip(*(neg_table.column(c).to_pylist() for c in ("id", "text", "source"))):
         if source in excluded_sources:
+            continue
+        if doc_id in excluded_ids:
+            excluded_id_negatives += 1
             continue
         if reference_split(doc_id) == "eval":  # the split holds for every source, not only the reference
             eval_negatives_skipped += 1
@@ -164,6 +174,8 @@ def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_
             "negatives": {"run_dir": str(run_dir), "stage": s["negatives_from_stage"],
                           "excluded_sources": sorted(excluded_sources), "available": len(neg_ids),
                           "eval_split_skipped": eval_negatives_skipped,
+                          "excluded_ids_from": [f["path"] for f in s["negatives_exclude_ids_from"]],
+                          "excluded_ids_skipped": excluded_id_negatives,
                           "by_source": _count([r[3] for r in rows if r[2] == "lq"])},
             "raw_corpus_stage_excluded_from_positives": raw_stage,
         },
@@ -218,6 +230,126 @@ def _count(values: list[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def ids_from_files(specs: list[dict]) -> set[str]:
+    """Ids of the records in JSONL files ``[{path, id_field, require_field}]`` (only records whose
+    ``require_field`` is not null, e.g. pages that have a gold main text)."""
+    ids: set[str] = set()
+    for spec in specs or []:
+        id_field, need = spec.get("id_field", "id"), spec.get("require_field")
+        opener = gzip.open if str(spec["path"]).endswith(".gz") else open
+        with opener(spec["path"], "rt", encoding="utf-8") as f:
+            for line in f:
+                obj = json.loads(line)
+                if need is None or obj.get(need) is not None:
+                    ids.add(str(obj[id_field]))
+    return ids
+
+
+def labelled_pages(specs: list[dict], extractor: str) -> list[dict]:
+    """Hand-cleaned pages of every labelled file, extracted as at ingest, with their held-out split."""
+    pages = []
+    for spec in specs:
+        for page in gold_pages(spec["path"], spec["gold_field"], spec.get("html_field", "html"),
+                               spec.get("id_field", "id"), extractor):
+            page["split"] = reference_split(page["id"])
+            pages.append(page)
+    return pages
+
+
+def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_stage: str, log=print,
+                   classifier_path: str | Path | None = None) -> dict:
+    """Train the fastText part (DCLM recipe), the line model and the document model; save all three.
+
+    The line model learns P(a person kept this line) from the labelled pages'
+    train split; the document model learns P(content fraction >=
+    ``good_content_fraction``) from the same pages' fastText logit, predicted
+    content fraction and document statistics. The eval split of the labelled
+    pages is scored, never fitted on: the manifest records each feature group's
+    agreement there (what each direction bought).
+    """
+    s = settings
+    if not s["labelled"]:
+        raise ValueError("quality_combined train: `labelled` needs at least one file of hand-cleaned pages")
+    clf_settings = _check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, s["classifier"], "quality_combined classifier")
+    clf_settings["negatives_exclude_ids_from"] = list(clf_settings["negatives_exclude_ids_from"]) + [
+        {"path": f["path"], "id_field": f.get("id_field", "id"), "require_field": f["gold_field"]}
+        for f in s["labelled"]]
+    clf_manifest = train_classifier(classifier_path, clf_settings, run_dir, raw_stage, log=log)
+
+    t0 = time.perf_counter()
+    pages = labelled_pages(s["labelled"], s["extractor"])
+    train = [p for p in pages if p["split"] == "train"]
+    held = [p for p in pages if p["split"] == "eval"]
+    if len(train) < 10:
+        raise ValueError(f"too few labelled training pages: {len(train)}")
+
+    feats, labels = [], []
+    for p in train:
+        _, f = line_features(p["text"])
+        feats.append(f)
+        labels += gold_line_labels(p["text"], p["gold"])
+    line_model = Logistic.fit(LINE_FEATURES, np.vstack(feats), np.array(labels, float), l2=s["l2"])
+
+    clf = _ClassifierScorer(load_fasttext(str(classifier_path)))
+    draft = CombinedScorer({"format": COMBINED_FORMAT, "line_model": line_model.to_json(),
+                            "doc_model": Logistic(["fasttext_logit"], [0.0], 0.0, [0.0], [1.0]).to_json()}, clf)
+    x_train = draft.features([p["text"] for p in train])
+    y_train = np.array([p["content_fraction"] >= s["good_content_fraction"] for p in train], float)
+    doc_model = Logistic.fit(COMBINED_FEATURES, x_train, y_train, l2=s["l2"])
+
+    # what each feature group buys, fitted on the train split and measured on the held-out split
+    directions = {}
+    if held:
+        x_held = draft.features([p["text"] for p in held])
+        y_held = np.array([p["content_fraction"] >= s["good_content_fraction"] for p in held], bool)
+        groups = {"all": list(COMBINED_FEATURES), "fasttext only": ["fasttext_logit"],
+                  "line model only": ["line_content_frac"], "document statistics only": list(COMBINED_FEATURES[2:]),
+                  "without fasttext": list(COMBINED_FEATURES[1:]),
+                  "without line model": [f for f in COMBINED_FEATURES if f != "line_content_frac"]}
+        for name, cols in groups.items():
+            idx = [COMBINED_FEATURES.index(c) for c in cols]
+            m = doc_model if name == "all" else Logistic.fit(cols, x_train[:, idx], y_train, l2=s["l2"])
+            directions[name] = round(auc_score(y_held, m.predict(x_held[:, idx])), 4)
+        line_feats, line_labels = [], []
+        for p in held:
+            _, f = line_features(p["text"])
+            line_feats.append(f)
+            line_labels += gold_line_labels(p["text"], p["gold"])
+        line_auc = auc_score(np.array(line_labels, bool), line_model.predict(np.vstack(line_feats)))
+    else:
+        line_auc = float("nan")
+    fit_seconds = time.perf_counter() - t0
+
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    model = {"format": COMBINED_FORMAT, "line_model": line_model.to_json(), "doc_model": doc_model.to_json()}
+    atomic_write_json(model_path, model)
+    write_parquet(model_path.parent, ids_path(model_path).name, pa.table({
+        "id": [p["id"] for p in pages], "label": ["labelled"] * len(pages),
+        "split": [p["split"] for p in pages]}))
+    manifest = {
+        "kind": "quality_combined",
+        "model": model_path.name,
+        "model_sha256": sha256_file(model_path),
+        "classifier": {"model": Path(classifier_path).name, "model_sha256": clf_manifest["model_sha256"],
+                       "manifest": manifest_path(classifier_path).name},
+        "ids_file": ids_path(model_path).name,
+        "data": {"labelled": [{k: f[k] for k in f} for f in s["labelled"]], "split_rule": SPLIT_RULE,
+                 "pages_train": len(train), "pages_held_out": len(held), "lines_train": len(labels),
+                 "good_content_fraction": s["good_content_fraction"],
+                 "good_share_train": round(float(y_train.mean()), 4), "extractor": s["extractor"]},
+        "held_out_auc": {"document_model_by_features": directions, "line_model": round(line_auc, 4)},
+        "weights": {"line_model": dict(zip(LINE_FEATURES, np.round(line_model.weights, 4).tolist())),
+                    "doc_model": dict(zip(COMBINED_FEATURES, np.round(doc_model.weights, 4).tolist()))},
+        "hyperparameters": {"l2": s["l2"], "model": "logistic regression (L-BFGS), standardised features"},
+        "fit_seconds": round(fit_seconds, 2),
+    }
+    atomic_write_json(manifest_path(model_path), manifest)
+    log(f"combined: {len(train):,} labelled pages ({len(labels):,} lines); held-out AUC {directions} "
+        f"line model {line_auc:.4f} -> {model_path}")
+    return manifest
+
+
 def train_reference_lm(model_path: str | Path, settings: dict, run_dir: Path, raw_stage: str, log=print) -> dict:
     """Train and save the byte n-gram model on reference train-split documents."""
     from filters.ngram_lm import ByteNgramLM
@@ -260,17 +392,36 @@ def train_reference_lm(model_path: str | Path, settings: dict, run_dir: Path, ra
 
 
 TRAINERS = {"quality_classifier": (CLASSIFIER_TRAIN_DEFAULTS, train_classifier),
-            "ref_perplexity": (LM_TRAIN_DEFAULTS, train_reference_lm)}
+            "ref_perplexity": (LM_TRAIN_DEFAULTS, train_reference_lm),
+            "quality_combined": (COMBINED_TRAIN_DEFAULTS, train_combined)}
+
+
+def _resolve_file_lists(settings: dict, base: Path | None) -> dict:
+    """``path`` entries of file lists (labelled pages, excluded ids) are relative to the config's folder."""
+    def fix(specs):
+        return [{**f, "path": str((base / f["path"]).resolve())}
+                if base is not None and not Path(f["path"]).is_absolute() else dict(f) for f in specs or []]
+
+    out = dict(settings)
+    if "labelled" in out:
+        out["labelled"] = fix(out["labelled"])
+    if "negatives_exclude_ids_from" in out:
+        out["negatives_exclude_ids_from"] = fix(out["negatives_exclude_ids_from"])
+    if isinstance(out.get("classifier"), dict):
+        out["classifier"] = _resolve_file_lists(out["classifier"], base)
+    return out
 
 
 def quality_models_in_config(cfg) -> list[tuple[str, str, dict, dict]]:
     """``(stage, filter, filter params, train settings)`` for every trainable filter in a config."""
     found = []
+    base = Path(cfg.path).parent if getattr(cfg, "path", None) else None
     for stage in cfg.stages:
         for ref, params in parse_filter_specs(stage.get("filters") or []):
             if ref in TRAINERS:
                 defaults = TRAINERS[ref][0]
-                found.append((stage["name"], ref, params, _check_train_settings(defaults, params.get("train"), ref)))
+                settings = _check_train_settings(defaults, params.get("train"), ref)
+                found.append((stage["name"], ref, params, _resolve_file_lists(settings, base)))
     return found
 
 
@@ -282,14 +433,19 @@ def train_quality(cfg, only: str | None = None, log=print) -> list[dict]:
     if not models:
         raise ValueError("no quality_classifier or ref_perplexity filter in this config")
     names = cfg.stage_names()
-    needed = [names[0]] + [m[3].get("negatives_from_stage") for m in models if m[3].get("negatives_from_stage")]
+    negatives = [m[3].get("negatives_from_stage") or (m[3].get("classifier") or {}).get("negatives_from_stage")
+                 for m in models]
+    negatives = [n if n else CLASSIFIER_TRAIN_DEFAULTS["negatives_from_stage"] if m[1] == "quality_combined" else None
+                 for n, m in zip(negatives, models)]
+    needed = [names[0]] + [n for n in negatives if n]
     for stage in needed:
         if stage not in names:
             raise ValueError(f"negatives_from_stage {stage!r} is not a stage of this config ({', '.join(names)})")
     Runner(cfg, progress=False).run(upto=max(needed, key=names.index))
     out = []
-    for stage, ref, params, settings in models:
-        if names.index(stage) <= names.index(settings.get("negatives_from_stage", names[0])):
+    for (stage, ref, params, settings), neg_stage in zip(models, negatives):
+        if names.index(stage) <= names.index(neg_stage or names[0]):
             raise ValueError(f"{ref} in stage {stage}: negatives must come from an earlier stage")
-        out.append(TRAINERS[ref][1](params["model_path"], settings, cfg.run_dir, names[0], log=log))
+        extra = {"classifier_path": params["classifier_path"]} if ref == "quality_combined" else {}
+        out.append(TRAINERS[ref][1](params["model_path"], settings, cfg.run_dir, names[0], log=log, **extra))
     return out

@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "training data comes from first. Each model is saved beside MODEL.manifest.json and "
                     "MODEL.ids.parquet (every document id used).")
     q.add_argument("config")
-    q.add_argument("--only", choices=["quality_classifier", "ref_perplexity"], help="train only this kind of model")
+    q.add_argument("--only", choices=["quality_classifier", "ref_perplexity", "quality_combined"], help="train only this kind of model")
     q.add_argument("--run-dir", help="override the config's run_dir")
     q.set_defaults(fn=cmd_train_quality)
 

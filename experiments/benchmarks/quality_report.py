@@ -1,178 +1,192 @@
-"""Measure the model-based quality signals of a config trained by `winnow train-quality`.
+"""What the quality stage selected, shown so a reader can judge it by eye, and what scoring costs.
 
-Reports the classifier's validation accuracy and AUC (from its training
-manifest), scores every document of the raw mixed corpus (the config's first
-stage) plus held-out Wikipedia articles (eval split, never trained on) with both
-signals, plots the score distributions per source, times scoring in docs/s on
-one process, and checks that no training id is an evaluation id.
+For a config whose last filter stage holds ``quality_combined`` (run it first:
+``winnow train-quality CONFIG && winnow run CONFIG``), writes a markdown file with
 
-    python -m experiments.benchmarks.quality_report experiments/configs/quality_mixed.yaml
+* the composition by source of the raw corpus, of the quality stage's input and
+  of what it kept;
+* per decile of the stage's score: documents, share kept, the sources, and a few
+  sampled documents (seeded draw; first characters), kept and removed;
+* scoring speed per document of the combined scorer against the fastText
+  classifier alone (the recipe it replaced), on the same documents in the same
+  process, alternating rounds, so the ratio is measured under the same load.
+
+    python -m experiments.benchmarks.quality_report experiments/configs/ablation_real.yaml \\
+        --baseline-config experiments/configs/quality_mixed.yaml --out experiments/results/quality_selection.md
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from filters.quality_model import QualityClassifier, RefPerplexity, ids_path, manifest_path, reference_ids, training_ids
-from filters.quality_training import auc_score, iter_reference, quality_models_in_config
-from pipeline.rundir import RunFolder
+from filters.base import filter_class
+from filters.quality_training import quality_models_in_config
 from pipeline.config import load_config
 from pipeline.document import Document
-from pipeline.shards import read_json, read_parquet
+from pipeline.heldout import order_key
+from pipeline.rundir import RunFolder
 
-EVAL_GROUP = "wikipedia (eval split)"
-
-
-def _timed_scores(flt, docs: list[Document], column: str, batch: int) -> tuple[np.ndarray, float, float]:
-    """Scores of ``docs`` in batches as a stage would see them; returns (scores, load s, score s)."""
-    t0 = time.perf_counter()
-    flt.ensure_setup()
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = []
-    for i in range(0, len(docs), batch):
-        out += [r[column] for r in flt.score_batch(docs[i : i + batch])]
-    return np.array([np.nan if v is None else v for v in out], float), load_s, time.perf_counter() - t0
+SCORE = "quality_combined"
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ok = ~(np.isnan(a) | np.isnan(b))
-    ra, rb = np.argsort(np.argsort(a[ok])), np.argsort(np.argsort(b[ok]))
-    return float(np.corrcoef(ra, rb)[0, 1])
+def _quality_stage(cfg) -> tuple[str, dict]:
+    for stage, ref, params, _ in quality_models_in_config(cfg):
+        if ref == "quality_combined":
+            return stage, params
+    raise ValueError("no quality_combined filter in this config")
 
 
-def _plot(groups: dict[str, np.ndarray], q: np.ndarray, bpb: np.ndarray, cuts: dict, out: Path) -> None:
-    import matplotlib
+def _composition(counts: dict[str, Counter], order: list[str]) -> list[str]:
+    sources = sorted(set().union(*counts.values()), key=lambda s: -counts[order[0]][s])
+    lines = ["| source | " + " | ".join(order) + " | kept / stage input |", "|---|" + "---|" * (len(order) + 1)]
+    for s in sources + ["**all**"]:
+        cells = []
+        for name in order:
+            total = sum(counts[name].values())
+            n = total if s == "**all**" else counts[name][s]
+            cells.append(f"{n:,} ({100 * n / total:.1f}%)" if total else "0")
+        inp, kept = (sum(counts[o].values()) if s == "**all**" else counts[o][s] for o in order[1:3])
+        cells.append(f"{100 * kept / inp:.1f}%" if inp else "-")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name, mask in groups.items():
-        label = f"{name} (n={int(mask.sum()):,})"
-        axes[0].hist(q[mask], bins=np.linspace(0, 1, 41), density=True, histtype="step", lw=1.6, label=label)
-        b = bpb[mask]
-        axes[1].hist(b[~np.isnan(b)], bins=np.linspace(1, 8, 57), density=True, histtype="step", lw=1.6, label=label)
-    axes[0].set_xlabel("quality_score = P(hq), fastText bigram classifier")
-    axes[0].set_ylabel("density")
-    axes[0].set_yscale("log")
-    axes[1].set_xlabel("ref_bpb: bits/byte under the Wikipedia byte 5-gram LM (lower = closer)")
-    for (name, x), style in zip(cuts.items(), ("--", ":")):
-        axes[1].axvline(x, color="grey", ls=style, lw=1.2, label=f"{name} tercile cut ({x:.2f})")
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("Model-based quality signals per source of the mixed raw corpus")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+def _snippet(text: str, chars: int) -> str:
+    one = " ".join(text.split())
+    one = one[:chars] + ("…" if len(one) > chars else "")
+    return one.replace("|", "\\|").replace("<", "&lt;")
+
+
+def _timing(cfg_filter, base_filter, docs: list[Document], rounds: int) -> dict:
+    """docs/s of each scorer, alternating rounds on the same documents; median over rounds."""
+    cfg_filter.ensure_setup()
+    base_filter.ensure_setup()
+    times: dict[str, list[float]] = {"combined": [], "baseline": []}
+    for _ in range(rounds):
+        for name, flt in (("baseline", base_filter), ("combined", cfg_filter)):
+            t0 = time.perf_counter()
+            for i in range(0, len(docs), 500):
+                flt.score_batch(docs[i : i + 500])
+            times[name].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"docs": len(docs), "mean_chars": round(float(np.mean([len(d.text) for d in docs]))),
+            "rounds": rounds, "seconds_per_round": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "docs_per_s": {k: round(len(docs) / v, 1) for k, v in med.items()},
+            "time_ratio_combined_over_baseline": round(med["combined"] / med["baseline"], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
-    ap.add_argument("--out-dir", default="experiments/results")
-    ap.add_argument("--eval-docs", type=int, default=1000, help="held-out Wikipedia articles to score")
-    ap.add_argument("--batch", type=int, default=2000, help="documents per score_batch call (a shard)")
+    ap.add_argument("--baseline-config", help="config whose quality_classifier is the speed baseline")
+    ap.add_argument("--out", default="experiments/results/quality_selection.md")
+    ap.add_argument("--per-decile", type=int, default=3, help="sampled documents per decile and verdict")
+    ap.add_argument("--chars", type=int, default=280, help="characters shown per sampled document")
+    ap.add_argument("--timing-docs", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
-    models = {ref: (params, settings) for _, ref, params, settings in quality_models_in_config(cfg)}
-    clf_params, clf_settings = models["quality_classifier"]
-    lm_params, lm_settings = models["ref_perplexity"]
-    clf_manifest = read_json(manifest_path(clf_params["model_path"]))
-    lm_manifest = read_json(manifest_path(lm_params["model_path"]))
+    stage, params = _quality_stage(cfg)
+    names = cfg.stage_names()
+    run = RunFolder(cfg.run_dir)
+    prev = names[names.index(stage) - 1]
+    raw = run.table(names[0], ["source"]).column("source").to_pylist()
+    cols = ["id", "text", "source", SCORE, "qc_fasttext", "qc_content_frac"]
+    kept = run.table(stage, cols).to_pylist()
+    removed = run.table(stage, cols + ["reason"], part="removed").to_pylist()
+    for r in kept:
+        r["kept"] = True
+    for r in removed:
+        r["kept"] = False
+    rows = kept + removed
+    counts = {"raw corpus (ingest)": Counter(raw), f"stage input ({prev})": Counter(r["source"] for r in rows),
+              f"kept by {stage}": Counter(r["source"] for r in kept)}
+    order = list(counts)
 
-    raw = RunFolder(cfg.run_dir).table(cfg.stage_names()[0], ["id", "text", "source"])
-    ids, texts, sources = (raw.column(c).to_pylist() for c in ("id", "text", "source"))
-    raw_ids = set(ids)
-    eval_docs = []
-    for doc_id, text, split in iter_reference(clf_settings["reference_path"], min_chars=clf_settings["min_chars"]):
-        if split == "eval" and doc_id not in raw_ids:
-            eval_docs.append((doc_id, text))
-            if len(eval_docs) >= args.eval_docs:
-                break
-    ids += [d[0] for d in eval_docs]
-    texts += [d[1] for d in eval_docs]
-    sources += [EVAL_GROUP] * len(eval_docs)
-    docs = [Document(id=i, text=t, source=s) for i, t, s in zip(ids, texts, sources)]
-    n_chars = sum(len(t) for t in texts)
+    manifest_file = Path(params["model_path"] + ".manifest.json")
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
+    plan_file = run.plan_dir(stage) / "quality_combined.json"
+    plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
 
-    # the split is enforced: no id any scorer trained on is an evaluation id
-    used = training_ids(Path(clf_params["model_path"]).parent)
-    all_used = set().union(*used.values())
-    eval_ids = {d[0] for d in eval_docs}
-    leaks = {"eval_split_ids_in_training": len(all_used & eval_ids),
-             "raw_corpus_ids_among_positives": len(reference_ids(Path(clf_params["model_path"]).parent) & raw_ids)}
+    rule = f"top fraction {params['top_fraction']}" if params.get("top_fraction") else f"threshold {params.get('threshold')}"
+    out = ["# What the combined quality score selects on the web-only raw corpus", "",
+           f"Config `{args.config}`, stage `{stage}` ({rule}); "
+           f"cut-off {plan.get('cutoff', float('nan')):.4f} on `{SCORE}`. Reproduce: "
+           f"`winnow train-quality {args.config} && winnow run {args.config} && "
+           f"python -m experiments.benchmarks.quality_report {args.config}"
+           + (f" --baseline-config {args.baseline_config}" if args.baseline_config else "") + "`.", "",
+           "## Composition by source", ""] + _composition(counts, order)
 
-    clf = QualityClassifier(model_path=clf_params["model_path"], max_chars=clf_params.get("max_chars", 20000))
-    lm = RefPerplexity(model_path=lm_params["model_path"], max_bytes=lm_params.get("max_bytes", 20000))
-    q, q_load, q_secs = _timed_scores(clf, docs, "quality_score", args.batch)
-    bpb, lm_load, lm_secs = _timed_scores(lm, docs, "ref_bpb", args.batch)
+    scores = np.array([r[SCORE] for r in rows], float)
+    edges = np.quantile(scores, np.linspace(0, 1, 11))
+    decile = np.clip(np.searchsorted(edges[1:-1], scores, side="right"), 0, 9)
+    out += ["", "## By decile of the score (stage input)", "",
+            "| decile | score range | docs | kept | sources (top 3) | median content frac | median fastText P(hq) |",
+            "|---|---|---|---|---|---|---|"]
+    for d in range(9, -1, -1):
+        idx = np.flatnonzero(decile == d)
+        src = Counter(rows[i]["source"] for i in idx).most_common(3)
+        out.append(f"| {d + 1} | {scores[idx].min():.3f}–{scores[idx].max():.3f} | {len(idx):,} | "
+                   f"{np.mean([rows[i]['kept'] for i in idx]):.0%} | "
+                   + ", ".join(f"{s} {n}" for s, n in src)
+                   + f" | {np.median([rows[i]['qc_content_frac'] for i in idx]):.2f} | "
+                   f"{np.median([rows[i]['qc_fasttext'] for i in idx]):.3f} |")
+    out += ["", "## Sampled documents per decile", "",
+            f"{args.per_decile} kept and {args.per_decile} removed per decile where there are any (seeded draw, "
+            f"seed {args.seed}); first {args.chars} characters, whitespace collapsed.", ""]
+    for d in range(9, -1, -1):
+        out += [f"### Decile {d + 1} (score {edges[d]:.3f}–{edges[d + 1]:.3f})", ""]
+        for verdict in (True, False):
+            idx = [i for i in np.flatnonzero(decile == d) if rows[i]["kept"] == verdict]
+            idx.sort(key=lambda i: order_key(args.seed, rows[i]["id"], "quality_report"))
+            for i in idx[: args.per_decile]:
+                r = rows[i]
+                out.append(f"- **{'kept' if verdict else 'removed'}** · {r['source']} · score {r[SCORE]:.3f} "
+                           f"(content {r['qc_content_frac']:.2f}, fastText {r['qc_fasttext']:.3f}) · "
+                           f"{len(r['text']):,} chars: {_snippet(r['text'], args.chars)}")
+        out.append("")
 
-    raw_mask = np.array([s != EVAL_GROUP for s in sources])
-    terciles = np.nanquantile(bpb[raw_mask], [1 / 3, 2 / 3])
-    top10 = np.sort(q[raw_mask])[::-1][int(np.ceil(0.1 * raw_mask.sum())) - 1]
-    groups = {name: np.array([s == name for s in sources]) for name in dict.fromkeys(sources)}
-    per_source = {}
-    for name, mask in groups.items():
-        b = bpb[mask]
-        per_source[name] = {
-            "docs": int(mask.sum()),
-            "quality_score_median": round(float(np.median(q[mask])), 4),
-            "share_in_raw_top10pct": round(float(np.mean(q[mask] >= top10)), 4),
-            "ref_bpb_median": round(float(np.nanmedian(b)), 3),
-            "buckets": {k: round(float(v), 3) for k, v in zip(
-                ("head", "middle", "tail"),
-                (np.mean(b <= terciles[0]), np.mean((b > terciles[0]) & (b <= terciles[1])), np.mean(b > terciles[1])))},
-        }
+    if args.baseline_config:
+        base_cfg = load_config(args.baseline_config)
+        base = [p for _, ref, p, _ in quality_models_in_config(base_cfg) if ref == "quality_classifier"][0]
+        pick = sorted(range(len(rows)), key=lambda i: order_key(args.seed, rows[i]["id"], "timing"))[: args.timing_docs]
+        docs = [Document(id=rows[i]["id"], text=rows[i]["text"], source=rows[i]["source"]) for i in pick]
+        combined = filter_class("quality_combined")(**{k: v for k, v in params.items() if k != "train"})
+        baseline = filter_class("quality_classifier")(model_path=base["model_path"])
+        t = _timing(combined, baseline, docs, args.rounds)
+        out += ["## Scoring speed", "",
+                f"{t['docs']:,} documents of the stage input (mean {t['mean_chars']:,} characters), one process, "
+                f"{t['rounds']} alternating rounds, batches of 500, median round:", "",
+                "| scorer | docs/s |", "|---|---|",
+                f"| fastText classifier alone (`{args.baseline_config}`) | {t['docs_per_s']['baseline']:,} |",
+                f"| quality_combined (fastText + line model + statistics) | {t['docs_per_s']['combined']:,} |",
+                "", f"Time per document, combined / classifier alone: **{t['time_ratio_combined_over_baseline']}x** "
+                f"(rounds, s: {t['seconds_per_round']}).", ""]
+        (Path(args.out).with_suffix(".timing.json")).write_text(json.dumps(t, indent=1) + "\n")
 
-    # held-out AUC per source: Wikipedia eval split against that source's documents the classifier never trained on
-    ids_table = read_parquet(ids_path(clf_params["model_path"]), columns=["id", "split"])
-    trained_on = {i for i, sp in zip(ids_table.column("id").to_pylist(), ids_table.column("split").to_pylist())
-                  if sp == "train"}
-    unseen = np.array([i not in trained_on for i in ids])
-    wiki_eval = groups[EVAL_GROUP]
-    for name, mask in groups.items():
-        if name in (EVAL_GROUP, "wikipedia"):
-            continue
-        neg = mask & unseen
-        labels = np.concatenate([np.ones(wiki_eval.sum(), bool), np.zeros(neg.sum(), bool)])
-        per_source[name]["held_out_docs"] = int(neg.sum())
-        per_source[name]["auc_vs_wikipedia_eval"] = round(auc_score(labels, np.concatenate([q[wiki_eval], q[neg]])), 4)
-        per_source[name]["auc_bpb_vs_wikipedia_eval"] = round(
-            auc_score(labels, -np.nan_to_num(np.concatenate([bpb[wiki_eval], bpb[neg]]), nan=np.inf)), 4)
-
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "quality_scores_by_source.png"
-    _plot(groups, q, bpb, {"head|middle": terciles[0], "middle|tail": terciles[1]}, png)
-    results = {
-        "config": str(args.config),
-        "classifier": {"validation": clf_manifest["validation"], "counts": clf_manifest["counts"],
-                       "negatives_by_source": clf_manifest["data"]["negatives"]["by_source"],
-                       "train_seconds": clf_manifest["train_seconds"], "model_sha256": clf_manifest["model_sha256"]},
-        "reference_lm": {"counts": lm_manifest["counts"], "hyperparameters": lm_manifest["hyperparameters"],
-                         "train_seconds": lm_manifest["train_seconds"]},
-        "throughput": {
-            "docs": len(docs), "mean_chars": round(n_chars / len(docs)),
-            "quality_classifier": {"docs_per_s": round(len(docs) / q_secs, 1),
-                                   "mb_per_s": round(n_chars / q_secs / 1e6, 2), "load_s": round(q_load, 2)},
-            "ref_perplexity": {"docs_per_s": round(len(docs) / lm_secs, 1),
-                               "mb_per_s": round(n_chars / lm_secs / 1e6, 2), "load_s": round(lm_load, 2)},
-        },
-        "raw_bpb_terciles": [round(float(x), 3) for x in terciles],
-        "raw_top10pct_cutoff": round(float(top10), 4),
-        "spearman_quality_vs_neg_bpb_raw": round(_spearman(q[raw_mask], -bpb[raw_mask]), 3),
-        "per_source": per_source,
-        "split_check": leaks,
-        "plot": str(png),
-    }
-    (out_dir / "quality_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return 0 if not any(leaks.values()) else 1
+    if manifest:
+        out += ["## The model", "", "Trained by `winnow train-quality` (manifest "
+                f"`{manifest_file.name}`): {manifest['data']['pages_train']:,} labelled pages "
+                f"({manifest['data']['lines_train']:,} lines) of the train split; held-out AUC (page is good = content "
+                f"fraction >= {manifest['data']['good_content_fraction']}) by feature group: "
+                + ", ".join(f"{k} {v}" for k, v in manifest["held_out_auc"]["document_model_by_features"].items())
+                + f"; line model (line kept by a person) {manifest['held_out_auc']['line_model']}.", "",
+                "Document-model weights (standardised features): "
+                + ", ".join(f"{k} {v:+.2f}" for k, v in manifest["weights"]["doc_model"].items()) + ".", ""]
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
