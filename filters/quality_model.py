@@ -35,6 +35,7 @@ import numpy as np
 
 from filters.base import Filter, register_filter
 from filters.quality_features import DOC_FEATURES, Logistic, batch_doc_features, batch_line_features
+from pipeline.params import validate
 from pipeline.shards import read_parquet, sha256_file
 
 DEFAULT_REFERENCE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ref" / "wikipedia-en.jsonl.gz")
@@ -143,10 +144,8 @@ def reference_ids(model_path_or_dir: str | Path) -> set[str]:
 
 
 def _check_train_settings(defaults: dict, given: dict | None, what: str) -> dict:
-    unknown = set(given or {}) - set(defaults)
-    if unknown:
-        raise ValueError(f"{what} train: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(defaults))}")
-    return {**defaults, **(given or {})}
+    """A filter's ``train:`` settings over its training defaults (the shared validator: typos name the nearest key)."""
+    return validate(f"{what} train", given, defaults, noun="setting")
 
 
 class _ClassifierScorer:
