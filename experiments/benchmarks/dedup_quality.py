@@ -259,7 +259,34 @@ def compare(rows: list[dict], truth: list[tuple[str, str, float]], pair_j, workd
             res["plan_seconds"].append(summary["plan_seconds"])
             if rnd == 0:
                 res.update(rep=rep, summary=summary, reported_j=[pair_j(a, b) for a, b in reported])
-    report(name, [t or "default" for t in settings], truth, results, args.threshold)
+    labels = [t or "default" for t in settings]
+    report(name, labels, truth, results, args.threshold)
+    explain_misses(rows, truth, pair_j, labels, results, args.threshold)
+
+
+def explain_misses(rows: list[dict], truth: list[tuple[str, str, float]], pair_j, labels: list[str],
+                   results: list[dict], threshold: float) -> None:
+    """Why each true pair at or above the threshold did not end in one cluster: never an LSH candidate
+    (the S-curve), or a candidate that the clustering rules kept apart (shown: where each side went)."""
+    index = {r["id"]: k for k, r in enumerate(rows)}
+    signatures: dict[int, np.ndarray] = {}
+    for lab, res in zip(labels, results):
+        s = res["summary"]
+        if s["num_perm"] not in signatures:
+            signatures[s["num_perm"]] = mh.MinHasher(s["num_perm"], 5, 1).signatures([r["text"] for r in rows])[0]
+        sig, rep, lines = signatures[s["num_perm"]], res["rep"], []
+        for a, b, j in sorted(truth, key=lambda t: t[2]):
+            if j < threshold or rep[a] == rep[b]:
+                continue
+            sa, sb = sig[index[a]], sig[index[b]]
+            cand = any((sa[k * s["rows"]:(k + 1) * s["rows"]] == sb[k * s["rows"]:(k + 1) * s["rows"]]).all()
+                       for k in range(s["bands"]))
+            fate = ", ".join("kept" if rep[d] == d else f"removed as duplicate of a third document "
+                             f"(J {pair_j(d, rep[d]):.2f}; J to the other side's {pair_j(other, rep[d]):.2f})"
+                             for d, other in ((a, b), (b, a)))
+            lines.append(f"    J {j:.3f}: {'LSH candidate' if cand else 'NOT an LSH candidate'}; {fate}")
+        print(f"\n  {lab}: {len(lines)} true pairs at J >= {threshold} not in one cluster")
+        print("\n".join(lines))
 
 
 def main() -> None:
