@@ -11,7 +11,7 @@ Jaccard| for both signatures on the same pairs.
 Banding cost at scale (``--plan-docs``): the MinHash plan without verification
 (band shuffle, star edges, union-find; synthetic signatures have no texts) on
 synthetic score shards, a tenth of them near-copies, under each banding
-(``--banding``, default today's 9 x 13 and the recall default 15 x 7), in
+(``--banding``, default the old 9 x 13 and the recall default 15 x 7), in
 alternating rounds, best wall time of each.
 
     .venv/bin/python -m experiments.benchmarks.bench_minhash [--docs 2000] [--rounds 3]
