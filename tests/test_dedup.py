@@ -211,3 +211,97 @@ def test_kill_and_resume_gives_identical_output(corpus):
     for p in sorted((stage / "kept").iterdir())[:2]:
         p.write_bytes(b"torn")
     assert output_bytes(run(config(corpus, "resume"))) == reference
+
+
+# ---------------------------------------------------------------------------
+# bands x rows chosen for recall
+
+
+def test_recall_banding_is_the_cheapest_that_meets_the_target():
+    for threshold, num_perm, target in [(0.8, 128, 0.97), (0.8, 128, 0.95), (0.5, 64, 0.97), (0.9, 112, 0.99)]:
+        bands, rows = mh.recall_bands_rows(threshold, num_perm, target)
+        assert bands * rows <= num_perm and mh.candidate_probability(threshold, bands, rows) >= target
+        cost = mh.false_candidate_mass(threshold, bands, rows)
+        for r in range(1, num_perm + 1):  # brute force: nothing feasible does less verification work
+            for b in range(1, num_perm // r + 1):
+                if mh.candidate_probability(threshold, b, r) >= target:
+                    assert mh.false_candidate_mass(threshold, b, r) >= cost - 1e-12
+    # the S-curve: the balanced optimum misses most pairs at the threshold, the recall choice does not
+    assert mh.candidate_probability(0.8, *mh.optimal_bands_rows(0.8, 128)) < 0.5
+    assert mh.candidate_probability(0.85, *mh.recall_bands_rows(0.8, 128, 0.97)) > 0.99
+    with pytest.raises(ValueError, match="raise num_perm"):
+        mh.recall_bands_rows(0.5, 2, 0.97)  # two slots: at best 1 - 0.5**2 = 0.75
+
+
+def test_stage_banding_options():
+    default = MinHashDedup("d", {})
+    assert (default.opts["bands"], default.opts["rows"]) == mh.recall_bands_rows(0.8, 128, mh.DEFAULT_RECALL_TARGET)
+    assert "P(candidate | J=threshold)=0.97" in default.describe()
+    unverified = MinHashDedup("d", {"verify": False})  # candidates are removals: the balanced optimum
+    assert (unverified.opts["bands"], unverified.opts["rows"]) == mh.optimal_bands_rows(0.8, 128)
+    assert (MinHashDedup("d", {"verify": False, "recall_target": 0.99}).opts["bands"],
+            MinHashDedup("d", {"verify": False, "recall_target": 0.99}).opts["rows"]) \
+        == mh.recall_bands_rows(0.8, 128, 0.99)
+    given = MinHashDedup("d", {"bands": 9, "rows": 13, "recall_target": 0.99})
+    assert (given.opts["bands"], given.opts["rows"]) == (9, 13) and "given" in given.describe()
+    assert default.decision_config() != MinHashDedup("d", {"recall_target": 0.9}).decision_config()
+    assert "recall_target" not in default.scoring_config()  # re-banding re-uses the signatures
+    with pytest.raises(ValueError, match="stage d: .recall_target"):
+        MinHashDedup("d", {"recall_target": 1.5})
+
+
+def planted_recall(docs: list[dict], truth: list[tuple[str, str, float]], tmp: Path, threshold: float = 0.8,
+                   **stage_params) -> tuple[dict[float, tuple[int, int]], list[float]]:
+    """Runs ingest -> minhash_dedup (defaults unless given) and returns ({bucket start: (found, true pairs)}
+    for the true pairs at or above ``threshold``, true Jaccard of every reported (removed, survivor) pair)."""
+    from experiments.benchmarks.dedup_quality import BUCKETS, bucket_counts, run_pipeline
+
+    run = "-".join(f"{k}{v}" for k, v in stage_params.items()) or "default"
+    rep, reported, summary = run_pipeline(docs, tmp, "planted", run, {"threshold": threshold, **stage_params}, 1)
+    assert summary["bands"] * summary["rows"] <= summary["num_perm"]
+    texts = {r["id"]: r["text"] for r in docs}
+    reported_j = [mh.jaccard(*mh.shingle_sets([texts[a], texts[b]])) for a, b in reported]
+    tp, found, _ = bucket_counts(truth, rep, reported_j)
+    recall = {BUCKETS[k]: (int(found[k]), int(tp[k])) for k in range(len(tp)) if BUCKETS[k] >= threshold}
+    return recall, reported_j
+
+
+def assert_recall_and_precision(recall: dict, reported_j: list[float], threshold: float = 0.8) -> None:
+    for lo, (found, pairs) in recall.items():
+        assert pairs >= 30, f"bucket {lo}: only {pairs} true pairs, too few to measure recall"
+        assert found / pairs >= 0.95, f"recall {found}/{pairs} in true-Jaccard bucket from {lo}"
+    assert reported_j and min(reported_j) >= threshold  # precision 1.00: every removal is a true near-duplicate
+
+
+def test_synthetic_web_near_duplicates_recall_and_precision(tmp_path):
+    """The demo web's planted copies (true 5-gram Jaccard recorded in truth) at or above the threshold."""
+    from experiments.synthetic_web import generate
+
+    docs = generate(3000, seed=11)
+    truth = [(d["truth"]["dup_of"], d["id"], d["truth"]["jaccard"]) for d in docs if d["truth"].get("dup_of")]
+    assert sum(0.7 <= j < 0.8 for _, _, j in truth) >= 30  # just below the threshold: must not be removed
+    rows = [{"id": d["id"], "text": d["text"]} for d in docs]
+    recall, reported_j = planted_recall(rows, truth, tmp_path)
+    assert_recall_and_precision(recall, reported_j)
+    found, pairs = planted_recall(rows, truth, tmp_path, bands=9, rows=13)[0][0.8]  # the old default banding
+    assert found / pairs < 0.9  # its S-curve (0.40 at J = 0.8) misses many: this test can tell them apart
+
+
+@needs_data
+@pytest.mark.shared_data
+def test_usenet_planted_near_duplicates_recall_and_precision(tmp_path):
+    """Real Usenet posts with copies planted at measured Jaccard 0.6-1.0, among 1,500 other real posts."""
+    from experiments.benchmarks.dedup_quality import plant_copy
+
+    rng = np.random.default_rng(16)
+    posts = [p for p in usenet_posts(3000) if len(p["text"].split()) >= 150][:1700]
+    originals, others = posts[:200], posts[200:]
+    donors = " ".join(p["text"] for p in others[:100]).split()
+    rows, truth = list(posts), []
+    for k, post in enumerate(originals):
+        copy, j = plant_copy(post["text"], donors, float(rng.uniform(0.6, 1.0)), rng)
+        rows.append({"id": f"copy-{k}", "text": copy})
+        truth.append((post["id"], f"copy-{k}", j))
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    recall, reported_j = planted_recall(rows, truth, tmp_path)
+    assert_recall_and_precision(recall, reported_j)

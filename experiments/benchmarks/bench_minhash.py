@@ -8,7 +8,14 @@ each counts, because the machine is shared. Quality: on planted copies at
 Jaccard 0.5-1.0 (see ``dedup_quality.plant_copy``), mean |estimated - true
 Jaccard| for both signatures on the same pairs.
 
+Banding cost at scale (``--plan-docs``): the MinHash plan without verification
+(band shuffle, star edges, union-find; synthetic signatures have no texts) on
+synthetic score shards, a tenth of them near-copies, under each banding
+(``--banding``, default the old 9 x 13 and the recall default 15 x 7), in
+alternating rounds, best wall time of each.
+
     .venv/bin/python -m experiments.benchmarks.bench_minhash [--docs 2000] [--rounds 3]
+    .venv/bin/python -m experiments.benchmarks.bench_minhash --plan-docs 200000 --plan-only
 """
 from __future__ import annotations
 
@@ -17,7 +24,10 @@ import gzip
 import json
 import multiprocessing as mp
 import resource
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -99,12 +109,63 @@ def estimator_error(n_pairs: int, seed: int = 0) -> dict:
     return out
 
 
+def plan_cost(n_docs: int, bandings: list[tuple[int, int]], rounds: int, workers: int = 2) -> None:
+    """Wall time of the local MinHash plan (verify off) per banding on the same synthetic score shards."""
+    from experiments.benchmarks.bench_ray import write_synthetic_scores
+    from pipeline.dedup.stages import MinHashDedup
+    from pipeline.executors import LocalExecutor
+    from pipeline.shards import read_json
+    from pipeline.stage import StageContext
+
+    with tempfile.TemporaryDirectory(prefix="bench-banding-") as tmp:
+        stage_dir = Path(tmp) / "minhash_dedup"
+        shards = write_synthetic_scores(stage_dir, n_docs, max(1, n_docs // 10_000))
+        executor = LocalExecutor(workers, progress=False)
+        seconds: dict[tuple[int, int], list[float]] = {b: [] for b in bandings}
+        summary: dict[tuple[int, int], dict] = {}
+        try:
+            for rnd in range(rounds + 1):  # round 0 (one shard) warms up the workers and imports
+                for bands, rows in bandings:
+                    plan_dir = stage_dir / f"plan-{bands}x{rows}"
+                    shutil.rmtree(plan_dir, ignore_errors=True)
+                    ctx = StageContext(run_dir=stage_dir.parent, stage_dir=stage_dir, plan_dir=plan_dir,
+                                       shards=shards if rnd else shards[:1], seed=0,
+                                       input_stage_dir=stage_dir.parent / "no-texts")
+                    ctx.executor = executor
+                    t0 = time.perf_counter()
+                    MinHashDedup("minhash_dedup", {"verify": False, "bands": bands, "rows": rows}).plan(ctx)
+                    if rnd:
+                        seconds[(bands, rows)].append(time.perf_counter() - t0)
+                        summary[(bands, rows)] = read_json(plan_dir / "summary.json")
+        finally:
+            executor.close()
+    base = min(seconds[bandings[0]])
+    print(f"\nMinHash plan (verify off) on {n_docs:,} synthetic signatures, {len(shards)} shards, {workers} workers, "
+          f"best of {rounds} alternating rounds")
+    print("| bands x rows | P(candidate \\| J = 0.8) | candidate pairs | removed | plan s (best) | vs first | all rounds |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for b in bandings:
+        s = summary[b]
+        best = min(seconds[b])
+        print(f"| {b[0]} x {b[1]} | {float(mh.candidate_probability(0.8, *b)):.3f} | {s['candidate_pairs']:,} "
+              f"| {s['removed']:,} | {best:.2f} | {best / base:.2f}x | {' / '.join(f'{x:.2f}' for x in seconds[b])} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=300, help="planted pairs for the estimator check")
+    ap.add_argument("--plan-docs", type=int, default=0, help="also time the plan per banding on this many "
+                    "synthetic signatures (0: skip)")
+    ap.add_argument("--banding", nargs="+", default=["9x13", "15x7"], help="bandings for --plan-docs, BxR each")
+    ap.add_argument("--plan-only", action="store_true", help="only the --plan-docs measurement")
     args = ap.parse_args()
+    if args.plan_docs:
+        bandings = [tuple(int(x) for x in b.lower().split("x")) for b in args.banding]
+        plan_cost(args.plan_docs, bandings, args.rounds)
+        if args.plan_only:
+            return
 
     runs: dict[str, list[dict]] = {p: [] for p in PATHS}
     for r in range(args.rounds):

@@ -18,7 +18,16 @@ Recall per bucket: share of true pairs that end in the same cluster.
 Precision: share of reported pairs (removed document, its survivor) whose
 true Jaccard reaches the threshold.
 
-    .venv/bin/python -m experiments.benchmarks.dedup_quality [--planted 1500] [--threshold 0.8]
+Several stage settings (``--settings``; default: today's explicit 9 x 13
+banding against the stage's default choice) run on the same corpora, each in
+a fresh run folder so its stage cost includes hashing. Cost is the CPU time
+of the minhash_dedup stage alone (this process and its worker processes;
+ingest runs first, untimed) and its wall time; rounds alternate between
+settings and the best of each counts (the machine is shared), with its ratio
+to the first setting.
+
+    .venv/bin/python -m experiments.benchmarks.dedup_quality [--planted 1500] [--threshold 0.8] [--rounds 3]
+    .venv/bin/python -m experiments.benchmarks.dedup_quality --settings "bands=9,rows=13" "" "verify=false"
 """
 from __future__ import annotations
 
@@ -26,16 +35,20 @@ import argparse
 import gzip
 import json
 import math
+import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pipeline.dedup import minhash as mh
 from pipeline.config import config_from_dict
 from pipeline.runner import Runner
-from pipeline.shards import read_json, read_parquet
+from pipeline.rundir import RunFolder
+from pipeline.shards import read_json
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BUCKETS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -151,42 +164,54 @@ def all_pairs_at_least(texts: list[str], t: float = 0.5, ngram: int = 5) -> tupl
     return sets, truth
 
 
-def run_pipeline(rows: list[dict], workdir: Path, name: str, threshold: float, verify: bool,
+def parse_setting(text: str) -> dict:
+    """``"bands=9,rows=13"`` -> stage parameters (numbers and true/false parsed); ``""`` is the default."""
+    params = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = item.partition("=")
+        params[key.strip()] = yaml.safe_load(value)  # 9 -> int, 0.97 -> float, false -> bool, fineweb -> str
+    return params
+
+
+def run_pipeline(rows: list[dict], workdir: Path, name: str, run: str, stage_params: dict,
                  workers: int) -> tuple[dict[str, str], list[tuple[str, str]], dict]:
-    """Ingest ``rows`` and dedup; returns (id -> cluster representative, reported pairs, plan summary)."""
+    """Ingest ``rows`` and dedup in a fresh run folder; returns (id -> cluster representative,
+    reported (removed, survivor) pairs, plan summary + stage timings)."""
     src = workdir / f"{name}.jsonl"
     if not src.exists():
         src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    run_dir = workdir / f"run-{name}"
+    run_dir = workdir / f"run-{name}-{run}"
     cfg = config_from_dict({"run_dir": str(run_dir), "workers": workers, "stages": [
         {"name": "ingest", "inputs": [{"path": str(src), "source": name}], "shard_docs": 2500},
-        {"name": "minhash_dedup", "kind": "minhash_dedup", "threshold": threshold, "verify": verify}]})
-    Runner(cfg, progress=False, log=lambda m: None).run()
-    rep, reported = {}, []
-    stage = run_dir / "minhash_dedup"
-    for sh in read_json(stage / "manifest.json")["shards"]:
-        for i in read_parquet(stage / sh["kept"]["path"], columns=["id"]).column("id").to_pylist():
-            rep[i] = i
-        removed = read_parquet(stage / sh["removed"]["path"], columns=["id", "duplicate_of"])
-        for i, s in zip(removed.column("id").to_pylist(), removed.column("duplicate_of").to_pylist()):
-            rep[i] = s
-            reported.append((i, s))
-    return rep, reported, read_json(stage / "plan" / "summary.json")
+        {"name": "minhash_dedup", "kind": "minhash_dedup", **stage_params}]})
+    Runner(cfg, progress=False, log=lambda m: None).run(upto="ingest")
+    self0, children0 = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    Runner(cfg, progress=False, log=lambda m: None).run()  # ingest is up to date: this is minhash_dedup alone
+    self1, children1 = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in ((self0, self1), (children0, children1)))
+    folder = RunFolder(run_dir)
+    rep = {i: i for i in folder.table("minhash_dedup", ["id"]).column("id").to_pylist()}
+    reported = []
+    for r in folder.rows("minhash_dedup", ["id", "duplicate_of"], part="removed"):
+        rep[r["id"]] = r["duplicate_of"]
+        reported.append((r["id"], r["duplicate_of"]))
+    plan_dir = folder.plan_dir("minhash_dedup")
+    summary = {**read_json(plan_dir / "summary.json"),
+               "stage_seconds": folder.stats("minhash_dedup")["wall_seconds"], "cpu_seconds": cpu,
+               "plan_seconds": read_json(plan_dir / "_plan_done.json")["seconds"]}
+    shutil.rmtree(run_dir)
+    return rep, reported, summary
 
 
 def bucket_of(j: float) -> int:
     return min(int(np.searchsorted(BUCKETS, j, side="right")) - 1, len(BUCKETS) - 2)
 
 
-def report(title: str, truth: list[tuple[str, str, float]], rep: dict[str, str],
-           reported_j: list[float], threshold: float, summary: dict) -> None:
-    print(f"\n{title}  (bands={summary['bands']} rows={summary['rows']} verify={summary['verify']}: "
-          f"{summary['candidate_pairs']:,} candidate pairs, {summary['removed']:,} removed "
-          f"in {summary['clusters']:,} clusters)")
-    print(f"  {'true Jaccard':<14}{'true pairs':>11}{'found':>8}{'recall':>8}   {'reported pairs':>15}")
+def bucket_counts(truth: list[tuple[str, str, float]], rep: dict[str, str],
+                  reported_j: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bucket: true pairs, true pairs found in one cluster, reported pairs (last slot: J < 0.5)."""
     n_b = len(BUCKETS) - 1
-    tp, found = np.zeros(n_b, int), np.zeros(n_b, int)
-    rp = np.zeros(n_b + 1, int)
+    tp, found, rp = np.zeros(n_b, int), np.zeros(n_b, int), np.zeros(n_b + 1, int)
     for a, b, j in truth:
         if j < BUCKETS[0]:  # a planted copy whose nearest reachable J fell just below 0.5
             continue
@@ -194,17 +219,82 @@ def report(title: str, truth: list[tuple[str, str, float]], rep: dict[str, str],
         found[bucket_of(j)] += rep[a] == rep[b]
     for j in reported_j:
         rp[bucket_of(j) if j >= BUCKETS[0] else n_b] += 1
+    return tp, found, rp
+
+
+def report(title: str, labels: list[str], truth: list[tuple[str, str, float]], results: list[dict],
+           threshold: float) -> None:
+    """Markdown tables: recall and reported pairs per bucket (a column per setting), then cost per setting."""
+    print(f"\n**{title}**, threshold {threshold}\n")
+    counts = [bucket_counts(truth, r["rep"], r["reported_j"]) for r in results]
+    tp = counts[0][0]
+    print("| true J | true pairs | " + " | ".join(f"recall, {lab}" for lab in labels) + " | "
+          + " | ".join(f"reported, {lab}" for lab in labels) + " |")
+    print("|---|---:|" + "---:|" * (2 * len(labels)))
+    n_b = len(BUCKETS) - 1
     for k in range(n_b):
         hi = "]" if k == n_b - 1 else ")"
-        rec = f"{found[k] / tp[k]:.3f}" if tp[k] else "-"
-        print(f"  [{BUCKETS[k]:.1f}, {BUCKETS[k + 1]:.1f}{hi}{'':<4}{tp[k]:>11,}{found[k]:>8,}{rec:>8}   {rp[k]:>15,}")
-    print(f"  {'< 0.5':<14}{'':>27}   {rp[n_b]:>15,}")
-    ok = sum(j >= threshold for j in reported_j)
-    prec = ok / len(reported_j) if reported_j else float("nan")
-    hi_pairs = sum(tp[k] for k in range(n_b) if BUCKETS[k] >= 0.9)
-    hi_found = sum(found[k] for k in range(n_b) if BUCKETS[k] >= 0.9)
-    print(f"  precision (reported pairs with true J >= {threshold}): {ok:,}/{len(reported_j):,} = {prec:.4f}; "
-          f"recall at J >= 0.9: {hi_found:,}/{hi_pairs:,} = {hi_found / max(hi_pairs, 1):.4f}")
+        recs = " | ".join(f"{f[k] / tp[k]:.3f}" if tp[k] else "-" for _, f, _ in counts)
+        reps = " | ".join(f"{rp[k]:,}" for _, _, rp in counts)
+        print(f"| [{BUCKETS[k]:.1f}, {BUCKETS[k + 1]:.1f}{hi} | {tp[k]:,} | {recs} | {reps} |")
+    print(f"| < 0.5 | | {' | '.join('' for _ in labels)} | {' | '.join(f'{rp[n_b]:,}' for _, _, rp in counts)} |")
+    base, base_cpu = min(results[0]["seconds"]), min(results[0]["cpu_seconds"])
+    print("\n| setting | bands x rows | P(candidate \\| J = t) | candidate pairs | linked | removed | precision "
+          "| CPU s (best) | vs first | wall s (best) | vs first | plan wall s (best) | CPU s, all rounds |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for lab, r in zip(labels, results):
+        s, rj = r["summary"], r["reported_j"]
+        ok = sum(j >= threshold for j in rj)
+        prec = f"{ok}/{len(rj)} = {ok / len(rj):.3f}" if rj else "-"
+        p_t = float(mh.candidate_probability(threshold, s["bands"], s["rows"]))
+        best, cpu = min(r["seconds"]), min(r["cpu_seconds"])
+        print(f"| {lab} | {s['bands']} x {s['rows']} | {p_t:.3f} | {s['candidate_pairs']:,} | {s['linked_pairs']:,} "
+              f"| {s['removed']:,} | {prec} | {cpu:.2f} | {cpu / base_cpu:.2f}x | {best:.2f} | {best / base:.2f}x "
+              f"| {min(r['plan_seconds']):.2f} | {' / '.join(f'{x:.2f}' for x in r['cpu_seconds'])} |")
+
+
+def compare(rows: list[dict], truth: list[tuple[str, str, float]], pair_j, workdir: Path, name: str,
+            settings: list[str], args) -> None:
+    """Runs every setting ``args.rounds`` times (alternating), scores the first round, prints the table."""
+    results: list[dict] = [{"seconds": [], "cpu_seconds": [], "plan_seconds": []} for _ in settings]
+    for rnd in range(args.rounds):
+        for k, text in enumerate(settings):
+            params = {"threshold": args.threshold, **parse_setting(text)}
+            rep, reported, summary = run_pipeline(rows, workdir, name, f"{k}-{rnd}", params, args.workers)
+            res = results[k]
+            res["seconds"].append(summary["stage_seconds"])
+            res["cpu_seconds"].append(summary["cpu_seconds"])
+            res["plan_seconds"].append(summary["plan_seconds"])
+            if rnd == 0:
+                res.update(rep=rep, summary=summary, reported_j=[pair_j(a, b) for a, b in reported])
+    labels = [t or "default" for t in settings]
+    report(name, labels, truth, results, args.threshold)
+    explain_misses(rows, truth, pair_j, labels, results, args.threshold)
+
+
+def explain_misses(rows: list[dict], truth: list[tuple[str, str, float]], pair_j, labels: list[str],
+                   results: list[dict], threshold: float) -> None:
+    """Why each true pair at or above the threshold did not end in one cluster: never an LSH candidate
+    (the S-curve), or a candidate that the clustering rules kept apart (shown: where each side went)."""
+    index = {r["id"]: k for k, r in enumerate(rows)}
+    signatures: dict[int, np.ndarray] = {}
+    for lab, res in zip(labels, results):
+        s = res["summary"]
+        if s["num_perm"] not in signatures:
+            signatures[s["num_perm"]] = mh.MinHasher(s["num_perm"], 5, 1).signatures([r["text"] for r in rows])[0]
+        sig, rep, lines = signatures[s["num_perm"]], res["rep"], []
+        for a, b, j in sorted(truth, key=lambda t: t[2]):
+            if j < threshold or rep[a] == rep[b]:
+                continue
+            sa, sb = sig[index[a]], sig[index[b]]
+            cand = any((sa[k * s["rows"]:(k + 1) * s["rows"]] == sb[k * s["rows"]:(k + 1) * s["rows"]]).all()
+                       for k in range(s["bands"]))
+            fate = ", ".join("kept" if rep[d] == d else f"removed as duplicate of a third document "
+                             f"(J {pair_j(d, rep[d]):.2f}; J to the other side's {pair_j(other, rep[d]):.2f})"
+                             for d, other in ((a, b), (b, a)))
+            lines.append(f"    J {j:.3f}: {'LSH candidate' if cand else 'NOT an LSH candidate'}; {fate}")
+        print(f"\n  {lab}: {len(lines)} true pairs at J >= {threshold} not in one cluster")
+        print("\n".join(lines))
 
 
 def main() -> None:
@@ -212,33 +302,40 @@ def main() -> None:
     ap.add_argument("--planted", type=int, default=1500, help="planted pairs")
     ap.add_argument("--distractors", type=int, default=3000, help="unrelated Wikipedia articles")
     ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--settings", nargs="+", default=["bands=9,rows=13", ""],
+                    help='stage parameter sets to compare, "key=value,key=value" each ("" = the defaults); '
+                         "default: today's 9 x 13 banding vs the stage's default choice")
+    ap.add_argument("--rounds", type=int, default=3, help="timed runs per setting (alternating; best counts)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=["usenet", "planted"], help="run one corpus only")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="dedup-quality-") as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        usenet = [{"id": r["id"], "text": r["text"]} for r in read_jsonl(DATA / "raw" / "usenet-20news.jsonl.gz")]
-        sets, pairs = all_pairs_at_least([r["text"] for r in usenet])
-        ids = [r["id"] for r in usenet]
-        truth = [(ids[a], ids[b], j) for (a, b), j in pairs.items()]
-        index = {i: k for k, i in enumerate(ids)}
-        print(f"usenet: {len(usenet):,} posts; {len(truth):,} pairs with true Jaccard >= 0.5 "
-              f"(exact all-pairs, {time.perf_counter() - t0:.0f}s)")
-        for verify in (True, False):
-            rep, reported, summary = run_pipeline(usenet, tmp, "usenet", args.threshold, verify, args.workers)
-            rj = [mh.jaccard(sets[index[a]], sets[index[b]]) for a, b in reported]
-            report(f"usenet, threshold {args.threshold}", truth, rep, rj, args.threshold, summary)
+        # warm-up: numba's compile cache and the worker pool, so no setting pays for them
+        run_pipeline([{"id": str(i), "text": f"warm up document {i} " * 20} for i in range(50)], tmp, "warmup",
+                     "0", {}, args.workers)
+        if args.only in (None, "usenet"):
+            t0 = time.perf_counter()
+            usenet = [{"id": r["id"], "text": r["text"]} for r in read_jsonl(DATA / "raw" / "usenet-20news.jsonl.gz")]
+            sets, pairs = all_pairs_at_least([r["text"] for r in usenet])
+            ids = [r["id"] for r in usenet]
+            truth = [(ids[a], ids[b], j) for (a, b), j in pairs.items()]
+            index = {i: k for k, i in enumerate(ids)}
+            print(f"usenet: {len(usenet):,} posts; {len(truth):,} pairs with true Jaccard >= 0.5 "
+                  f"(exact all-pairs, {time.perf_counter() - t0:.0f}s)", flush=True)
+            compare(usenet, truth, lambda a, b: mh.jaccard(sets[index[a]], sets[index[b]]), tmp, "usenet",
+                    args.settings, args)
 
-        rows, planted = planted_corpus(args.planted, args.distractors, args.seed)
-        texts = {r["id"]: r["text"] for r in rows}
-        print(f"\nplanted: {len(planted):,} pairs planted into {len(rows):,} Wikipedia documents "
-              f"(measured J of copies: min {min(p[2] for p in planted):.3f}, max {max(p[2] for p in planted):.3f})")
-        for verify in (True, False):
-            rep, reported, summary = run_pipeline(rows, tmp, "planted", args.threshold, verify, args.workers)
-            rj = [mh.jaccard(*mh.shingle_sets([texts[a], texts[b]])) for a, b in reported]
-            report(f"planted, threshold {args.threshold}", planted, rep, rj, args.threshold, summary)
+        if args.only in (None, "planted"):
+            rows, planted = planted_corpus(args.planted, args.distractors, args.seed)
+            texts = {r["id"]: r["text"] for r in rows}
+            print(f"\nplanted: {len(planted):,} pairs planted into {len(rows):,} Wikipedia documents "
+                  f"(measured J of copies: min {min(p[2] for p in planted):.3f}, max {max(p[2] for p in planted):.3f})",
+                  flush=True)
+            compare(rows, planted, lambda a, b: mh.jaccard(*mh.shingle_sets([texts[a], texts[b]])), tmp, "planted",
+                    args.settings, args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ multiply-shift map ``((a_i * h + b_i) mod 2**64) >> 32`` with odd random
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Iterable, Iterator
 
@@ -189,11 +190,76 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
 FINEWEB_PRESET = {"num_perm": 112, "bands": 14, "rows": 8, "ngram": 5}
 
 
+#: Default chance that a pair at exactly the threshold becomes a candidate when verification is on.
+DEFAULT_RECALL_TARGET = 0.97
+
+
 def optimal_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
-    """datasketch's choice of (bands, rows): minimises equally weighted FP and FN probability mass."""
+    """datasketch's choice of (bands, rows): minimises equally weighted FP and FN probability mass.
+
+    The right trade-off when candidates are removed unverified (a false
+    positive costs a wrongly removed document); with verification see
+    :func:`recall_bands_rows`.
+    """
     from datasketch.lsh import _optimal_param
 
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def candidate_probability(similarity, bands: int, rows: int):
+    """The LSH S-curve: chance that two documents of Jaccard ``similarity`` share at least one band.
+
+    Each slot agrees with probability J, a band of ``rows`` slots with J**rows,
+    so at least one of ``bands`` bands with 1 - (1 - J**rows)**bands.
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    return 1.0 - (1.0 - s ** rows) ** bands
+
+
+def false_candidate_mass(threshold: float, bands: int, rows: int, steps: int = 2000) -> float:
+    """Integral of the S-curve over [0, threshold]: expected candidates below the threshold per unit of
+    pair density, assuming pairs spread evenly over similarity -- the verification work spent on pairs
+    that are not duplicates. Trapezoid rule on a fixed grid, so the value (and the choice) is deterministic.
+    """
+    s = np.linspace(0.0, threshold, steps + 1)
+    p = candidate_probability(s, bands, rows)
+    return float((p[1:] + p[:-1]).sum() * (threshold / steps) / 2)
+
+
+def recall_bands_rows(threshold: float, num_perm: int, recall_target: float) -> tuple[int, int]:
+    """(bands, rows) with the least verification work among those that make a pair at exactly
+    ``threshold`` a candidate with probability >= ``recall_target`` (pairs above it do better).
+
+    For each ``rows`` the fewest bands meeting the target is the cheapest, so
+    only those are compared (by :func:`false_candidate_mass`; ties go to fewer
+    permutations used). Raises ValueError when ``num_perm`` slots cannot reach the target.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if not 0.0 < recall_target < 1.0:
+        raise ValueError(f"recall_target must be in (0, 1), got {recall_target}")
+    best: tuple[float, int, int, int] | None = None
+    for rows in range(1, num_perm + 1):
+        band_p = threshold ** rows
+        if band_p <= 0.0:
+            break
+        max_bands = num_perm // rows
+        if candidate_probability(threshold, max_bands, rows) < recall_target:
+            continue  # even every slot in bands of this height falls short
+        # fewest bands with 1 - (1 - band_p)**bands >= recall_target (the log form, checked exactly)
+        bands = 1 if band_p >= 1.0 else \
+            min(max_bands, max(1, math.ceil(math.log1p(-recall_target) / math.log1p(-band_p))))
+        while candidate_probability(threshold, bands, rows) < recall_target:
+            bands += 1
+        while bands > 1 and candidate_probability(threshold, bands - 1, rows) >= recall_target:
+            bands -= 1
+        key = (false_candidate_mass(threshold, bands, rows), bands * rows, bands, rows)
+        if best is None or key < best:
+            best = key
+    if best is None:
+        raise ValueError(f"no bands x rows <= num_perm {num_perm} reaches recall_target {recall_target} "
+                         f"at threshold {threshold}; raise num_perm or lower recall_target")
+    return best[2], best[3]
 
 
 def band_buckets(sig: np.ndarray, bands: int, rows: int, members: np.ndarray) -> Iterator[list[np.ndarray]]:

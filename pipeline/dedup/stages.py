@@ -185,23 +185,31 @@ class MinHashDedup(Stage):
     """Near-duplicate removal: MinHash signatures of word n-gram shingles, banded LSH, union-find.
 
     Signatures are the cached scores, so ``threshold``, ``bands``, ``rows``,
-    ``verify`` and ``keep`` re-cluster without re-hashing. ``bands``/``rows``
-    default to datasketch's optimum for ``threshold`` and ``num_perm``;
-    ``preset: fineweb`` is FineWeb's 14 bands x 8 rows on 112 permutations.
+    ``recall_target``, ``verify`` and ``keep`` re-cluster without re-hashing.
     With ``verify`` (default), each LSH candidate pair is kept only if the true
     Jaccard of its shingle sets reaches ``threshold``, and a cluster member is
     removed only if its true Jaccard to the survivor does (transitive chains do
     not remove documents unlike the survivor). This removes LSH false positives
     at the cost of re-reading the candidates' texts.
+
+    Bands x rows: verified candidates cost work, never precision, so by default
+    they are chosen for recall -- the cheapest banding under which a pair at
+    exactly ``threshold`` becomes a candidate with probability ``recall_target``
+    (default 0.97; 15 x 7 for 0.8 on 128 permutations). Without verification a
+    candidate is a removal, so the default is then datasketch's balanced
+    optimum (9 x 13 for 0.8), unless ``recall_target`` is given. Explicit
+    ``bands``/``rows`` override both; ``preset: fineweb`` is FineWeb's 14 x 8
+    on 112 permutations.
     """
 
     kind = "minhash_dedup"
-    decision_params = ("threshold", "bands", "rows", "verify", "keep")
-    defaults = {"ngram": 5, "num_perm": 128, "seed": 1, "preset": None,
-                "threshold": 0.8, "bands": None, "rows": None, "verify": True, "keep": "first"}
+    decision_params = ("threshold", "bands", "rows", "recall_target", "verify", "keep")
+    defaults = {"ngram": 5, "num_perm": 128, "seed": 1, "preset": None, "threshold": 0.8,
+                "bands": None, "rows": None, "recall_target": None, "verify": True, "keep": "first"}
     checks = {"ngram": at_least(1, integer=True), "num_perm": at_least(2, integer=True),
               "seed": of_type(int), "threshold": between(0, 1, lo_open=True),
               "bands": optional(at_least(1, integer=True)), "rows": optional(at_least(1, integer=True)),
+              "recall_target": optional(between(0, 1, lo_open=True, hi_open=True)),
               "verify": of_type(bool), "keep": one_of("first", "longest")}
     presets = {"fineweb": mh.FINEWEB_PRESET}
     batch_docs = 1000
@@ -216,7 +224,12 @@ class MinHashDedup(Stage):
         if (opts["bands"] is None) != (opts["rows"] is None):
             raise ValueError(f"stage {name}: give both `bands` and `rows`, or neither")
         if opts["bands"] is None:
-            opts["bands"], opts["rows"] = mh.optimal_bands_rows(float(opts["threshold"]), int(opts["num_perm"]))
+            try:
+                opts["bands"], opts["rows"], opts["banding"] = self._choose_banding(opts)
+            except ValueError as e:
+                raise ValueError(f"stage {name}: {e}") from None
+        else:
+            opts["banding"] = "given"
         if opts["bands"] * opts["rows"] > opts["num_perm"]:
             raise ValueError(f"stage {name}: bands x rows = {opts['bands'] * opts['rows']} > num_perm {opts['num_perm']}")
         if opts["keep"] not in ("first", "longest"):
@@ -224,13 +237,28 @@ class MinHashDedup(Stage):
         self.opts = opts
         self._hasher: mh.MinHasher | None = None
 
+    @staticmethod
+    def _choose_banding(opts: dict) -> tuple[int, int, str]:
+        """(bands, rows, how they were chosen) when the config names neither."""
+        threshold, num_perm, target = float(opts["threshold"]), int(opts["num_perm"]), opts["recall_target"]
+        if target is None and not opts["verify"]:
+            return (*mh.optimal_bands_rows(threshold, num_perm), "balanced")
+        target = mh.DEFAULT_RECALL_TARGET if target is None else float(target)
+        return (*mh.recall_bands_rows(threshold, num_perm, target), f"recall_target={target}")
+
     def needs_plan(self) -> bool:
         return True
 
+    def decision_config(self) -> dict:
+        """The effective bands x rows are part of the plan's fingerprint: a new default choice re-plans."""
+        return {**self.params, "bands": self.opts["bands"], "rows": self.opts["rows"]}
+
     def describe(self) -> str:
         o = self.opts
+        at = mh.candidate_probability(float(o["threshold"]), o["bands"], o["rows"])
         return (f"minhash_dedup(ngram={o['ngram']}, num_perm={o['num_perm']}, threshold={o['threshold']}, "
-                f"bands={o['bands']}, rows={o['rows']}, verify={o['verify']}, keep={o['keep']})")
+                f"bands={o['bands']}, rows={o['rows']} ({o['banding']}; P(candidate | J=threshold)={at:.3f}), "
+                f"verify={o['verify']}, keep={o['keep']})")
 
     def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         if self._hasher is None:
