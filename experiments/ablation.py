@@ -173,12 +173,13 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     train_cfg = {**TRAIN_DEFAULTS, **s["train"]}
     device = pick_device()
     speed = None
-    if train_cfg["bf16"] == "auto" or train_cfg["compile"] == "auto":  # measured once, used by every run
+    if "auto" in (train_cfg["bf16"], train_cfg["compile"], train_cfg["threads"]):  # measured once, used by every run
         speed_path = out / "speed.json"
         speed = read_json(speed_path) if speed_path.exists() else choose_speed_settings(
             model_cfg, train_cfg, vocab, device, log=log)
         atomic_write_json(speed_path, speed)
-        train_cfg = {**train_cfg, "bf16": speed["bf16"], "compile": speed["compile"], "speed": speed}
+        train_cfg = {**train_cfg, "bf16": speed["bf16"], "compile": speed["compile"], "threads": speed["threads"],
+                     "speed": speed}
     prepared = {name: prepare_bpb_windows(docs, tok, model_cfg["context"], int(s["eval_max_chars"]))
                 for name, docs in eval_sets.items()}
     blimp_small = blimp_final = None

@@ -33,6 +33,10 @@ def cmd_report(args) -> int:
 
     target = Path(args.target)
     out = Path(experiment_settings(load_config(target))["out_dir"]) if target.is_file() else target
+    if args.export:
+        from experiments.report import export_results
+
+        out = export_results(out, Path(args.export))
     path = write_report(out, command=args.command)
     print(f"report: {path}")
     return 0
@@ -51,4 +55,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="write report.md and plots for a finished (or partial) ablation")
     r.add_argument("target", help="the ablation's config, or its output folder")
     r.add_argument("--command", help="the command that reproduces the results, printed in the report")
+    r.add_argument("--export", metavar="DIR",
+                   help="first copy the files the report needs (per-run logs, curves, per-item evaluation values; "
+                        "no checkpoints or token arrays) to DIR, then write the report there: a folder small enough "
+                        "to commit, from which `winnow report DIR` rebuilds the same report")
     r.set_defaults(fn=cmd_report)

@@ -34,6 +34,9 @@ from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 def metric_value(run: dict, metric: str) -> float:
     """One run's value of a metric, from its per-item results."""
     items = run["items"]
+    if metric.startswith("bpb_macro/"):  # equal weight per domain (Paloma's macro average)
+        group = metric.split("/", 1)[1]
+        return float(np.mean([metric_value(run, k) for k in items if k.startswith(f"bpb/{group}/")]))
     if metric == "blimp":
         return float(np.mean(items["blimp"]["correct"]))
     if metric.startswith("bpb/"):
@@ -43,7 +46,7 @@ def metric_value(run: dict, metric: str) -> float:
 
 
 def lower_is_better(metric: str) -> bool:
-    return metric != "blimp"
+    return metric != "blimp"  # bits per byte (macro or not): lower is better
 
 
 def _by_arm(runs: list[dict], order: list[str]) -> dict[str, list[dict]]:
@@ -234,6 +237,33 @@ def _variance_sources(by_arm: dict[str, list[dict]], arms_cfg: list[dict], metri
             "a factor of 39 of the truth only 95% of the time); read the share as an order of magnitude.", ""]
 
 
+def _composition_section(by_arm: dict[str, list[dict]]) -> list[str]:
+    """What each arm's training text is made of (seed 0's subset; share of tokens), so a selection effect shows."""
+    comps = {a: rs[0]["subset"].get("composition_tokens") for a, rs in by_arm.items()}
+    comps = {a: c for a, c in comps.items() if c}
+    if not comps:
+        return []
+    L = ["## Composition of the training subsets (share of tokens; seed 0's draw)", ""]
+    for key in ("source", "language", "length"):
+        totals = defaultdict(int)
+        for c in comps.values():
+            for k, v in c.get(key, {}).items():
+                totals[k] += v
+        cols = sorted(totals, key=lambda k: -totals[k])
+        shown, rest = cols[:8], cols[8:]
+        L += [f"| arm | " + " | ".join(shown) + (" | other |" if rest else " |"),
+              "|---|" + "---:|" * (len(shown) + bool(rest))]
+        for arm, c in comps.items():
+            part = c.get(key, {})
+            n = sum(part.values()) or 1
+            cells = [f"{100 * part.get(k, 0) / n:.1f}%" for k in shown]
+            if rest:
+                cells.append(f"{100 * sum(part.get(k, 0) for k in rest) / n:.1f}%")
+            L.append(f"| {arm} | " + " | ".join(cells) + " |")
+        L.append("")
+    return L
+
+
 def _blimp_section(by_arm: dict[str, list[dict]]) -> list[str]:
     arms = [a for a, rs in by_arm.items() if all("blimp" in r["items"] for r in rs)]
     if not arms:
@@ -327,6 +357,8 @@ def write_report(out: Path, command: str | None = None) -> Path:
     by_arm = _by_arm(runs, [a["name"] for a in s["arms"]])
     eval_names = list(read_json(out / "eval_sets.json"))
     metrics = [f"bpb/{n}" for n in eval_names if all(f"bpb/{n}" in r["items"] for r in runs)]
+    groups = sorted({m.split("/")[1] for m in metrics if m.count("/") == 2})
+    metrics = [f"bpb_macro/{g}" for g in groups] + metrics
     metrics += ["blimp"] if any("blimp" in r["items"] for r in runs) else []
     stages = funnel_rows(out, Path(exp["run_dir"]))
     _plots(out, stages, by_arm, metrics)
@@ -383,6 +415,7 @@ def write_report(out: Path, command: str | None = None) -> Path:
     L += ["", "Bits per byte: lower is better. BLiMP: share of minimal pairs where the grammatical sentence gets the "
           "higher log-probability.", "", "![curves](curves.png)", "", "![loss](loss.png)", ""]
     L += _variance_sources(by_arm, s["arms"], primary)
+    L += _composition_section(by_arm)
     # contamination
     L += ["## Contamination (13-gram overlap of each training subset with each evaluation set; seed 0's subset)", "",
           "| arm | " + " | ".join(eval_names) + " |", "|---|" + "---:|" * len(eval_names)]

@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from experiments.data import ContaminationIndex
@@ -35,12 +36,17 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         m = read_json(manifest_path)
         if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"]) == (stage, budget, seed, tok_sha):
             return m
-    docs = [d for d in RunFolder(run_dir).rows(stage, ["id", "text"]) if not is_held_out(d["id"])]
+    folder = RunFolder(run_dir)
+    shards = folder.shard_files(stage, nonempty=True)
+    has_lang = bool(shards) and "lang" in pq.read_schema(shards[0]).names
+    cols = ["id", "text", "source"] + (["lang"] if has_lang else [])
+    docs = [d for d in folder.rows(stage, cols) if not is_held_out(d["id"])]
     docs.sort(key=lambda d: order_key(seed, d["id"], "subset"))
     eos = eos_id(tok)
     pieces: list[np.ndarray] = []
     ids: list[str] = []
     counts: list[int] = []
+    composition: dict[str, dict[str, int]] = {"source": {}, "language": {}, "length": {}}
     total = 0
     found: list[np.ndarray] = []
     chars = 0
@@ -56,6 +62,9 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
             pieces.append(arr[:take])
             ids.append(d["id"])
             counts.append(int(take))
+            for key, value in (("source", d.get("source") or "?"), ("language", d.get("lang") or "not identified"),
+                               ("length", _length_bucket(len(arr)))):
+                composition[key][value] = composition[key].get(value, 0) + int(take)
             chars += len(text)
             total += take
             if contamination is not None:
@@ -73,6 +82,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         "stage": stage, "budget": budget, "tokens": int(total), "documents": len(ids), "chars": chars,
         "exhausted": total < budget, "available_documents": len(docs), "seed": seed,
         "tokenizer_sha256": tok_sha, "tokens_sha256": sha256_file(out_dir / "tokens.npy"),
+        "composition_tokens": {k: dict(sorted(v.items())) for k, v in composition.items()},
         "doc_token_counts": {"min": min(counts, default=0), "max": max(counts, default=0),
                              "mean": round(float(np.mean(counts)), 1) if counts else 0},
     }
@@ -81,6 +91,19 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         m["contamination_13gram"] = contamination.report(hits)
     atomic_write_json(manifest_path, m)
     return m
+
+
+LENGTH_BUCKETS = (128, 512, 2048)
+
+
+def _length_bucket(n_tokens: int) -> str:
+    """A document's length class (whole document, in tokens), for the composition table."""
+    lo = 0
+    for hi in LENGTH_BUCKETS:
+        if n_tokens < hi:
+            return f"{lo}-{hi - 1} tokens"
+        lo = hi
+    return f">= {lo} tokens"
 
 
 def load_tokens(subset_dir: Path) -> np.ndarray:

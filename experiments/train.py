@@ -32,7 +32,7 @@ MODEL_DEFAULTS = {"arch": "llama", "d_model": 128, "n_layers": 4, "n_heads": 4, 
 # ``steps``), so every point of the data-efficiency curve is a decayed model.
 TRAIN_DEFAULTS = {"steps": 1000, "batch_size": 16, "lr": 3e-3, "min_lr_ratio": 0.1, "warmup_steps": 50,
                   "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 200,
-                  "checkpoint_every": 200, "bf16": "auto", "compile": "auto", "threads": None,
+                  "checkpoint_every": 200, "bf16": "auto", "compile": "auto", "threads": "auto",
                   "schedule": "wsd", "decay_frac": 0.2, "decay_budgets": [0.125, 0.25, 0.5]}
 
 
@@ -158,8 +158,6 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     out_dir.mkdir(parents=True, exist_ok=True)
     c = {**TRAIN_DEFAULTS, **train_cfg}
     mc = {**MODEL_DEFAULTS, **model_cfg}
-    if c["threads"]:
-        torch.set_num_threads(int(c["threads"]))
     done_path = out_dir / "done.json"
     if done_path.exists():
         d = read_json(done_path)
@@ -170,10 +168,12 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     ckpt = out_dir / "checkpoint.pt"
     if ckpt.exists() and (out_dir / "config.json").exists():  # a resumed run keeps the settings it started with
         old = read_json(out_dir / "config.json")["train"]
-        c["bf16"], c["compile"] = old["bf16"], old["compile"]
-    if c["bf16"] == "auto" or c["compile"] == "auto":
+        c["bf16"], c["compile"], c["threads"] = old["bf16"], old["compile"], old.get("threads")
+    if "auto" in (c["bf16"], c["compile"], c["threads"]):
         speed = choose_speed_settings(mc, c, vocab_size, device, log=log)
-        c["bf16"], c["compile"] = speed["bf16"], speed["compile"]
+        c["bf16"], c["compile"], c["threads"] = speed["bf16"], speed["compile"], speed["threads"]
+    if c["threads"]:
+        torch.set_num_threads(int(c["threads"]))
     model = build_model(mc, vocab_size, seed).to(device)
     opt = _optimizer(model, c)
     batches = Batches(tokens, mc["context"], c["batch_size"], seed)
@@ -300,7 +300,8 @@ def cpu_flags() -> set[str]:
 
 def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, device=None, steps: int = 5,
                           log: Callable[[str], None] = print) -> dict:
-    """Pick bf16 autocast and torch.compile by timing a few training steps of each on a throwaway model.
+    """Pick bf16 autocast, torch.compile and the thread count by timing a few training steps of each on a
+    throwaway model.
 
     Without native bf16 (AVX512-BF16/AMX on CPU) autocast can be 10x slower
     than fp32, with it faster; a fixed default is wrong somewhere. Settings
@@ -322,28 +323,36 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
     if device.type == "cuda" and not info["cuda_bf16"]:
         bf16_opts = [False]
     compile_opts = [False, True] if c["compile"] == "auto" else [bool(c["compile"])]
+    n_threads = torch.get_num_threads()
+    # on a shared machine one thread can beat two by 10x (threads spin waiting for each other)
+    thread_opts = sorted({1, n_threads}) if c["threads"] == "auto" and device.type == "cpu" else [
+        int(c["threads"]) if c["threads"] not in (None, "auto") else n_threads]
     x = torch.randint(0, vocab_size, (c["batch_size"], mc["context"] + 1), generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     fns: dict[str, Callable] = {}
     warm: dict[str, float] = {}
-    for bf16 in bf16_opts:
-        for comp in compile_opts:
-            key = f"{'bf16' if bf16 else 'fp32'}{'+compile' if comp else ''}"
-            try:
-                model = build_model(mc, vocab_size, 0).to(device)
-                fns[key] = _make_step(model, _optimizer(model, c), {**c, "bf16": bf16, "compile": comp}, device)
-                t = time.perf_counter()
-                for _ in range(2):  # warm-up (and compilation)
-                    fns[key](x)
-                warm[key] = time.perf_counter() - t
-            except Exception as e:  # noqa: BLE001 -- e.g. no C++ compiler for torch.compile: not a candidate
-                fns.pop(key, None)
-                info.setdefault("failed", {})[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    threads_of: dict[str, int] = {}
+    for bf16, comp, th in [(b, cp, t) for b in bf16_opts for cp in compile_opts for t in thread_opts]:
+        key = f"{'bf16' if bf16 else 'fp32'}{'+compile' if comp else ''}" + (
+            f"@{th}t" if len(thread_opts) > 1 else "")
+        threads_of[key] = th
+        torch.set_num_threads(th)
+        try:
+            model = build_model(mc, vocab_size, 0).to(device)
+            fns[key] = _make_step(model, _optimizer(model, c), {**c, "bf16": bf16, "compile": comp}, device)
+            t = time.perf_counter()
+            for _ in range(2):  # warm-up (and compilation)
+                fns[key](x)
+            warm[key] = time.perf_counter() - t
+        except Exception as e:  # noqa: BLE001 -- e.g. no C++ compiler for torch.compile: not a candidate
+            fns.pop(key, None)
+            info.setdefault("failed", {})[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     if not fns:
         raise RuntimeError(f"no training precision works on this machine: {info.get('failed')}")
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(steps):  # interleaved, so a change in machine load hits every candidate alike
         for key, fn in fns.items():
+            torch.set_num_threads(threads_of[key])
             t = time.perf_counter()
             fn(x)
             samples[key].append(time.perf_counter() - t)
@@ -352,10 +361,11 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
     run_steps = int(c["steps"])
     cost = {k: timings[k] / 1000 * run_steps + (max(0.0, warm[k] - 2 * timings[k] / 1000) if "compile" in k else 0)
             for k in timings}
-    base_key = min(timings, key=lambda k: ("bf16" in k) + ("compile" in k))
+    torch.set_num_threads(n_threads)
+    base_key = min(timings, key=lambda k: (("bf16" in k) + ("compile" in k), -threads_of[k]))
     fastest = min(cost, key=cost.get)
     choice = fastest if cost[fastest] < 0.95 * cost[base_key] else base_key
-    info.update(bf16="bf16" in choice, compile="compile" in choice, ms_per_step=timings,
+    info.update(bf16="bf16" in choice, compile="compile" in choice, threads=threads_of[choice], ms_per_step=timings,
                 compile_seconds={k: round(warm[k], 1) for k in warm if "compile" in k},
                 reason=f"{choice} chosen by timing {steps} interleaved steps: "
                        + ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items())

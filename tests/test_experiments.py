@@ -48,6 +48,9 @@ def test_subsets_meet_the_token_budget_exactly_and_skip_held_out_docs(run, tok, 
         ids = (tmp_path / f"s{budget}" / "doc_ids.txt").read_text().split()
         assert len(ids) == m["documents"] and not any(is_held_out(i) for i in ids)
         assert (tokens == eos_id(t)).sum() >= m["documents"] - 1  # one end-of-text per whole document
+        comp = m["composition_tokens"]
+        assert sum(comp["source"].values()) == sum(comp["length"].values()) == budget
+        assert set(comp["source"]) == {"web"} and set(comp["language"]) == {"not identified"}  # no langid stage
     # more than the stage holds: everything, flagged
     m = build_subset(run_dir, "length", 10**9, t, path, tmp_path / "all", seed=0)
     assert m["exhausted"] and m["documents"] == m["available_documents"]
@@ -164,9 +167,9 @@ def test_speed_settings_are_measured_and_recorded(tok):
     from experiments.train import choose_speed_settings
 
     t, _ = tok
-    info = choose_speed_settings(TINY, {"batch_size": 2, "bf16": "auto", "compile": False}, t.get_vocab_size(),
+    info = choose_speed_settings(TINY, {"batch_size": 2, "bf16": "auto", "compile": False, "threads": 1}, t.get_vocab_size(),
                                  torch.device("cpu"), steps=1, log=lambda m: None)
-    assert set(info["ms_per_step"]) == {"fp32", "bf16"} and info["compile"] is False
+    assert set(info["ms_per_step"]) == {"fp32", "bf16"} and info["compile"] is False and info["threads"] == 1
     faster = min(info["ms_per_step"], key=info["ms_per_step"].get)
     assert info["bf16"] == (faster == "bf16" and info["ms_per_step"]["bf16"] < 0.95 * info["ms_per_step"]["fp32"])
     assert "chosen by timing" in info["reason"]
@@ -226,3 +229,24 @@ def test_training_step_on_gpu(tok, tmp_path):
               seed=0, log=lambda m: None)
     assert json.loads((tmp_path / "gpu" / "done.json").read_text())["device"] == "cuda"
     assert np.isfinite(r.final_loss)
+
+
+def test_domain_eval_sets_are_one_set_per_domain_and_macro_averaged(tmp_path):
+    import gzip
+
+    from experiments.data import build_eval_sets
+    from experiments.report import metric_value
+
+    for dom, n in (("books", 5), ("email", 3)):
+        with gzip.open(tmp_path / f"{dom}.jsonl.gz", "wt") as f:
+            for i in range(n):
+                f.write(json.dumps({"id": f"{dom}/{i}", "domain": dom, "text": f"{dom} text number {i} " * 30}) + "\n")
+    sets = build_eval_sets(tmp_path, [{"name": "domains", "kind": "domains", "path": str(tmp_path), "max_docs": 4}],
+                           seed=0, exclude_ids={"books/0"})
+    assert sorted(sets) == ["domains/books", "domains/email"]
+    assert len(sets["domains/books"]) == 4 and "books/0" not in {d["id"] for d in sets["domains/books"]}
+    assert len(sets["domains/email"]) == 3  # every document of a domain file is evaluation text
+    run = {"items": {"bpb/domains/books": {"bits": np.array([10.0, 10.0]), "bytes": np.array([10, 10])},
+                     "bpb/domains/email": {"bits": np.array([30.0]), "bytes": np.array([10])}}}
+    # each domain weighs the same, however many bytes it has: (1.0 + 3.0) / 2
+    assert metric_value(run, "bpb_macro/domains") == pytest.approx(2.0)
