@@ -28,6 +28,8 @@ The ``experiment:`` section of a pipeline config::
         - {name: clean-small-fewer-steps, stage: quality_model, tokens: 2000000, steps: one_epoch}
         - {name: dedup, stage: minhash_dedup, tokens: 2000000, seeds: [0]}
         - {name: clean-small-fixed-data, stage: quality_model, tokens: 2000000, data: fixed}  # init-only variance
+        - {kind: raw-small}                  # random raw documents at the candidate's budget
+        - {kind: reference-only, source: wikipedia}   # the classifier's positive source alone, same budget
       compare: {baseline: raw-large, candidate: clean-small, paired: auto}
       aa: false                              # true: an A/A check -- the baseline against a copy of itself
                                              # (same recipe, other seeds); the report must find no difference
@@ -76,6 +78,7 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
     for es in s["eval_sets"]:
         if es.get("path") and not Path(es["path"]).is_absolute():
             es["path"] = str((base / es["path"]).resolve())
+    s["arms"] = [_resolve_arm_kind(a, s, cfg) for a in s["arms"]]
     names = [a["name"] for a in s["arms"]]
     if len(set(names)) != len(names) or not names:
         raise ValueError("experiment.arms needs unique `name`s")
@@ -94,6 +97,30 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
         s["arms"] = [base, copy]
         s["compare"] = {**cmp_, "baseline": base["name"], "candidate": copy["name"]}
     return s
+
+
+ARM_KINDS = ("raw-small", "reference-only")
+
+
+def _resolve_arm_kind(arm: dict, s: dict, cfg: PipelineConfig) -> dict:
+    """Control arms by kind: ``raw-small`` = random raw (first-stage) documents at the candidate's token budget
+    (quality at equal size); ``reference-only`` = only the quality reference's ``source`` documents, unfiltered,
+    at that budget (how much of "clean" is "more like the reference")."""
+    kind = arm.get("kind")
+    if kind is None:
+        return arm
+    if kind not in ARM_KINDS:
+        raise ValueError(f"arm {arm.get('name')}: kind must be one of {', '.join(ARM_KINDS)}, got {kind!r}")
+    cand = next((a for a in s["arms"] if a["name"] == (s.get("compare") or {}).get("candidate")), None)
+    if "tokens" not in arm and cand is None:
+        raise ValueError(f"arm {arm.get('name')}: kind {kind} takes the candidate's budget; set compare.candidate "
+                         "or give `tokens`")
+    out = {"name": kind, "stage": cfg.stage_names()[0], "tokens": cand["tokens"] if cand else None, **arm}
+    if kind == "reference-only":
+        if not arm.get("source"):
+            raise ValueError(f"arm {out['name']}: kind reference-only needs `source` (the classifier's positives)")
+        out["sources"] = [arm["source"]] if isinstance(arm["source"], str) else list(arm["source"])
+    return out
 
 
 def _trained_filter_model_paths(cfg: PipelineConfig) -> list[str]:
@@ -162,7 +189,8 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
         for seed in arm.get("seeds", s["seeds"]):
             draw = cfg.seed if arm.get("data") == "fixed" else int(seed)
             m = subsets[arm["name"], seed] = build_subset(cfg.run_dir, arm["stage"], int(arm["tokens"]), tok, tok_path,
-                                                          _subset_dir(out, arm, draw), draw, contamination)
+                                                          _subset_dir(out, arm, draw), draw, contamination,
+                                                          sources=arm.get("sources"))
             worst = max((v["rate"] for v in m.get("contamination_13gram", {}).values()), default=0.0)
             log(f"subset {arm['name']} (draw {draw}): {m['tokens']:,} tokens from {m['documents']:,} docs of "
                 f"{arm['stage']}" + (" (stage exhausted!)" if m["exhausted"] else "")
@@ -215,6 +243,12 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
                     r = eval_bpb(model, prep, device)  # always fp32
                     metrics[f"bpb/{name}"] = round(r["bpb"], 5)
                     details[name] = r
+                groups: dict[str, list[float]] = {}
+                for name in prepared:
+                    if "/" in name:  # NAME/DOMAIN sets: each domain weighs the same in the macro average
+                        groups.setdefault(name.split("/")[0], []).append(details[name]["bpb"])
+                for g, vals in groups.items():
+                    metrics[f"bpb_macro/{g}"] = round(float(np.mean(vals)), 5)
                 bl = blimp_final if final else blimp_small
                 if bl:
                     r = eval_blimp(model, bl[0], bl[1], device)

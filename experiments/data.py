@@ -26,7 +26,8 @@ WORD_RE = re.compile(r"\w+", re.UNICODE)
 DOC_COLUMNS = ["id", "text", "source", "metadata"]
 
 
-def _truth_kind(meta: str | None) -> str | None:
+def truth_kind(meta: str | None) -> str | None:
+    """The synthetic web's ground-truth kind of a document (None for real data)."""
     return (json.loads(meta or "{}").get("truth") or {}).get("kind")
 
 
@@ -78,7 +79,7 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
                     continue
                 if spec.get("source") and d["source"] != spec["source"]:
                     continue
-                if spec.get("truth_kind") and _truth_kind(d["metadata"]) != spec["truth_kind"]:
+                if spec.get("truth_kind") and truth_kind(d["metadata"]) != spec["truth_kind"]:
                     continue
                 if len(d["text"]) < spec.get("min_chars", 1):
                     continue

@@ -244,14 +244,19 @@ def _composition_section(by_arm: dict[str, list[dict]]) -> list[str]:
     if not comps:
         return []
     L = ["## Composition of the training subsets (share of tokens; seed 0's draw)", ""]
-    for key in ("source", "language", "length"):
+    for key in ("source", "language", "length", "truth"):  # truth: the synthetic web's ground-truth kind
         totals = defaultdict(int)
+        if not any(key in c for c in comps.values()):
+            continue
         for c in comps.values():
             for k, v in c.get(key, {}).items():
                 totals[k] += v
-        cols = sorted(totals, key=lambda k: -totals[k])
+        if key == "length":  # buckets in their natural order
+            cols = sorted(totals, key=lambda k: int(k.lstrip(">= ").split("-")[0].split(" ")[0]))
+        else:
+            cols = sorted(totals, key=lambda k: (-totals[k], k))
         shown, rest = cols[:8], cols[8:]
-        L += [f"| arm | " + " | ".join(shown) + (" | other |" if rest else " |"),
+        L += [f"| arm (by {key}) | " + " | ".join(shown) + (" | other |" if rest else " |"),
               "|---|" + "---:|" * (len(shown) + bool(rest))]
         for arm, c in comps.items():
             part = c.get(key, {})

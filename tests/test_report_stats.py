@@ -55,7 +55,7 @@ DESIGNS = {  # name: (seeds A, seeds B, shared share, paired)
 
 
 @pytest.mark.parametrize("design", list(DESIGNS))
-def test_verdict_false_positive_rate_under_the_null_is_at_most_nominal(design):
+def test_verdict_false_positive_rate_under_the_null_is_at_most_nominal(design, capsys):
     """Null experiments through the same function the report's verdict uses: primary at 5%, secondary Holm."""
     seeds_a, seeds_b, share, paired = DESIGNS[design]
     rng = np.random.default_rng(12)
@@ -68,8 +68,9 @@ def test_verdict_false_positive_rate_under_the_null_is_at_most_nominal(design):
         primary_fp += vt["primary"]["significant"]
         family_fp += any(r["significant"] for r in vt["secondary"])
     rate, fam = primary_fp / n, family_fp / n
-    print(f"\n{design}: null false-positive rate at nominal 5%: primary {rate:.1%}, "
-          f"any secondary (Holm) {fam:.1%} over {n} simulated experiments")
+    with capsys.disabled():  # shown in every test run, not only with -s
+        print(f"\n[calibration] {design}: null false-positive rate at nominal 5%: primary {rate:.1%}, "
+              f"any secondary (Holm) {fam:.1%} over {n} simulated experiments")
     assert rate <= 0.06 and fam <= 0.06
     assert rate >= 0.02  # a test that never fires would also pass the line above
 
@@ -201,3 +202,22 @@ def test_committed_results_rebuild_their_report_exactly(tmp_path):
     rebuilt = write_report(work, command=command).read_text()
     assert rebuilt == (COMMITTED / "report.md").read_text()
     assert "**Verdict:**" in rebuilt and "paired t-test over seeds" in rebuilt or "Welch t-test over seeds" in rebuilt
+
+
+def test_control_arm_kinds_take_the_candidates_budget(tmp_path):
+    from experiments.ablation import experiment_settings
+    from pipeline.config import load_config
+    from tests.conftest import write_config
+
+    cfg = {"run_dir": str(tmp_path / "run"), "stages": [{"name": "ingest", "inputs": [{"path": "x.jsonl"}]},
+                                                          {"name": "q", "kind": "filter", "filters": ["c4"]}],
+           "experiment": {"arms": [{"name": "raw-large", "stage": "ingest", "tokens": 400},
+                                   {"name": "clean-small", "stage": "q", "tokens": 100},
+                                   {"kind": "raw-small"}, {"kind": "reference-only", "source": "wikipedia"}],
+                          "compare": {"baseline": "raw-large", "candidate": "clean-small"}}}
+    arms = {a["name"]: a for a in experiment_settings(load_config(write_config(tmp_path / "c.yaml", cfg)))["arms"]}
+    assert arms["raw-small"]["stage"] == "ingest" and arms["raw-small"]["tokens"] == 100
+    assert arms["reference-only"]["sources"] == ["wikipedia"] and arms["reference-only"]["tokens"] == 100
+    cfg["experiment"]["arms"][3] = {"kind": "reference-only"}
+    with pytest.raises(ValueError, match="needs `source`"):
+        experiment_settings(load_config(write_config(tmp_path / "d.yaml", cfg)))
