@@ -448,7 +448,7 @@ def write_report(out: Path, command: str | None = None) -> Path:
         for arm, r in rows:
             expl = " (exploratory)" if r["exploratory"] else ""
             p_adj = "primary" if r["metric"] == primary and not r["exploratory"] else _p(r["p_adj"])
-            L.append(f"| {arm}{expl} | {r['metric']} | {r['diff']:+.4f} | {_ci(r)} | {r['test']} | "
+            L.append(f"| {arm}{expl} | {r['metric']} | {r['diff']:+.4f} | {_ci(r)} | {r['test'] if r['ci'] else '–'} | "
                      f"{r['n'][1]} vs {r['n'][0]} | {_p(r['p'])} | {p_adj} |")
         L += ["", f"Each run is one observation (its aggregate over the same held-out documents / BLiMP pairs). "
               f"Paired t-test when both arms ran the same seeds, else Welch's t-test; 95% t-intervals. The primary "
