@@ -167,8 +167,10 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     speed = c.pop("speed", None)
     ckpt = out_dir / "checkpoint.pt"
     if ckpt.exists() and (out_dir / "config.json").exists():  # a resumed run keeps the settings it started with
-        old = read_json(out_dir / "config.json")["train"]
+        old_cfg = read_json(out_dir / "config.json")
+        old = old_cfg["train"]
         c["bf16"], c["compile"], c["threads"] = old["bf16"], old["compile"], old.get("threads")
+        speed = old_cfg.get("speed") or speed
     if "auto" in (c["bf16"], c["compile"], c["threads"]):
         speed = choose_speed_settings(mc, c, vocab_size, device, log=log)
         c["bf16"], c["compile"], c["threads"] = speed["bf16"], speed["compile"], speed["threads"]
