@@ -178,7 +178,8 @@ def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics
         ax.set_xscale("log")
         if metric == "blimp":
             ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    axes.flat[0].legend(fontsize=7)
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=7)
     fig.suptitle("solid: decayed checkpoints (cool-down branch at each budget); dotted: undecayed trunk", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)

@@ -189,19 +189,29 @@ def test_aa_mode_makes_a_copy_arm_with_its_own_seeds_and_the_report_finds_no_dif
     assert "## BLiMP" in report and "paradigm-cluster" in report
 
 
-COMMITTED = Path(__file__).parent / "data" / "demo_ablation_results"
+DATA = Path(__file__).parent / "data"
 
 
-@pytest.mark.skipif(not (COMMITTED / "report.md").exists(), reason="no committed results fixture")
-def test_committed_results_rebuild_their_report_exactly(tmp_path):
+@pytest.mark.parametrize("name", ["demo_ablation_results", "demo_aa_results"])
+def test_committed_results_rebuild_their_report_exactly(name, tmp_path):
     """The committed demo results hold per-run, per-item values: the report rebuilds from them alone."""
+    committed = DATA / name
     work = tmp_path / "results"
-    shutil.copytree(COMMITTED, work)
+    shutil.copytree(committed, work)
     (work / "report.md").unlink()
-    command = COMMITTED.joinpath("report.md").read_text().split("Reproduce: `")[1].split("`")[0]
+    command = committed.joinpath("report.md").read_text().split("Reproduce: `")[1].split("`")[0]
     rebuilt = write_report(work, command=command).read_text()
-    assert rebuilt == (COMMITTED / "report.md").read_text()
-    assert "**Verdict:**" in rebuilt and "paired t-test over seeds" in rebuilt or "Welch t-test over seeds" in rebuilt
+    assert rebuilt == (committed / "report.md").read_text()
+    verdict = rebuilt.split("**Verdict:**")[1].split("\n")[0]
+    assert "t-test over seeds, 3 vs 3 seeds" in verdict and "Holm-corrected" in verdict
+
+
+def test_the_demo_aa_run_finds_no_difference():
+    """A real A/A ablation (demo harness: raw-large against itself with other seeds) through the report code."""
+    report = (DATA / "demo_aa_results" / "report.md").read_text()
+    verdict = report.split("**Verdict:**")[1].split("\n")[0]
+    assert "no difference between `raw-large-again` and `raw-large` is detected" in verdict
+    assert "no detected difference on bpb/raw" in verdict
 
 
 def test_control_arm_kinds_take_the_candidates_budget(tmp_path):
