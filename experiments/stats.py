@@ -106,12 +106,24 @@ def fit_power_law(tokens, values) -> tuple[float, float]:
     return float(alpha), float(beta)
 
 
+def _curve_values(xs, ys, ts: np.ndarray, curve: str) -> np.ndarray:
+    """A run's score at token counts ``ts`` from its decayed points: a power-law fit, or (``interp``) straight
+    lines between the measured points on a log-token axis (exact at every measured, decayed model)."""
+    if curve == "power":
+        a, b = fit_power_law(xs, ys)
+        return np.exp(a + b * np.log(ts))
+    order = np.argsort(xs)
+    return np.interp(np.log(ts), np.log(np.asarray(xs, float)[order]), np.asarray(ys, float)[order])
+
+
 def tokens_to_match(base_curves: list[tuple[list[float], list[float]]], targets: list[float],
-                    lower_is_better: bool = True, level: float = 0.95, grid: int = 400) -> dict:
-    """Baseline tokens whose (fitted) score equals the candidate's mean score, with an interval.
+                    lower_is_better: bool = True, level: float = 0.95, grid: int = 400, curve: str = "interp") -> dict:
+    """Baseline tokens whose score equals the candidate's mean score, with an interval.
 
     ``base_curves``: one (tokens, values) curve of *decayed* checkpoints per
-    baseline run; each is fitted with a power law. ``targets``: the
+    baseline run, read as ``curve`` (see :func:`_curve_values`; early in
+    training a power law can miss the points by more than the effects we
+    measure, so straight lines between measured points are the default). ``targets``: the
     candidate's per-run final values. The point estimate is where the mean
     fitted curve crosses the mean target. The interval inverts Welch's test:
     it holds every token count t (within the measured range) at which
@@ -120,17 +132,18 @@ def tokens_to_match(base_curves: list[tuple[list[float], list[float]]], targets:
     extrapolated: outside the measured range the answer is "<= first
     budget" or "not reached within the last budget".
     """
-    fits = [fit_power_law(x, y) for x, y in base_curves]
     lo_t = max(min(x) for x, _ in base_curves)
     hi_t = min(max(x) for x, _ in base_curves)
     ts = np.exp(np.linspace(math.log(lo_t), math.log(hi_t), grid))
-    per_run = np.array([np.exp(a + b * np.log(ts)) for a, b in fits])  # runs x grid
+    per_run = np.array([_curve_values(x, y, ts, curve) for x, y in base_curves])  # runs x grid
+    fits = [fit_power_law(x, y) for x, y in base_curves]
     mean_curve = per_run.mean(0)
     target = float(np.mean(targets))
     sign = 1.0 if lower_is_better else -1.0
     # "reached" at t: the baseline's fitted score is at least as good as the target
     reached = sign * (mean_curve - target) <= 0
-    out = {"target": target, "range": [float(lo_t), float(hi_t)], "fits": fits, "runs": [len(fits), len(targets)]}
+    out = {"target": target, "range": [float(lo_t), float(hi_t)], "curve": curve, "power_fits": fits,
+           "runs": [len(base_curves), len(targets)]}
     if reached.all():
         out.update(kind="below", estimate=float(lo_t))
     elif not reached.any():
@@ -139,7 +152,7 @@ def tokens_to_match(base_curves: list[tuple[list[float], list[float]]], targets:
         i = int(np.argmax(reached))
         out.update(kind="inside", estimate=float(np.exp(np.interp(0.0, sign * (mean_curve[i - 1:i + 1] - target)[::-1],
                                                                 np.log(ts[i - 1:i + 1])[::-1]))))
-    if len(fits) >= 2 and len(targets) >= 2:
+    if len(base_curves) >= 2 and len(targets) >= 2:
         ok = np.array([(compare(per_run[:, k], targets)["p"] or 0.0) >= 1 - level for k in range(grid)])
         if ok.any():
             out["interval"] = [float(ts[ok].min()), float(ts[ok].max())]

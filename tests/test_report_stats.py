@@ -124,6 +124,7 @@ def test_tokens_to_match_is_measured_on_the_fitted_curve_and_never_extrapolated(
     target = 6.0 * 3e5 ** -0.1
     m = tokens_to_match(base, [target - 0.002, target, target + 0.002])
     assert m["kind"] == "inside" and m["estimate"] == pytest.approx(3e5, rel=0.02)
+    assert tokens_to_match(base, [target] * 3, curve="power")["estimate"] == pytest.approx(3e5, rel=1e-3)
     assert m["interval"][0] < 3e5 < m["interval"][1]
     better = tokens_to_match(base, [1.0, 1.01, 0.99])
     assert better["kind"] == "above" and better["estimate"] == 8e5  # "not reached within 800k"
