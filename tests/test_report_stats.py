@@ -117,7 +117,7 @@ def test_blimp_interval_resamples_paradigms_not_pairs():
     assert (hi - lo) > 4 * (phi - plo)
 
 
-def test_tokens_to_match_is_measured_on_the_fitted_curve_and_never_extrapolated():
+def test_tokens_to_match_reads_the_decayed_curves_and_never_extrapolates():
     xs = [1e5, 2e5, 4e5, 8e5]
     curve = lambda a: [a * x ** -0.1 for x in xs]
     base = [(xs, curve(a)) for a in (6.0, 6.05, 5.95)]
