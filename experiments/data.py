@@ -26,7 +26,8 @@ WORD_RE = re.compile(r"\w+", re.UNICODE)
 DOC_COLUMNS = ["id", "text", "source", "metadata"]
 
 
-def _truth_kind(meta: str | None) -> str | None:
+def truth_kind(meta: str | None) -> str | None:
+    """The synthetic web's ground-truth kind of a document (None for real data)."""
     return (json.loads(meta or "{}").get("truth") or {}).get("kind")
 
 
@@ -35,14 +36,34 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
 
     A spec selects held-out documents of the raw (ingest) stage by ``source``
     and optionally ``truth_kind`` (synthetic corpus), or reads an external
-    JSONL ``path`` (its held-out split only). ``exclude_ids``: documents a
-    quality scorer was trained on; they never count as held-out text.
+    JSONL ``path`` (its held-out split only), or (``kind: domains``) every
+    ``*.jsonl.gz`` of a ``path`` folder as one set per domain, named
+    ``NAME/DOMAIN`` (Paloma-style: the report macro-averages them). Domain
+    files come from sources in no raw corpus and no reference, so all their
+    documents are evaluation text; nothing is ever fitted on them.
+    ``exclude_ids``: documents a quality scorer was trained on; they never
+    count as held-out text.
     """
     out: dict[str, list[dict]] = {}
     raw_stage = None
     for spec in specs:
         name, limit = spec["name"], int(spec.get("max_docs", 200))
         pool: list[dict] = []
+        if spec.get("kind") == "domains":
+            files = sorted(Path(spec["path"]).glob("*.jsonl.gz"))
+            if not files:
+                raise ValueError(f"evaluation set {name!r}: no *.jsonl.gz in {spec['path']}")
+            for f in files:
+                domain = f.name[: -len(".jsonl.gz")]
+                with gzip.open(f, "rt", encoding="utf-8") as fh:
+                    docs = [json.loads(line) for line in fh]
+                docs = [{"id": str(d["id"]), "text": d["text"], "source": domain} for d in docs
+                        if len(d.get("text") or "") >= spec.get("min_chars", 200) and str(d["id"]) not in exclude_ids]
+                docs.sort(key=lambda d: order_key(seed, d["id"], "eval"))
+                if not docs:
+                    raise ValueError(f"evaluation set {name}/{domain} is empty")
+                out[f"{name}/{domain}"] = docs[:limit]
+            continue
         if spec.get("path"):
             opener = gzip.open if str(spec["path"]).endswith(".gz") else open
             with opener(spec["path"], "rt", encoding="utf-8") as f:
@@ -58,7 +79,7 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
                     continue
                 if spec.get("source") and d["source"] != spec["source"]:
                     continue
-                if spec.get("truth_kind") and _truth_kind(d["metadata"]) != spec["truth_kind"]:
+                if spec.get("truth_kind") and truth_kind(d["metadata"]) != spec["truth_kind"]:
                     continue
                 if len(d["text"]) < spec.get("min_chars", 1):
                     continue

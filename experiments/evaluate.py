@@ -3,8 +3,8 @@
 Bits per byte (total negative log-likelihood in bits over the UTF-8 bytes of
 the evaluated text) is comparable across tokenizers. Per-document sums are
 kept so arms can be compared *paired*, document by document; BLiMP keeps the
-per-pair outcome (a tie counts as wrong) for McNemar's test and the paired
-bootstrap.
+per-pair outcome (a tie counts as wrong) with its paradigm and field, for
+paradigm-cluster intervals and the per-field breakdown. Evaluation is fp32.
 """
 from __future__ import annotations
 
@@ -53,25 +53,29 @@ def _pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def sequence_logprobs(model, seqs: list[list[int]], device, batch_size: int = 32, autocast: bool = False) -> np.ndarray:
-    """Sum of log p(token | prefix) over tokens 1.. of each sequence (natural log)."""
+def sequence_logprobs(model, seqs: list[list[int]], device, batch_size: int = 32) -> np.ndarray:
+    """Sum of log p(token | prefix) over tokens 1.. of each sequence (natural log).
+
+    Always in fp32, whatever precision training used: under bf16 autocast
+    per-document bits moved by up to 0.48, more than some effects we measure.
+    """
     out = np.zeros(len(seqs))
     order = np.argsort([len(s) for s in seqs])  # similar lengths together: less padding
     for b in range(0, len(seqs), batch_size):
         idx = order[b:b + batch_size]
         x, mask = _pad([seqs[i] for i in idx], 0)
         x, mask = x.to(device), mask.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(input_ids=x, attention_mask=mask.long()).logits
-        logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)
+        with torch.autocast(device.type, enabled=False):
+            logits = model(input_ids=x, attention_mask=mask.long()).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
         tgt = x[:, 1:]
         lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
         out[idx] = lp.sum(dim=1).double().cpu().numpy()
     return out
 
 
-def eval_bpb(model, prepared: dict, device, batch_size: int = 32, autocast: bool = False) -> dict:
-    lp = sequence_logprobs(model, prepared["windows"], device, batch_size, autocast)
+def eval_bpb(model, prepared: dict, device, batch_size: int = 32) -> dict:
+    lp = sequence_logprobs(model, prepared["windows"], device, batch_size)
     bits = np.zeros(len(prepared["bytes"]))
     np.add.at(bits, prepared["owners"], -lp / LN2)
     return {"bpb": float(bits.sum() / prepared["bytes"].sum()), "doc_bits": bits.tolist(),
@@ -106,9 +110,8 @@ def prepare_blimp(pairs: list[dict], tok: Tokenizer) -> list[list[int]]:
     return seqs
 
 
-def eval_blimp(model, pairs: list[dict], seqs: list[list[int]], device, batch_size: int = 64,
-               autocast: bool = False) -> dict:
-    lp = sequence_logprobs(model, seqs, device, batch_size, autocast)
+def eval_blimp(model, pairs: list[dict], seqs: list[list[int]], device, batch_size: int = 64) -> dict:
+    lp = sequence_logprobs(model, seqs, device, batch_size)
     good, bad = lp[0::2], lp[1::2]
     correct = good > bad  # a tie counts as wrong
     by_field: dict[str, list[bool]] = defaultdict(list)

@@ -1,90 +1,53 @@
-"""The ablation report: funnel, loss curves, metric-versus-tokens curves, a results
-table with 95% confidence intervals over seeds, paired tests between arms, the
-data-efficiency ratio and a one-sentence verdict with its uncertainty.
+"""The ablation report: funnel, arms, per-arm results over seeds, seed-level tests
+between arms, BLiMP by field, measured data efficiency, and a verdict that names
+its test, its seeds and its multiple-comparison correction.
 
-Paired, not just overlapping intervals: every arm is evaluated on the same
-held-out documents and the same BLiMP pairs, so differences are tested item by
-item (paired bootstrap over documents for bits per byte; McNemar's exact test
-and a paired bootstrap over pairs for BLiMP).
+Statistics (see :mod:`experiments.stats`): each training run is one
+observation; every number in a test is a per-run value (aggregate bits per byte
+over the fixed held-out documents, BLiMP accuracy over the fixed pairs). The
+primary metric is declared in the config before anything runs
+(``experiment.primary_metric``); the verdict leads with it, at 5%. Secondary
+metrics are Holm-corrected; arms with fewer than three seeds are exploratory and
+stay out of the verdict.
+
+Everything here is computed from the per-run files that :func:`export_results`
+keeps (``runs/*/final_items.npz`` holds per-document bits and per-pair BLiMP
+outcomes), so a committed results folder rebuilds its report with no training
+run, checkpoint or pipeline output present.
 """
 from __future__ import annotations
 
-import math
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from experiments.ablation import load_results
-from pipeline.inspection import funnel
-from pipeline.shards import atomic_write_bytes, read_json
-
-N_BOOT = 10_000
-
+from experiments.stats import (ALPHA, MIN_SEEDS, cluster_bootstrap_mean, compare, fit_power_law, holm, mean_ci,
+                               tokens_to_match)
+from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 
 # ---------------------------------------------------------------------------
-# statistics
+# per-run values
 
 
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float | None]:
-    """Mean and half-width of a t-interval over seeds (None with one seed)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), None
-    from scipy import stats
-
-    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def _two_level_bootstrap(items_a: np.ndarray, items_b: np.ndarray, stat, seed: int = 0) -> dict:
-    """Bootstrap a paired statistic over seeds *and* items.
-
-    ``items_a``/``items_b`` are (seeds x items) arrays of per-item values for
-    the same items. Each replicate resamples each arm's seeds (so seed-to-seed
-    variance counts) and then the items, paired across arms.
-    """
-    rng = np.random.default_rng(seed)
-    (sa, n), sb = items_a.shape, items_b.shape[0]
-    diff = stat(items_b.mean(0), items_a.mean(0), np.arange(n))
-    boot = np.empty(N_BOOT)
-    for k in range(N_BOOT):
-        a = items_a[rng.integers(0, sa, sa)].mean(0)
-        b = items_b[rng.integers(0, sb, sb)].mean(0)
-        boot[k] = stat(b, a, rng.integers(0, n, n))
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    p = 2 * min((boot <= 0).mean(), (boot >= 0).mean())
-    return {"diff": float(diff), "ci": [float(lo), float(hi)], "p": float(max(min(1.0, p), 1 / N_BOOT)),
-            "n": int(n), "seeds": [int(sa), int(sb)]}
+def metric_value(run: dict, metric: str) -> float:
+    """One run's value of a metric, from its per-item results."""
+    items = run["items"]
+    if metric.startswith("bpb_macro/"):  # equal weight per domain (Paloma's macro average)
+        group = metric.split("/", 1)[1]
+        return float(np.mean([metric_value(run, k) for k in items if k.startswith(f"bpb/{group}/")]))
+    if metric == "blimp":
+        return float(np.mean(items["blimp"]["correct"]))
+    if metric.startswith("bpb/"):
+        it = items[metric]
+        return float(np.sum(it["bits"], dtype=np.float64) / np.sum(it["bytes"], dtype=np.float64))
+    raise KeyError(metric)
 
 
-def paired_bootstrap_bpb(bits_a: np.ndarray, bits_b: np.ndarray, nbytes: np.ndarray, seed: int = 0) -> dict:
-    """Difference in aggregate bits per byte (b - a); ``bits_*`` are (seeds x documents)."""
-    def stat(b, a, idx):
-        return b[idx].sum() / nbytes[idx].sum() - a[idx].sum() / nbytes[idx].sum()
-
-    return _two_level_bootstrap(np.atleast_2d(bits_a), np.atleast_2d(bits_b), stat, seed)
-
-
-def paired_bootstrap_acc(correct_a: np.ndarray, correct_b: np.ndarray, seed: int = 0) -> dict:
-    """Difference in accuracy (b - a); ``correct_*`` are (seeds x pairs) of 0/1."""
-    def stat(b, a, idx):
-        return b[idx].mean() - a[idx].mean()
-
-    return _two_level_bootstrap(np.atleast_2d(correct_a).astype(float), np.atleast_2d(correct_b).astype(float),
-                                stat, seed)
-
-
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
-    """Exact two-sided McNemar test on the discordant pairs."""
-    from scipy import stats
-
-    b = int(((correct_a == 1) & (correct_b == 0)).sum())
-    c = int(((correct_a == 0) & (correct_b == 1)).sum())
-    p = stats.binomtest(min(b, c), b + c, 0.5).pvalue if b + c else 1.0
-    return {"a_only": b, "b_only": c, "p": float(p)}
-
-
-# ---------------------------------------------------------------------------
+def lower_is_better(metric: str) -> bool:
+    return metric != "blimp"  # bits per byte (macro or not): lower is better
 
 
 def _by_arm(runs: list[dict], order: list[str]) -> dict[str, list[dict]]:
@@ -97,57 +60,48 @@ def _by_arm(runs: list[dict], order: list[str]) -> dict[str, list[dict]]:
     return {a: v for a, v in out.items() if v}
 
 
-def _final_metrics(run: dict) -> dict:
-    return {k: v for k, v in run["evals"][-1].items() if k not in ("step", "tokens_seen")} if run["evals"] else {}
+def compare_arms(a_runs: list[dict], b_runs: list[dict], metric: str, paired: str | bool = "auto") -> dict:
+    """Seed-level test of ``b - a`` on one metric.
+
+    ``paired``: "auto" pairs the runs when both arms ran exactly the same seeds
+    (same initialisation and data-order seed); True/False force it.
+    """
+    seeds_a, seeds_b = [r["seed"] for r in a_runs], [r["seed"] for r in b_runs]
+    use_pair = (seeds_a == seeds_b) if paired == "auto" else bool(paired) and seeds_a == seeds_b
+    res = compare([metric_value(r, metric) for r in a_runs], [metric_value(r, metric) for r in b_runs], paired=use_pair)
+    res["exploratory"] = min(len(a_runs), len(b_runs)) < MIN_SEEDS
+    res["metric"] = metric
+    return res
 
 
-def _curve(runs: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds of a metric against tokens seen (steps every seed shares)."""
-    per_step: dict[int, list[float]] = defaultdict(list)
-    for r in runs:
-        for e in r["evals"]:
-            if metric in e:
-                per_step[e["tokens_seen"]].append(e[metric])
-    xs = sorted(t for t, v in per_step.items() if len(v) == len(runs))
-    return np.array(xs, dtype=float), np.array([np.mean(per_step[x]) for x in xs])
+def verdict_tests(base_runs: list[dict], cand_runs: list[dict], metrics: list[str], primary: str,
+                  paired: str | bool = "auto") -> dict:
+    """The tests the verdict rests on: the primary metric at ALPHA, the others Holm-corrected.
+
+    Returns {"primary": result, "secondary": [results with "p_holm"], "exploratory": bool}.
+    A result is "significant" when its (adjusted) p < ALPHA and the arm is not exploratory.
+    """
+    prim = compare_arms(base_runs, cand_runs, primary, paired)
+    prim["p_adj"] = prim["p"]
+    prim["significant"] = bool(not prim["exploratory"] and prim["p"] is not None and prim["p"] < ALPHA)
+    sec = [compare_arms(base_runs, cand_runs, m, paired) for m in metrics if m != primary]
+    testable = [r for r in sec if r["p"] is not None and not r["exploratory"]]
+    for r, p in zip(testable, holm([r["p"] for r in testable])):
+        r["p_adj"] = p
+    for r in sec:
+        r.setdefault("p_adj", None)
+        r["significant"] = bool(r["p_adj"] is not None and r["p_adj"] < ALPHA)
+    return {"primary": prim, "secondary": sec, "exploratory": prim["exploratory"]}
 
 
-def tokens_to_reach(xs: np.ndarray, ys: np.ndarray, target: float, lower_is_better: bool) -> float | None:
-    """First tokens-seen at which a curve reaches ``target`` (linear interpolation), None if never."""
-    good = (ys <= target) if lower_is_better else (ys >= target)
-    if not good.any():
-        return None
-    i = int(np.argmax(good))
-    if i == 0:
-        return float(xs[0])
-    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
+# ---------------------------------------------------------------------------
+# formatting
 
 
-def _paired(a_runs: list[dict], b_runs: list[dict], eval_sets: list[str]) -> dict:
-    out = {}
-    for name in eval_sets:
-        if not all(name in r["final"] for r in a_runs + b_runs):
-            continue
-        bits_a = np.array([r["final"][name]["doc_bits"] for r in a_runs])
-        bits_b = np.array([r["final"][name]["doc_bits"] for r in b_runs])
-        nbytes = np.asarray(a_runs[0]["final"][name]["doc_bytes"], dtype=float)
-        out[f"bpb/{name}"] = paired_bootstrap_bpb(bits_a, bits_b, nbytes)
-    if all("blimp" in r["final"] for r in a_runs + b_runs):
-        ca = np.array([r["final"]["blimp"]["correct"] for r in a_runs])
-        cb = np.array([r["final"]["blimp"]["correct"] for r in b_runs])
-        res = paired_bootstrap_acc(ca, cb)
-        seeds = sorted({r["seed"] for r in a_runs} & {r["seed"] for r in b_runs})
-        res["mcnemar_by_seed"] = {
-            s: mcnemar_exact(np.asarray(next(r for r in a_runs if r["seed"] == s)["final"]["blimp"]["correct"]),
-                             np.asarray(next(r for r in b_runs if r["seed"] == s)["final"]["blimp"]["correct"]))
-            for s in seeds}
-        out["blimp"] = res
-    return out
-
-
-def _p(p: float) -> str:
-    return f"< {1 / N_BOOT:g}" if p <= 1 / N_BOOT else f"{p:.3g}"
+def _p(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "< 0.0001" if p < 1e-4 else f"{p:.3g}"
 
 
 def _fmt(v: float | None, ci: float | None = None, digits: int = 4) -> str:
@@ -156,14 +110,29 @@ def _fmt(v: float | None, ci: float | None = None, digits: int = 4) -> str:
     return f"{v:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci is not None else "")
 
 
-def _plots(out: Path, run_dir: Path, by_arm: dict[str, list[dict]], metrics: list[str]) -> list[str]:
+def _ci(r: dict, digits: int = 4) -> str:
+    return f"[{r['ci'][0]:+.{digits}f}, {r['ci'][1]:+.{digits}f}]" if r.get("ci") else "– (too few seeds)"
+
+
+def _tok(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _direction(metric: str, diff: float) -> str:
+    return "better" if ((diff < 0) if lower_is_better(metric) else (diff > 0)) else "worse"
+
+
+# ---------------------------------------------------------------------------
+# plots
+
+
+def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics: list[str]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     files = []
-    stages = funnel(run_dir)
     if stages:
         fig, ax = plt.subplots(figsize=(7, 3.2))
         names = [s["stage"] for s in stages]
@@ -185,7 +154,7 @@ def _plots(out: Path, run_dir: Path, by_arm: dict[str, list[dict]], metrics: lis
                     alpha=0.8, lw=1, label=arm if j == 0 else None)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("training loss (nats/token)")
-    ax.set_title("Training loss (each seed)")
+    ax.set_title("Training loss (each seed; trunk of the schedule)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=110)
@@ -199,19 +168,192 @@ def _plots(out: Path, run_dir: Path, by_arm: dict[str, list[dict]], metrics: lis
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
         for arm, runs in by_arm.items():
-            xs, ys = _curve(runs, metric)
+            xs, ys = _mean_curve(runs, metric, decayed=True)
             if len(xs):
                 ax.plot(xs, ys, marker="o", ms=3, color=colors[arm], label=f"{arm} ({len(runs)} seeds)")
+            xs, ys = _mean_curve(runs, metric, decayed=False)
+            if len(xs):
+                ax.plot(xs, ys, ls=":", lw=0.8, color=colors[arm])
         ax.set_title(metric)
         ax.set_xlabel("tokens seen")
+        ax.set_xscale("log")
         if metric == "blimp":
             ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    axes.flat[0].legend(fontsize=7)
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle("solid: decayed checkpoints (cool-down branch at each budget); dotted: undecayed trunk", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
     files.append("curves.png")
     return files
+
+
+def _decayed_points(run: dict, metric: str) -> tuple[list[float], list[float]]:
+    pts = [(e["tokens_seen"], e[metric]) for e in run["evals"] if e.get("decayed") and metric in e]
+    pts.sort()
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _mean_curve(runs: list[dict], metric: str, decayed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds of a metric against tokens seen, at the points every seed has."""
+    per: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        for e in r["evals"]:
+            if metric in e and bool(e.get("decayed")) == decayed:
+                per[e["tokens_seen"]].append(e[metric])
+    xs = sorted(t for t, v in per.items() if len(v) == len(runs))
+    return np.array(xs, dtype=float), np.array([np.mean(per[x]) for x in xs])
+
+
+# ---------------------------------------------------------------------------
+# report sections
+
+
+def _variance_sources(by_arm: dict[str, list[dict]], arms_cfg: list[dict], metric: str) -> list[str]:
+    """Data-versus-initialisation variance, where the config has an arm with ``data: fixed`` beside its twin."""
+    rows = []
+    spec = {a["name"]: a for a in arms_cfg}
+    for name, a in spec.items():
+        if a.get("data") != "fixed" or name not in by_arm:
+            continue
+        twin = next((n for n, b in spec.items() if n != name and b.get("data", "per_seed") == "per_seed"
+                     and (b["stage"], b["tokens"], b.get("steps")) == (a["stage"], a["tokens"], a.get("steps"))
+                     and n in by_arm), None)
+        if twin is None or len(by_arm[name]) < 2 or len(by_arm[twin]) < 2:
+            continue
+        v_init = float(np.var([metric_value(r, metric) for r in by_arm[name]], ddof=1))
+        v_all = float(np.var([metric_value(r, metric) for r in by_arm[twin]], ddof=1))
+        share = max(0.0, 1 - v_init / v_all) if v_all > 0 else 0.0
+        rows.append(f"| {twin} / {name} | {len(by_arm[twin])} / {len(by_arm[name])} | {np.sqrt(v_all):.4f} | "
+                    f"{np.sqrt(v_init):.4f} | {100 * share:.0f}% |")
+    if not rows:
+        return []
+    return ["## Where the seed-to-seed variance comes from", "",
+            f"On {metric}: an arm that redraws its subset per seed (data + initialisation vary) beside a twin with "
+            "`data: fixed` (one subset, only initialisation and order vary). Data share = 1 − var(init only) / "
+            "var(data + init), floored at 0.", "",
+            "| arms (per-seed data / fixed data) | seeds | sd, data + init | sd, init only | data share |",
+            "|---|---|---:|---:|---:|", *rows, "",
+            "With a handful of seeds each variance is itself uncertain (a ratio of two 3-seed variances is within "
+            "a factor of 39 of the truth only 95% of the time); read the share as an order of magnitude.", ""]
+
+
+def _composition_section(by_arm: dict[str, list[dict]]) -> list[str]:
+    """What each arm's training text is made of (seed 0's subset; share of tokens), so a selection effect shows."""
+    comps = {a: rs[0]["subset"].get("composition_tokens") for a, rs in by_arm.items()}
+    comps = {a: c for a, c in comps.items() if c}
+    if not comps:
+        return []
+    L = ["## Composition of the training subsets (share of tokens; seed 0's draw)", ""]
+    for key in ("source", "language", "length", "truth"):  # truth: the synthetic web's ground-truth kind
+        totals = defaultdict(int)
+        if not any(key in c for c in comps.values()):
+            continue
+        for c in comps.values():
+            for k, v in c.get(key, {}).items():
+                totals[k] += v
+        if key == "length":  # buckets in their natural order
+            cols = sorted(totals, key=lambda k: int(k.lstrip(">= ").split("-")[0].split(" ")[0]))
+        else:
+            cols = sorted(totals, key=lambda k: (-totals[k], k))
+        shown, rest = cols[:8], cols[8:]
+        L += [f"| arm (by {key}) | " + " | ".join(shown) + (" | other |" if rest else " |"),
+              "|---|" + "---:|" * (len(shown) + bool(rest))]
+        for arm, c in comps.items():
+            part = c.get(key, {})
+            n = sum(part.values()) or 1
+            cells = [f"{100 * part.get(k, 0) / n:.1f}%" for k in shown]
+            if rest:
+                cells.append(f"{100 * sum(part.get(k, 0) for k in rest) / n:.1f}%")
+            L.append(f"| {arm} | " + " | ".join(cells) + " |")
+        L.append("")
+    return L
+
+
+def _blimp_section(by_arm: dict[str, list[dict]]) -> list[str]:
+    arms = [a for a, rs in by_arm.items() if all("blimp" in r["items"] for r in rs)]
+    if not arms:
+        return []
+    first = by_arm[arms[0]][0]["items"]["blimp"]
+    fields = sorted(set(first["field"].tolist()))
+    L = ["## BLiMP", "",
+         f"{len(first['correct']):,} minimal pairs in {len(set(first['paradigm'].tolist()))} paradigms at the final "
+         "checkpoint. Accuracy is the mean over seeds; the interval resamples whole paradigms (pairs of one "
+         "paradigm share a template, so they are not independent items) and describes how far the figure would "
+         "move on other paradigms like these; seed-to-seed differences between arms are tested in the comparison "
+         "table.", "", "| arm | accuracy [95% paradigm-cluster interval] | " + " | ".join(fields) + " |",
+         "|---|---|" + "---:|" * len(fields)]
+    for arm in arms:
+        rs = by_arm[arm]
+        correct = np.mean([r["items"]["blimp"]["correct"] for r in rs], axis=0)
+        field = rs[0]["items"]["blimp"]["field"]
+        mean, (lo, hi) = cluster_bootstrap_mean(correct, rs[0]["items"]["blimp"]["paradigm"])
+        cells = [f"{correct[field == f].mean():.3f}" for f in fields]
+        L.append(f"| {arm} | {mean:.4f} [{lo:.4f}, {hi:.4f}] | " + " | ".join(cells) + " |")
+    L += ["", "Chance is 0.5; a tie counts as wrong.", ""]
+    return L
+
+
+def _efficiency_section(by_arm: dict[str, list[dict]], base: str, primary: str) -> list[str]:
+    base_runs = by_arm[base]
+    curves = [_decayed_points(r, primary) for r in base_runs]
+    if not all(len(x) >= 2 for x, _ in curves):
+        return ["## Data efficiency", "", f"Not measured: `{base}` has fewer than two decayed checkpoints on "
+                f"{primary} (set `train.schedule: wsd` with `decay_budgets`).", ""]
+    lower = lower_is_better(primary)
+    L = ["## Data efficiency (measured on decayed checkpoints)", "",
+         f"Every point of `{base}`'s curve is a fully decayed model: the warmup-stable-decay schedule branches a "
+         f"cool-down at each budget ({', '.join(_tok(x) for x in curves[0][0])} tokens). Each seed's curve joins "
+         f"its measured points with straight lines on a log-token axis; the table gives the tokens at which the "
+         f"mean curve reaches each arm's mean final {primary}. The interval holds every token count at which "
+         "Welch's test does not reject \"baseline equals the arm\" (per-seed curve values vs per-seed finals); "
+         "nothing is extrapolated beyond the measured budgets.", "",
+         f"| arm | seeds | final {primary} | tokens seen | `{base}` tokens to match [95% interval] | ratio to tokens seen |",
+         "|---|---:|---:|---:|---|---:|"]
+    lo_all, hi_all = curves[0][0][0], curves[0][0][-1]
+    for arm, rs in by_arm.items():
+        if arm == base:
+            continue
+        finals = [metric_value(r, primary) for r in rs]
+        seen = rs[0]["done"]["tokens_seen"]
+        m = tokens_to_match(curves, finals, lower)
+        if m["kind"] == "below":
+            need, ratio = f"<= {_tok(m['range'][0])}", f"<= {m['range'][0] / seen:.2f}×"
+        elif m["kind"] == "above":
+            need, ratio = f"not reached within {_tok(m['range'][1])}", f"> {m['range'][1] / seen:.2f}×"
+        else:
+            need, ratio = _tok(m["estimate"]), f"{m['estimate'] / seen:.2f}×"
+        iv = m.get("interval")
+        if iv:
+            lo = f"<= {_tok(iv[0])}" if m["interval_open"][0] else _tok(iv[0])
+            hi = f"> {_tok(iv[1])}" if m["interval_open"][1] else _tok(iv[1])
+            need += f" [{lo}, {hi}]"
+        elif "interval" in m:
+            need += " [no budget in range is compatible]"
+        elif len(rs) < 2:
+            need += " (one seed: no interval)"
+        L.append(f"| {arm} | {len(rs)} | {np.mean(finals):.4f} | {seen:,} | {need} | {ratio} |")
+    resid = max(abs(np.exp(a + b * np.log(x)) - y) for (xs, ys), (a, b) in
+                zip(curves, [fit_power_law(x, y) for x, y in curves]) for x, y in zip(xs, ys))
+    L += ["", f"(`{base}` measured from {_tok(lo_all)} to {_tok(hi_all)} tokens. A power law (log {primary} "
+          f"linear in log tokens) would miss a seed's measured points by up to {resid:.4f} here, which is why the "
+          "curve is read between measured points rather than from a fit.)", ""]
+    return L
+
+
+def funnel_rows(out: Path, run_dir: Path) -> list[dict]:
+    """The pipeline funnel, from the run folder when present, else from the copy kept beside the results."""
+    from pipeline.inspection import funnel
+
+    saved = out / "funnel.json"
+    if run_dir.exists():
+        rows = funnel(run_dir)
+        if rows:
+            keep = [{k: r[k] for k in ("stage", "docs_in", "kept", "chars_in", "kept_chars")} for r in rows]
+            atomic_write_json(saved, keep)
+            return keep
+    return read_json(saved) if saved.exists() else []
 
 
 def write_report(out: Path, command: str | None = None) -> Path:
@@ -220,150 +362,168 @@ def write_report(out: Path, command: str | None = None) -> Path:
         raise ValueError(f"{out}: no experiment.json -- run `winnow ablation CONFIG` first")
     exp = read_json(out / "experiment.json")
     s = exp["settings"]
-    run_dir = Path(exp["run_dir"])
     runs = load_results(out)
     if not runs:
         raise ValueError(f"{out}: no finished training runs")
     by_arm = _by_arm(runs, [a["name"] for a in s["arms"]])
     eval_names = list(read_json(out / "eval_sets.json"))
-    metrics = [f"bpb/{n}" for n in eval_names] + (["blimp"] if any("blimp" in r["final"] for r in runs) else [])
-    _plots(out, run_dir, by_arm, metrics)
+    metrics = [f"bpb/{n}" for n in eval_names if all(f"bpb/{n}" in r["items"] for r in runs)]
+    groups = sorted({m.split("/")[1] for m in metrics if m.count("/") == 2})
+    metrics = [f"bpb_macro/{g}" for g in groups] + metrics
+    metrics += ["blimp"] if any("blimp" in r["items"] for r in runs) else []
+    stages = funnel_rows(out, Path(exp["run_dir"]))
+    _plots(out, stages, by_arm, metrics)
     cmp_ = s.get("compare") or {}
     base, cand = cmp_.get("baseline"), cmp_.get("candidate")
-    primary = cmp_.get("metric", metrics[0])
-    lower_better = primary != "blimp"
+    primary = s.get("primary_metric") or cmp_.get("metric") or metrics[0]
+    paired = cmp_.get("paired", "auto")
 
     L = ["# winnow ablation report", ""]
     if command:
         L += [f"Reproduce: `{command}`", ""]
     cfg0 = runs[0]["config"]
+    tc = cfg0["train"]
+    sched = tc.get("schedule", "cosine")
+    sched_txt = (f"warmup-stable-decay schedule (linear warm-up {tc['warmup_steps']} steps, constant, then the last "
+                 f"{100 * tc.get('decay_frac', 0.2):.0f}% of the steps decay to {tc['min_lr_ratio']}× lr)"
+                 if sched == "wsd" else "cosine schedule")
+    speed = cfg0.get("speed") or {}
     L += [f"Model: {cfg0['model']['arch']}, d={cfg0['model']['d_model']}, {cfg0['model']['n_layers']} layers, "
           f"context {cfg0['model']['context']}, {cfg0['params']['non_embedding']:,} non-embedding parameters "
-          f"({cfg0['params']['total']:,} total), vocab {cfg0['vocab_size']:,}; batch {cfg0['train']['batch_size']}, "
-          f"lr {cfg0['train']['lr']}, cosine schedule, AdamW; device {cfg0['device']}.", ""]
-    # funnel
-    st = funnel(run_dir)
-    if st:
-        L += ["## Filtering funnel", "", "| stage | docs in | kept | chars kept | share of raw chars |", "|---|---:|---:|---:|---:|"]
-        raw_chars = st[0]["chars_in"] or 1
-        for x in st:
+          f"({cfg0['params']['total']:,} total), vocab {cfg0['vocab_size']:,}; batch {tc['batch_size']}, "
+          f"lr {tc['lr']}, {sched_txt}, AdamW; device {cfg0['device']}, training precision "
+          f"{'bf16 autocast' if tc.get('bf16') else 'fp32'}{', torch.compile' if tc.get('compile') else ''}"
+          + (f" ({speed['reason']})" if speed.get("reason") else "") + "; evaluation always in fp32.", ""]
+    if stages:
+        L += ["## Filtering funnel", "", "| stage | docs in | kept | chars kept | share of raw chars |",
+              "|---|---:|---:|---:|---:|"]
+        raw_chars = stages[0]["chars_in"] or 1
+        for x in stages:
             L.append(f"| {x['stage']} | {x['docs_in']:,} | {x['kept']:,} | {x['kept_chars']:,} | "
                      f"{100 * x['kept_chars'] / raw_chars:.1f}% |")
         L += ["", "![funnel](funnel.png)", ""]
     # arms
-    L += ["## Arms", "", "| arm | stage | subset tokens | docs | optimiser steps | tokens seen | epochs | seeds | train tok/s |",
+    L += ["## Arms", "", "Each seed draws its own training subset (seeded by the run's seed; the held-out split never "
+          "changes) unless the arm says `data: fixed`, and initialises and orders the model with the same seed.", "",
+          "| arm | stage | subset tokens | docs (seed 0) | optimiser steps | tokens seen | epochs | seeds | train tok/s |",
           "|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for arm, rs in by_arm.items():
         sub = rs[0]["subset"]
-        L.append(f"| {arm} | {rs[0]['stage']} | {sub['tokens']:,} | {sub['documents']:,} | {rs[0]['done']['steps']:,} | "
-                 f"{rs[0]['done']['tokens_seen']:,} | {rs[0]['done']['epochs']} | {', '.join(str(r['seed']) for r in rs)} | "
+        tag = "" if len(rs) >= MIN_SEEDS else " (exploratory)"
+        L.append(f"| {arm}{tag} | {rs[0]['stage']} | {sub['tokens']:,} | {sub['documents']:,} | "
+                 f"{rs[0]['done']['steps']:,} | {rs[0]['done']['tokens_seen']:,} | {rs[0]['done']['epochs']} | "
+                 f"{', '.join(str(r['seed']) for r in rs)} | "
                  f"{np.mean([r['done']['tokens_per_second'] for r in rs]):,.0f} |")
-    L += [""]
+    L += ["", "Training tokens/s counts optimiser steps on the main schedule only (evaluation and cool-down "
+          f"branches excluded). Arms with fewer than {MIN_SEEDS} seeds are exploratory: shown, never tested in "
+          "the verdict.", ""]
     # results
     L += ["## Results (final checkpoint; mean ± 95% t-interval over seeds)", "",
-          "| arm | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
-    finals = {arm: [_final_metrics(r) for r in rs] for arm, rs in by_arm.items()}
-    for arm, fs in finals.items():
-        cells = []
-        for m in metrics:
-            vals = [f[m] for f in fs if m in f]
-            cells.append(_fmt(*mean_ci(vals)) if vals else "–")
-        L.append(f"| {arm} | " + " | ".join(cells) + " |")
-    b = s.get("blimp") or {}
-    blimp_note = (f" BLiMP uses {b.get('pairs_per_paradigm', 20)} pairs per paradigm at intermediate checkpoints and "
-                  f"{b.get('final_pairs_per_paradigm', 100)} at the final one (the same pairs for every arm), so the "
-                  f"last point of its curve is the more precise." if "blimp" in metrics else "")
+          "| arm | " + " | ".join(("**" + m + "** (primary)") if m == primary else m for m in metrics) + " |",
+          "|---|" + "---:|" * len(metrics)]
+    for arm, rs in by_arm.items():
+        L.append(f"| {arm} | " + " | ".join(_fmt(*mean_ci([metric_value(r, m) for r in rs])) for m in metrics) + " |")
     L += ["", "Bits per byte: lower is better. BLiMP: share of minimal pairs where the grammatical sentence gets the "
-          "higher log-probability (a tie counts as wrong; chance = 0.5)." + blimp_note, "", "![curves](curves.png)", "",
-          "![loss](loss.png)", ""]
+          "higher log-probability.", "", "![curves](curves.png)", "", "![loss](loss.png)", ""]
+    L += _variance_sources(by_arm, s["arms"], primary)
+    L += _composition_section(by_arm)
     # contamination
-    L += ["## Contamination (13-gram overlap of each training subset with each evaluation set)", "",
+    L += ["## Contamination (13-gram overlap of each training subset with each evaluation set; seed 0's subset)", "",
           "| arm | " + " | ".join(eval_names) + " |", "|---|" + "---:|" * len(eval_names)]
     for arm, rs in by_arm.items():
         c = rs[0]["subset"].get("contamination_13gram", {})
-        L.append(f"| {arm} | " + " | ".join(f"{100 * c[n]['rate']:.1f}% ({c[n]['contaminated_docs']})" if n in c else "–"
-                                            for n in eval_names) + " |")
+        worst = {n: max(r["subset"].get("contamination_13gram", {}).get(n, {}).get("rate", 0) for r in rs)
+                 for n in eval_names}
+        L.append(f"| {arm} | " + " | ".join(
+            f"{100 * c[n]['rate']:.1f}% ({c[n]['contaminated_docs']}; max over seeds {100 * worst[n]:.1f}%)"
+            if n in c else "–" for n in eval_names) + " |")
     L += ["", "Share of evaluation documents with at least one 13-word sequence that also occurs in the arm's "
           "training text (held-out ids are excluded from training; this catches copies under other ids).", ""]
-    # paired comparisons
+    # comparisons against the baseline
     verdict = None
-    comparisons = []
     if base in by_arm:
+        rows = []
         for arm in by_arm:
-            if arm != base:
-                comparisons.append((arm, _paired(by_arm[base], by_arm[arm], eval_names)))
-    if comparisons:
-        L += [f"## Paired comparisons against `{base}` (arm − {base}; same documents and pairs)", "",
-              "| arm | metric | difference | 95% CI | p | items x seeds |", "|---|---|---:|---|---:|---:|"]
-        for arm, res in comparisons:
-            for m, r in res.items():
-                L.append(f"| {arm} | {m} | {r['diff']:+.4f} | [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | {_p(r['p'])} | {r['n']:,} x {r['seeds'][1]}/{r['seeds'][0]} seeds |")
-        L += ["", "Two-level paired bootstrap (10,000 replicates): each replicate resamples each arm's seeds, then the "
-              "evaluation documents (bpb) or BLiMP pairs, the same items for both arms, so both seed-to-seed and "
-              "item-to-item variation count. With one seed, only item variation is captured. McNemar's exact test "
-              "per seed for BLiMP below.", ""]
-        for arm, res in comparisons:
-            if "blimp" in res and res["blimp"].get("mcnemar_by_seed"):
-                parts = [f"seed {sd}: {v['b_only']} vs {v['a_only']} discordant, p={v['p']:.3g}"
-                         for sd, v in res["blimp"]["mcnemar_by_seed"].items()]
-                L.append(f"- McNemar {arm} vs {base}: " + "; ".join(parts))
-        L.append("")
-    # data efficiency: how many baseline tokens reach each arm's final score
-    if base in by_arm:
-        xs, ys = _curve(by_arm[base], primary)
-        base_data = by_arm[base][0]["subset"]["tokens"]
-        L += ["## Data efficiency", "",
-              f"Tokens `{base}` needs (interpolated along its mean {primary} curve) to reach each arm's final "
-              f"{primary}, against the tokens that arm saw.", "",
-              f"| arm | final {primary} | tokens seen | unique tokens | `{base}` tokens to match | ratio |",
-              "|---|---:|---:|---:|---:|---:|"]
-        for arm, rs in by_arm.items():
             if arm == base:
                 continue
-            final = float(np.mean([_final_metrics(r)[primary] for r in rs]))
-            seen, data = rs[0]["done"]["tokens_seen"], rs[0]["subset"]["tokens"]
-            reach = tokens_to_reach(xs, ys, final, lower_better)
-            if reach is None:
-                need, ratio = f"> {xs[-1]:,.0f} (never)", f"> {xs[-1] / seen:.2f}×"
-            else:
-                need, ratio = f"{reach:,.0f}", f"{reach / seen:.2f}×"
-            L.append(f"| {arm} | {final:.4f} | {seen:,} | {data:,} | {need} | {ratio} |")
-        L += ["", f"(`{base}` drew from {base_data:,} unique tokens; its curve is sampled every "
-              f"{int(xs[1] - xs[0]) if len(xs) > 1 else 0:,} tokens, so ratios are interpolations.)", ""]
-
-    # the verdict: the primary metric, then every other metric where the candidate differs beyond noise
-    res_all = dict(comparisons).get(cand, {})
-    res = res_all.get(primary)
-    if res:
-        cand_data = by_arm[cand][0]["subset"]["tokens"]
-
-        def direction(metric: str, r: dict) -> str:
-            lower = metric != "blimp"
-            better = (r["diff"] < 0) if lower else (r["diff"] > 0)
-            return "better" if better else "worse"
-
-        def significant(r: dict) -> bool:
-            return r["ci"][0] > 0 or r["ci"][1] < 0
-
-        unit = "bits per byte" if lower_better else "accuracy"
-        if significant(res):
-            verdict = (f"On {primary}, `{cand}` ({cand_data:,} unique tokens) is {direction(primary, res)} than "
-                       f"`{base}` ({by_arm[base][0]['subset']['tokens']:,}) by {abs(res['diff']):.4f} {unit} "
-                       f"(95% CI [{res['ci'][0]:+.4f}, {res['ci'][1]:+.4f}], paired bootstrap, "
-                       f"{len(by_arm[cand])} vs {len(by_arm[base])} seeds, same compute)")
+            vt = verdict_tests(by_arm[base], by_arm[arm], metrics, primary, paired)
+            for r in [vt["primary"], *vt["secondary"]]:
+                rows.append((arm, r))
+        L += [f"## Comparisons against `{base}` (arm − {base}; seed-level tests)", "",
+              "| arm | metric | difference | 95% CI | test | seeds | p | p (Holm) |", "|---|---|---:|---|---|---|---:|---:|"]
+        for arm, r in rows:
+            expl = " (exploratory)" if r["exploratory"] else ""
+            p_adj = "primary" if r["metric"] == primary and not r["exploratory"] else _p(r["p_adj"])
+            L.append(f"| {arm}{expl} | {r['metric']} | {r['diff']:+.4f} | {_ci(r)} | {r['test'] if r['ci'] else '–'} | "
+                     f"{r['n'][1]} vs {r['n'][0]} | {_p(r['p'])} | {p_adj} |")
+        L += ["", f"Each run is one observation (its aggregate over the same held-out documents / BLiMP pairs). "
+              f"Paired t-test when both arms ran the same seeds, else Welch's t-test; 95% t-intervals. The primary "
+              f"metric ({primary}) is tested alone at {ALPHA:g}; the other metrics of each arm are Holm-corrected "
+              f"together. Intervals are unadjusted. Rows marked exploratory (< {MIN_SEEDS} seeds) carry no "
+              "adjusted p and no claim.", ""]
+        L += _efficiency_section(by_arm, base, primary)
+    L += _blimp_section(by_arm)
+    # the verdict
+    if base in by_arm and cand in by_arm:
+        vt = verdict_tests(by_arm[base], by_arm[cand], metrics, primary, paired)
+        r = vt["primary"]
+        nb, nc = len(by_arm[base]), len(by_arm[cand])
+        how = (f"{r['test']}-test over seeds, {nc} vs {nb} seeds, primary metric at {ALPHA:g}; "
+               f"secondary metrics Holm-corrected")
+        unit = "bits per byte" if lower_is_better(primary) else "accuracy"
+        if vt["exploratory"]:
+            verdict = (f"No verdict: `{cand}` ({nc} seeds) vs `{base}` ({nb} seeds) is exploratory (fewer than "
+                       f"{MIN_SEEDS} seeds in an arm); observed difference on {primary} {r['diff']:+.4f}.")
         else:
-            verdict = (f"On {primary}, `{cand}` and `{base}` are indistinguishable at this scale: the difference "
-                       f"({res['diff']:+.4f}, 95% CI [{res['ci'][0]:+.4f}, {res['ci'][1]:+.4f}]) is within noise")
-        others = []
-        for m, r in res_all.items():
-            if m == primary:
-                continue
-            tag = direction(m, r) if significant(r) else "no different (within noise)"
-            others.append(f"{tag} on {m} ({r['diff']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}])")
-        if others:
-            verdict += "; it is " + "; ".join(others)
-        verdict += "."
+            if r["significant"]:
+                verdict = (f"On {primary} (primary), `{cand}` ({by_arm[cand][0]['subset']['tokens']:,} unique tokens) "
+                           f"is {_direction(primary, r['diff'])} than `{base}` "
+                           f"({by_arm[base][0]['subset']['tokens']:,}) by {abs(r['diff']):.4f} {unit} "
+                           f"(95% CI {_ci(r)}, p = {_p(r['p'])}; {how})")
+            else:
+                verdict = (f"On {primary} (primary), no difference between `{cand}` and `{base}` is detected: "
+                           f"{r['diff']:+.4f} (95% CI {_ci(r)}, p = {_p(r['p'])}; {how})")
+            sig = [f"{_direction(x['metric'], x['diff'])} on {x['metric']} ({x['diff']:+.4f}, Holm p = {_p(x['p_adj'])})"
+                   for x in vt["secondary"] if x["significant"]]
+            rest = [x["metric"] for x in vt["secondary"] if not x["significant"]]
+            if sig:
+                verdict += "; secondary: " + "; ".join(sig)
+            if rest:
+                verdict += "; no detected difference on " + ", ".join(rest)
+            verdict += "."
     if verdict:
         L[1:1] = ["", f"**Verdict:** {verdict}"]
     atomic_write_bytes(out / "report.md", ("\n".join(L) + "\n").encode("utf-8"))
     return out / "report.md"
+
+
+# files of an ablation folder that a committed results folder keeps (small; enough to rebuild the report)
+KEEP_TOP = ("experiment.json", "eval_sets.json", "funnel.json", "tokenizer.manifest.json")
+KEEP_RUN = ("arm.json", "config.json", "done.json", "train_log.jsonl", "evals.jsonl", "final_items.npz")
+
+
+def export_results(out: Path, dest: Path) -> Path:
+    """Copy what the report needs (no checkpoints, no token arrays) from an ablation folder to ``dest``.
+
+    Evaluation sets are kept as ids only (``eval_sets.json`` with the text
+    dropped): the report needs their names and sizes, not their text.
+    """
+    out, dest = Path(out), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    funnel_rows(out, Path(read_json(out / "experiment.json")["run_dir"]))
+    for name in KEEP_TOP:
+        if not (out / name).exists():
+            continue
+        if name == "eval_sets.json":
+            sets = read_json(out / name)
+            atomic_write_json(dest / name, {k: [{"id": d["id"], "source": d.get("source")} for d in v]
+                                            for k, v in sets.items()})
+        else:
+            shutil.copyfile(out / name, dest / name)
+    for d in sorted((out / "runs").glob("*")):
+        if (d / "done.json").exists():
+            (dest / "runs" / d.name).mkdir(parents=True, exist_ok=True)
+            for name in KEEP_RUN:
+                if (d / name).exists():
+                    shutil.copyfile(d / name, dest / "runs" / d.name / name)
+    return dest

@@ -13,9 +13,10 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from experiments.data import ContaminationIndex
+from experiments.data import ContaminationIndex, truth_kind
 from pipeline.heldout import is_held_out, order_key
 from pipeline.rundir import RunFolder
 from experiments.tokenizer import eos_id
@@ -27,20 +28,29 @@ def token_dtype(vocab_size: int):
 
 
 def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokenizer_path: Path, out_dir: Path,
-                 seed: int, contamination: ContaminationIndex | None = None, batch: int = 256) -> dict:
+                 seed: int, contamination: ContaminationIndex | None = None, batch: int = 256,
+                 sources: list[str] | None = None) -> dict:
+    """Draw ``budget`` tokens of non-held-out documents of ``stage`` (only those from ``sources`` if given)."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     tok_sha = sha256_file(tokenizer_path)
     if manifest_path.exists():
         m = read_json(manifest_path)
-        if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"]) == (stage, budget, seed, tok_sha):
+        if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"], m.get("sources")) == (
+                stage, budget, seed, tok_sha, sources):
             return m
-    docs = [d for d in RunFolder(run_dir).rows(stage, ["id", "text"]) if not is_held_out(d["id"])]
+    folder = RunFolder(run_dir)
+    shards = folder.shard_files(stage, nonempty=True)
+    has_lang = bool(shards) and "lang" in pq.read_schema(shards[0]).names
+    cols = ["id", "text", "source", "metadata"] + (["lang"] if has_lang else [])
+    docs = [d for d in folder.rows(stage, cols)
+            if not is_held_out(d["id"]) and (sources is None or d["source"] in sources)]
     docs.sort(key=lambda d: order_key(seed, d["id"], "subset"))
     eos = eos_id(tok)
     pieces: list[np.ndarray] = []
     ids: list[str] = []
     counts: list[int] = []
+    composition: dict[str, dict[str, int]] = {"source": {}, "language": {}, "length": {}, "truth": {}}
     total = 0
     found: list[np.ndarray] = []
     chars = 0
@@ -56,6 +66,10 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
             pieces.append(arr[:take])
             ids.append(d["id"])
             counts.append(int(take))
+            for key, value in (("source", d.get("source") or "?"), ("language", d.get("lang") or "not identified"),
+                               ("length", _length_bucket(len(arr))), ("truth", truth_kind(d.get("metadata")))):
+                if value is not None:
+                    composition[key][value] = composition[key].get(value, 0) + int(take)
             chars += len(text)
             total += take
             if contamination is not None:
@@ -70,9 +84,10 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     atomic_write_bytes(out_dir / "tokens.npy", buf.getvalue())
     atomic_write_bytes(out_dir / "doc_ids.txt", ("\n".join(ids) + "\n").encode("utf-8"))
     m = {
-        "stage": stage, "budget": budget, "tokens": int(total), "documents": len(ids), "chars": chars,
+        "stage": stage, "budget": budget, "sources": sources, "tokens": int(total), "documents": len(ids), "chars": chars,
         "exhausted": total < budget, "available_documents": len(docs), "seed": seed,
         "tokenizer_sha256": tok_sha, "tokens_sha256": sha256_file(out_dir / "tokens.npy"),
+        "composition_tokens": {k: dict(sorted(v.items())) for k, v in composition.items() if v},
         "doc_token_counts": {"min": min(counts, default=0), "max": max(counts, default=0),
                              "mean": round(float(np.mean(counts)), 1) if counts else 0},
     }
@@ -81,6 +96,19 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         m["contamination_13gram"] = contamination.report(hits)
     atomic_write_json(manifest_path, m)
     return m
+
+
+LENGTH_BUCKETS = (128, 512, 2048)
+
+
+def _length_bucket(n_tokens: int) -> str:
+    """A document's length class (whole document, in tokens), for the composition table."""
+    lo = 0
+    for hi in LENGTH_BUCKETS:
+        if n_tokens < hi:
+            return f"{lo}-{hi - 1} tokens"
+        lo = hi
+    return f">= {lo} tokens"
 
 
 def load_tokens(subset_dir: Path) -> np.ndarray:

@@ -48,6 +48,9 @@ def test_subsets_meet_the_token_budget_exactly_and_skip_held_out_docs(run, tok, 
         ids = (tmp_path / f"s{budget}" / "doc_ids.txt").read_text().split()
         assert len(ids) == m["documents"] and not any(is_held_out(i) for i in ids)
         assert (tokens == eos_id(t)).sum() >= m["documents"] - 1  # one end-of-text per whole document
+        comp = m["composition_tokens"]
+        assert sum(comp["source"].values()) == sum(comp["length"].values()) == budget
+        assert set(comp["source"]) == {"web"} and set(comp["language"]) == {"not identified"}  # no langid stage
     # more than the stage holds: everything, flagged
     m = build_subset(run_dir, "length", 10**9, t, path, tmp_path / "all", seed=0)
     assert m["exhausted"] and m["documents"] == m["available_documents"]
@@ -100,7 +103,8 @@ def test_blimp_sample_is_stratified_and_fixed():
 def test_training_resumes_exactly_after_a_kill(tok, tmp_path):
     t, _ = tok
     tokens = np.random.default_rng(0).integers(0, t.get_vocab_size(), 5000).astype(np.uint16)
-    cfg = {"steps": 10, "batch_size": 4, "eval_every": 5, "checkpoint_every": 5, "warmup_steps": 2, "bf16": False}
+    cfg = {"steps": 10, "batch_size": 4, "eval_every": 5, "checkpoint_every": 5, "warmup_steps": 2, "bf16": False,
+           "compile": False}
     train(tokens, t.get_vocab_size(), tmp_path / "ref", TINY, cfg, seed=1, log=lambda m: None)
 
     class Killed(Exception):
@@ -120,6 +124,55 @@ def test_training_resumes_exactly_after_a_kill(tok, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     logs = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [l["step"] for l in logs] == [10]
+
+
+def test_a_cooldown_branch_is_the_same_model_as_a_full_run_of_that_budget(tok, tmp_path):
+    """WSD: the branch at budget B forks from the constant-lr trunk and decays like a run of B steps would,
+    on the same batches, so its evaluation equals that run's final one (a decayed model, not a mid-schedule one)."""
+    t, _ = tok
+    tokens = np.random.default_rng(0).integers(0, t.get_vocab_size(), 8000).astype(np.uint16)
+    probe = torch.from_numpy(tokens[:2 * 33].astype(np.int64).reshape(2, 33))
+
+    def loss_on_probe(model, step, final):
+        with torch.no_grad():
+            return {"probe": float(model(input_ids=probe, labels=probe).loss)}
+
+    base = {"batch_size": 4, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 2, "bf16": False,
+            "compile": False, "schedule": "wsd", "decay_frac": 0.25, "decay_budgets": [0.5]}
+    train(tokens, t.get_vocab_size(), tmp_path / "long", TINY, {**base, "steps": 16}, seed=2, evaluate=loss_on_probe,
+          log=lambda m: None)
+    train(tokens, t.get_vocab_size(), tmp_path / "short", TINY, {**base, "steps": 8, "decay_budgets": []}, seed=2,
+          evaluate=loss_on_probe, log=lambda m: None)
+    long = [json.loads(l) for l in (tmp_path / "long" / "evals.jsonl").read_text().splitlines()]
+    short = [json.loads(l) for l in (tmp_path / "short" / "evals.jsonl").read_text().splitlines()]
+    branch = next(e for e in long if e.get("branch_from") == 6)
+    assert branch["step"] == 8 and branch["decayed"]
+    assert branch["probe"] == pytest.approx(short[-1]["probe"], rel=1e-5)
+    assert long[-1]["probe"] != pytest.approx(branch["probe"], rel=1e-3)  # the trunk went on after the branch
+    done = json.loads((tmp_path / "long" / "done.json").read_text())
+    assert done["seconds_eval_and_branches"] > 0 and done["tokens_per_second"] > 0
+
+
+def test_wsd_schedule_is_constant_then_decays_to_its_floor():
+    from experiments.train import lr_at
+
+    c = {"lr": 1.0, "warmup_steps": 10, "min_lr_ratio": 0.1, "schedule": "wsd", "decay_frac": 0.2, "steps": 100}
+    lrs = [lr_at(s, c) for s in range(100)]
+    assert lrs[9] == 1.0 and lrs[10:80] == [1.0] * 70
+    assert lrs[-1] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs[80:], lrs[81:]))
+    assert lr_at(39, c, end=40) == pytest.approx(0.1) and lr_at(31, c, end=40) == 1.0
+
+
+def test_speed_settings_are_measured_and_recorded(tok):
+    from experiments.train import choose_speed_settings
+
+    t, _ = tok
+    info = choose_speed_settings(TINY, {"batch_size": 2, "bf16": "auto", "compile": False, "threads": 1}, t.get_vocab_size(),
+                                 torch.device("cpu"), steps=1, log=lambda m: None)
+    assert set(info["ms_per_step"]) == {"fp32", "bf16"} and info["compile"] is False and info["threads"] == 1
+    faster = min(info["ms_per_step"], key=info["ms_per_step"].get)
+    assert info["bf16"] == (faster == "bf16" and info["ms_per_step"]["bf16"] < 0.95 * info["ms_per_step"]["fp32"])
+    assert "chosen by timing" in info["reason"]
 
 
 def test_batches_repeat_epochs_for_a_small_subset():
@@ -142,7 +195,7 @@ def test_ablation_arms_get_equal_optimiser_steps(run, tmp_path):
         "eval_sets": [{"name": "held", "source": "web", "max_docs": 8}],
         "eval_max_chars": 300,
         "model": TINY, "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 3,
-                                 "warmup_steps": 1, "bf16": False},
+                                 "warmup_steps": 1, "bf16": False, "compile": False},
         "arms": [{"name": "raw", "stage": "ingest", "tokens": 20000},
                  {"name": "clean", "stage": "length", "tokens": 3000},
                  {"name": "clean-one-epoch", "stage": "length", "tokens": 3000, "steps": "one_epoch"}],
@@ -158,9 +211,13 @@ def test_ablation_arms_get_equal_optimiser_steps(run, tmp_path):
     assert runs["raw"]["done"]["tokens_seen"] == runs["clean"]["done"]["tokens_seen"] == 6 * 4 * 32
     assert runs["clean"]["done"]["epochs"] > runs["raw"]["done"]["epochs"]
     assert runs["clean-one-epoch"]["done"]["steps"] == (3000 - 1) // 32 // 4
-    assert [e["step"] for e in runs["raw"]["evals"]] == [3, 6]
+    assert [e["step"] for e in runs["raw"]["evals"] if "branch_from" not in e] == [3, 6]
+    # WSD: a cool-down branch at 1/8, 1/4 and 1/2 of the steps, and the decayed end
+    assert [e["step"] for e in runs["raw"]["evals"] if e.get("decayed")] == [1, 2, 3, 6]
+    # each seed draws its own subset; the final evaluation keeps per-document bits
+    assert runs["raw"]["subset"]["seed"] == 0 and runs["raw"]["items"]["bpb/held"]["bits"].dtype == np.float32
     report = write_report(out).read_text()
-    assert "**Verdict:**" in report and "Paired comparisons" in report and "Contamination" in report
+    assert "**Verdict:**" in report and "Comparisons against" in report and "Contamination" in report
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -172,3 +229,24 @@ def test_training_step_on_gpu(tok, tmp_path):
               seed=0, log=lambda m: None)
     assert json.loads((tmp_path / "gpu" / "done.json").read_text())["device"] == "cuda"
     assert np.isfinite(r.final_loss)
+
+
+def test_domain_eval_sets_are_one_set_per_domain_and_macro_averaged(tmp_path):
+    import gzip
+
+    from experiments.data import build_eval_sets
+    from experiments.report import metric_value
+
+    for dom, n in (("books", 5), ("email", 3)):
+        with gzip.open(tmp_path / f"{dom}.jsonl.gz", "wt") as f:
+            for i in range(n):
+                f.write(json.dumps({"id": f"{dom}/{i}", "domain": dom, "text": f"{dom} text number {i} " * 30}) + "\n")
+    sets = build_eval_sets(tmp_path, [{"name": "domains", "kind": "domains", "path": str(tmp_path), "max_docs": 4}],
+                           seed=0, exclude_ids={"books/0"})
+    assert sorted(sets) == ["domains/books", "domains/email"]
+    assert len(sets["domains/books"]) == 4 and "books/0" not in {d["id"] for d in sets["domains/books"]}
+    assert len(sets["domains/email"]) == 3  # every document of a domain file is evaluation text
+    run = {"items": {"bpb/domains/books": {"bits": np.array([10.0, 10.0]), "bytes": np.array([10, 10])},
+                     "bpb/domains/email": {"bits": np.array([30.0]), "bytes": np.array([10])}}}
+    # each domain weighs the same, however many bytes it has: (1.0 + 3.0) / 2
+    assert metric_value(run, "bpb_macro/domains") == pytest.approx(2.0)
