@@ -132,10 +132,23 @@ def spacy_like_words(text: str) -> list[str]:
     return out
 
 
+_DOCS: dict[str, list[str]] = {}
+_DOCS_MAX = 2048
+
+
 def words(text: str, tokenizer: str = "spacy_like") -> list[str]:
-    """Word tokens of ``text`` with the named tokenizer."""
+    """Word tokens of ``text`` with the named tokenizer (treat as read-only: shared between filters).
+
+    The last documents' spaCy-like tokens are kept, so the Gopher, FineWeb and
+    repetition filters of one stage tokenise each document once.
+    """
     if tokenizer == "spacy_like":
-        return spacy_like_words(text)
+        toks = _DOCS.get(text)
+        if toks is None:
+            if len(_DOCS) >= _DOCS_MAX:
+                _DOCS.pop(next(iter(_DOCS)))
+            toks = _DOCS[text] = spacy_like_words(text)
+        return toks
     if tokenizer == "whitespace":
         return text.split()
     raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
