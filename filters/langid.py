@@ -36,6 +36,9 @@ page is settled long before its end, and classifying 2,000 characters instead of
 whole documents makes the stage several times faster (see
 experiments/results/lid.md, which also notes how long mixed-language documents fare).
 
+A document scoring below the threshold is removed as ``low_score`` whatever
+its label; one confidently in an unwanted language as ``language``.
+
 Default decision: keep English with ``lang_score >= 0.65``, the cut-off used by
 FineWeb (Penedo et al. 2024) and DCLM (Li et al. 2024) with fastText.
 ``threshold`` may also be a mapping ``{lang: min_score}`` for per-language
@@ -307,9 +310,12 @@ class LanguageID(Filter):
         return float(self.params["threshold"])
 
     def decide(self, s: dict):
+        """``low_score`` when the identifier is unsure (below the threshold of the language it guessed: mostly
+        gibberish and fragments, which heliport tends to give some small language), else ``language`` when it
+        is sure of an unwanted language."""
         lang, prob = s["lang"] or "", s["lang_score"] or 0.0
+        if prob < self.min_score(lang):
+            return False, "low_score", f"{lang or 'none'} {prob:.2f} < {self.min_score(lang):.2f}"
         if self.wanted and lang not in self.wanted:
             return False, "language", f"{lang or 'none'} ({prob:.2f})"
-        if prob < self.min_score(lang):
-            return False, "low_score", f"{lang} {prob:.2f} < {self.min_score(lang):.2f}"
         return True

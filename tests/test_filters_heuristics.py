@@ -102,7 +102,9 @@ def test_gopher_stop_words_need_two_distinct():
     assert run(GopherQuality(), " ".join(["the"] * 5 + body))[1] == "gopher_quality:stop_words"
     s, reason = run(GopherQuality(), " ".join(["the", "with"] + body))
     assert s["gopher_stop_word_count"] == 2 and reason is None
-    s, reason = run(GopherQuality(), " ".join(["The", "with"] + body))  # case-sensitive, as datatrove
+    s, reason = run(GopherQuality(), " ".join(["The", "with"] + body))  # "The" is the word "the"
+    assert s["gopher_stop_word_count"] == 2 and reason is None
+    s, reason = run(GopherQuality(case_sensitive_stop_words=True), " ".join(["The", "with"] + body))  # datatrove's
     assert s["gopher_stop_word_count"] == 1 and reason == "gopher_quality:stop_words"
 
 
