@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 
 from filters.base import Filter, register_filter
-from filters.words import count_sentences, spacy_like_words
+from filters.words import line_sentences
 
 #: Phrases that mark a policy-notice line (Raffel et al. 2020, Section 2.2).
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
@@ -127,7 +127,7 @@ class C4(Filter):
             if p["drop_policy_lines"] and any(ph in lower for ph in POLICY_PHRASES):
                 dropped["policy"] += 1
                 continue
-            sentences += count_sentences(spacy_like_words(line))
+            sentences += line_sentences(line)
             kept.append(line)
         text = "\n".join(kept).strip()
         return {

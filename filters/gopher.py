@@ -34,14 +34,12 @@ Each rule writes its own score column and removes with its own reason
 from __future__ import annotations
 
 import re
-import string
-import unicodedata
-from collections import Counter
+from bisect import bisect_right
 
 import numpy as np
 
 from filters.base import Filter, register_filter
-from filters.words import TOKENIZERS, words as tokenize
+from filters.words import TOKENIZERS, is_symbol_word, word_stats, words as tokenize  # noqa: F401
 
 #: Gopher's stop-word rule: a document must contain at least two of these (Rae et al. 2021, A.1.1).
 GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
@@ -49,7 +47,6 @@ GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "
 #: Characters that start a bulleted line.
 BULLETS = ("•", "-")
 
-_SYMBOLS = frozenset(string.punctuation + "“”‘’«»„…–—·、。，．！？：；（）【】《》〈〉「」『』～％＃＆＊＠｀")
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAKS = re.compile(r"\n+")
 
@@ -81,74 +78,86 @@ def duplicate_stats(items: list[str]) -> tuple[int, int]:
     return dup_items, dup_chars
 
 
-def is_symbol_word(word: str) -> bool:
-    """A token made only of punctuation marks (Unicode P*, ASCII punctuation and common marks)."""
-    return all(c in _SYMBOLS or unicodedata.category(c)[0] == "P" for c in word)
-
-
 def ngram_repetition(words: list[str], text_len: int, top_ns, dup_ns) -> dict[int, float]:
     """n -> repetition fraction of ``text_len`` for the word n-grams of ``words``.
 
     For n in ``top_ns``: characters of the most frequent n-gram (words plus the
     spaces between them) times its count (ties: the first to occur). For n in
     ``dup_ns``: characters of the words in repeated n-grams, scanning left to
-    right and skipping past each repeat. n-grams get integer ids through
-    ``np.unique`` one word at a time, so no string is ever built.
+    right and skipping past each repeat. n-grams get integer codes one word at a
+    time (``pandas.factorize``: codes in order of first appearance), so no
+    n-gram string is ever built; once no n-gram repeats, no longer one can.
     """
+    import pandas as pd
+
     out = {n: 0.0 for n in (*top_ns, *dup_ns)}
     n_words = len(words)
     if not n_words or text_len <= 0:
         return out
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int64, count=n_words)
+    ids, vocab = pd.factorize(np.array(words, dtype=object))
+    ids = ids.astype(np.int64, copy=False)
     cum = np.zeros(n_words + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=n_words), out=cum[1:])
-    gram = ids
+    gram, distinct = ids, len(vocab)
+    last_top, repeated = max(top_ns, default=0), True
     for n in range(1, max((*top_ns, *dup_ns)) + 1):
         m = n_words - n + 1
-        if m <= 0:
+        if m <= 0 or (not repeated and n > last_top):
             break
         if n > 1:
-            keys = gram[:m] * len(vocab) + ids[n - 1:]
-            _, first, gram, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-            gram = gram.ravel()
-        else:
-            _, first, gram, counts = np.unique(ids, return_index=True, return_inverse=True, return_counts=True)
-            gram = gram.ravel()
+            if repeated:
+                gram, uniq = pd.factorize(gram[:m] * len(vocab) + ids[n - 1:])
+                distinct = len(uniq)
+            else:  # no (n-1)-gram repeats, so every n-gram is new
+                gram, distinct = np.arange(m), m
+        repeated = distinct < m
         if n in top_ns:
-            top = counts.max()
-            i = int(first[counts == top].min())
-            out[n] = (int(cum[i + n] - cum[i]) + n - 1) * int(top) / text_len
-        if n in dup_ns and top_count_at_least_two(counts):
-            out[n] = greedy_duplicate_chars(gram, first, cum, n) / text_len
+            if repeated:
+                counts = np.bincount(gram, minlength=distinct)
+                code = int(np.argmax(counts))  # ties: the smallest code, i.e. the n-gram seen first
+                i, top = int(np.argmax(gram == code)), int(counts[code])
+            else:
+                i, top = 0, 1
+            out[n] = (int(cum[i + n] - cum[i]) + n - 1) * top / text_len
+        if n in dup_ns and repeated:
+            out[n] = greedy_duplicate_chars(gram, cum, n) / text_len
     return out
 
 
-def top_count_at_least_two(counts: np.ndarray) -> bool:
-    return bool(counts.size) and int(counts.max()) > 1
+def greedy_duplicate_chars(gram: np.ndarray, cum: np.ndarray, n: int) -> int:
+    """Characters in repeated n-grams: scan left to right; a repeat of an n-gram seen so far counts and is skipped.
 
-
-def greedy_duplicate_chars(gram: np.ndarray, first: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """Characters in repeated n-grams: scan left to right; a repeat of an n-gram seen so far counts and is skipped."""
-    m = gram.size
-    repeats = np.flatnonzero(first[gram] < np.arange(m))  # positions whose n-gram occurred earlier
-    seen = np.zeros(first.size, dtype=bool)
-    total, idx, k = 0, 0, 0
-    while k < repeats.size:
-        j = int(repeats[k])
+    ``gram`` holds n-gram codes in order of first appearance. Only positions
+    whose n-gram occurred before are looked at; an n-gram counts as seen if an
+    earlier occurrence was scanned, i.e. not inside a skipped window.
+    """
+    prev_max = np.maximum.accumulate(gram)
+    earlier = np.zeros(gram.size, dtype=bool)
+    earlier[1:] = gram[1:] <= prev_max[:-1]  # a code not above every earlier code occurred before
+    repeats = np.flatnonzero(earlier)
+    first_pos = np.flatnonzero(~earlier).tolist()  # first_pos[code] = where that n-gram first occurs
+    seen: set[int] = set()   # codes of repeat positions scanned so far
+    skips: list[int] = []    # repeat positions counted; each skips the n - 1 positions after it
+    idx = 0
+    for j, g in zip(repeats.tolist(), gram[repeats].tolist()):
         if j < idx:
-            k = int(np.searchsorted(repeats, idx))
             continue
-        seen[gram[idx:j]] = True  # first occurrences scanned on the way are now seen
-        g = gram[j]
-        if seen[g]:
-            total += int(cum[j + n] - cum[j])
+        if g in seen:
+            was_seen = True
+        else:  # its first occurrence was scanned unless it lies in a skipped window (w, w + n)
+            f = first_pos[g]
+            k = bisect_right(skips, f - 1)
+            was_seen = not (k and skips[k - 1] > f - n)
+        seen.add(g)
+        if was_seen:
+            skips.append(j)
             idx = j + n
         else:
-            seen[g] = True
             idx = j + 1
-        k += 1
-    return total
+    if not skips:
+        return 0
+    at = np.array(skips, dtype=np.int64)
+    return int((cum[at + n] - cum[at]).sum())
 
 
 @register_filter
@@ -189,16 +198,8 @@ class GopherQuality(Filter):
 
     def score(self, doc) -> dict:
         text = doc.text
-        tokens = tokenize(text, self.params["tokenizer"])
+        tokens, n_words, word_chars, alpha = word_stats(text, self.params["tokenizer"])
         n_tokens = len(tokens)
-        counts = Counter(tokens)
-        n_words = word_chars = alpha = 0
-        for w, c in counts.items():
-            if not is_symbol_word(w):
-                n_words += c
-                word_chars += len(w) * c
-            if w.isalpha() or any(ch.isalpha() for ch in w):
-                alpha += c
         lines = text.splitlines() or [""]
         hashes = text.count("#")
         ellipses = text.count("...") + text.count("…")
@@ -210,7 +211,7 @@ class GopherQuality(Filter):
             "gopher_ellipsis_line_frac": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines),
             "gopher_alpha_word_frac": alpha / n_tokens if n_tokens else 0.0,
             "gopher_stop_word_count": len(GOPHER_STOP_WORDS.intersection(
-                counts if self.params["case_sensitive_stop_words"] else (w.lower() for w in counts))),
+                tokens if self.params["case_sensitive_stop_words"] else map(str.lower, tokens))),
         }
 
     def decide(self, s: dict):

@@ -19,6 +19,7 @@ sentence-final mark.
 """
 from __future__ import annotations
 
+import string
 import unicodedata
 
 import regex
@@ -132,26 +133,65 @@ def spacy_like_words(text: str) -> list[str]:
     return out
 
 
-_DOCS: dict[str, list[str]] = {}
+_SYMBOLS = frozenset(string.punctuation + "“”‘’«»„…–—·、。，．！？：；（）【】《》〈〉「」『』～％＃＆＊＠｀")
+
+
+def is_symbol_word(word: str) -> bool:
+    """A token made only of punctuation marks (Unicode P*, ASCII punctuation and common marks)."""
+    return all(c in _SYMBOLS or unicodedata.category(c)[0] == "P" for c in word)
+
+
+def _chunk_entry(chunk: str, tokens: list[str]) -> tuple:
+    """(tokens, words that are not punctuation only, their characters, tokens with a letter) of one chunk."""
+    n_words = word_chars = n_alpha = 0
+    for t in tokens:
+        if not is_symbol_word(t):
+            n_words += 1
+            word_chars += len(t)
+        if t.isalpha() or any(c.isalpha() for c in t):
+            n_alpha += 1
+    return tokens, n_words, word_chars, n_alpha
+
+
+_CHUNKS: dict[tuple[str, str], tuple] = {}
+_DOCS: dict[tuple[str, str], tuple] = {}
 _DOCS_MAX = 2048
 
 
-def words(text: str, tokenizer: str = "spacy_like") -> list[str]:
-    """Word tokens of ``text`` with the named tokenizer (treat as read-only: shared between filters).
+def word_stats(text: str, tokenizer: str = "spacy_like") -> tuple[list[str], int, int, int]:
+    """(tokens, words, word characters, tokens with a letter) of ``text``; a word is a token not made of
+    punctuation only. Chunks and the last documents are memoised, so the Gopher, FineWeb and repetition
+    filters of one stage tokenise each document once; treat the token list as read-only."""
+    key = (tokenizer, text)
+    hit = _DOCS.get(key)
+    if hit is not None:
+        return hit
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+    spacy = tokenizer == "spacy_like"
+    chunks = _CHUNKS
+    if len(chunks) > _CACHE_MAX:
+        chunks.clear()
+    tokens: list[str] = []
+    extend = tokens.extend
+    n_words = word_chars = n_alpha = 0
+    for chunk in text.split():
+        entry = chunks.get((tokenizer, chunk))
+        if entry is None:
+            entry = chunks[(tokenizer, chunk)] = _chunk_entry(chunk, split_chunk(chunk) if spacy else [chunk])
+        extend(entry[0])
+        n_words += entry[1]
+        word_chars += entry[2]
+        n_alpha += entry[3]
+    if len(_DOCS) >= _DOCS_MAX:
+        _DOCS.pop(next(iter(_DOCS)))
+    out = _DOCS[key] = (tokens, n_words, word_chars, n_alpha)
+    return out
 
-    The last documents' spaCy-like tokens are kept, so the Gopher, FineWeb and
-    repetition filters of one stage tokenise each document once.
-    """
-    if tokenizer == "spacy_like":
-        toks = _DOCS.get(text)
-        if toks is None:
-            if len(_DOCS) >= _DOCS_MAX:
-                _DOCS.pop(next(iter(_DOCS)))
-            toks = _DOCS[text] = spacy_like_words(text)
-        return toks
-    if tokenizer == "whitespace":
-        return text.split()
-    raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+
+def words(text: str, tokenizer: str = "spacy_like") -> list[str]:
+    """Word tokens of ``text`` with the named tokenizer (read-only: shared between filters)."""
+    return word_stats(text, tokenizer)[0]
 
 
 #: Sentence-final marks of the sentencizer: Unicode's Sentence_Terminal characters.
@@ -161,6 +201,21 @@ _SENT_END = regex.compile(r"\p{Sentence_Terminal}")
 def is_punct(token: str) -> bool:
     """Every character is Unicode punctuation (category P*)."""
     return all(unicodedata.category(c)[0] == "P" for c in token)
+
+
+#: Trailing punctuation and spaces of a line: a sentence end there starts no new sentence.
+_TRAILING_PUNCT = regex.compile(r"[\p{P}\s]*\Z")
+
+
+def line_sentences(line: str) -> int:
+    """Sentences in one line, as :func:`count_sentences` counts them; a line with no sentence-final
+    mark before its trailing punctuation is one sentence without being tokenised."""
+    if not line.strip():
+        return 0
+    body = line[:_TRAILING_PUNCT.search(line).start()]
+    if not _SENT_END.search(body):
+        return 1
+    return count_sentences(spacy_like_words(line))
 
 
 def count_sentences(tokens: list[str]) -> int:
