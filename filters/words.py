@@ -203,8 +203,8 @@ def is_punct(token: str) -> bool:
     return all(unicodedata.category(c)[0] == "P" for c in token)
 
 
-#: Trailing punctuation and spaces of a line: a sentence end there starts no new sentence.
-_TRAILING_PUNCT = regex.compile(r"[\p{P}\s]*\Z")
+#: The last character of a line that is neither punctuation nor a space (searched from the end).
+_LAST_NON_PUNCT = regex.compile(r"(?r)[^\p{P}\s]")
 
 
 def line_sentences(line: str) -> int:
@@ -212,8 +212,8 @@ def line_sentences(line: str) -> int:
     mark before its trailing punctuation is one sentence without being tokenised."""
     if not line.strip():
         return 0
-    body = line[:_TRAILING_PUNCT.search(line).start()]
-    if not _SENT_END.search(body):
+    last = _LAST_NON_PUNCT.search(line)
+    if last is None or not _SENT_END.search(line, 0, last.start()):
         return 1
     return count_sentences(spacy_like_words(line))
 
