@@ -353,3 +353,39 @@ def test_ratio_long_word():
 
 def test_empty_text_fails_ratios():
     assert run(Ratios(), "")[1] == "ratios:non_alnum"
+
+
+def test_fast_ngram_repetition_matches_the_rule_written_plainly():
+    """The numpy/hash implementation against a direct reading of the rules, on random repetitive texts."""
+    import random
+    from collections import Counter
+
+    from filters.gopher import ngram_repetition
+
+    def plain(words, text_len, n_top, n_dup):
+        grams = [tuple(words[i:i + n_top]) for i in range(len(words) - n_top + 1)]
+        top = 0.0
+        if grams:
+            gram, count = Counter(grams).most_common(1)[0]
+            top = (sum(map(len, gram)) + n_top - 1) * count / text_len
+        seen, idx, chars = set(), 0, 0
+        while idx < len(words) - n_dup + 1:
+            g = tuple(words[idx:idx + n_dup])
+            if g in seen:
+                chars += sum(map(len, g))
+                idx += n_dup
+            else:
+                seen.add(g)
+                idx += 1
+        return top, chars / text_len
+
+    rng = random.Random(0)
+    for trial in range(300):
+        vocab = ["a", "bb", "ccc", "dd", "e", "fff"][: rng.randint(1, 6)]
+        words = [rng.choice(vocab) for _ in range(rng.randint(0, 120))]
+        text = " ".join(words)
+        got = ngram_repetition(words, max(len(text), 1), (2, 3, 4), (5, 6, 7, 8, 9, 10))
+        for n_top, n_dup in ((2, 5), (3, 7), (4, 10)):
+            want_top, want_dup = plain(words, max(len(text), 1), n_top, n_dup)
+            assert got[n_top] == pytest.approx(want_top), (trial, n_top)
+            assert got[n_dup] == pytest.approx(want_dup), (trial, n_dup)
