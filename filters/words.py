@@ -218,15 +218,24 @@ def line_sentences(line: str) -> int:
     return count_sentences(spacy_like_words(line))
 
 
+#: Every Sentence_Terminal character of the Basic and Supplementary Multilingual Planes (where all of them are).
+_SENT_END_CHARS = frozenset(c for c in map(chr, range(0x20000)) if _SENT_END.match(c))
+
+
 def count_sentences(tokens: list[str]) -> int:
     """Sentences in a token list: one, plus one per non-punctuation token that follows a sentence-final mark."""
     if not tokens:
         return 0
-    n, seen_end = 1, False
-    for tok in tokens:  # the first token starts a sentence whatever it is
-        if len(tok) == 1 and _SENT_END.match(tok):
-            seen_end = True
-        elif seen_end and not is_punct(tok):
+    ends = [i for i, tok in enumerate(tokens) if tok in _SENT_END_CHARS]
+    n, last = 1, len(tokens)
+    resume = 0
+    for i in ends:  # the first token starts a sentence whatever it is
+        if i < resume:
+            continue
+        j = i + 1
+        while j < last and (tokens[j] in _SENT_END_CHARS or is_punct(tokens[j])):
+            j += 1
+        if j < last:
             n += 1
-            seen_end = False
+        resume = j
     return n
