@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from itertools import chain
 
 import regex
 
@@ -68,9 +69,23 @@ _PLAIN = regex.compile(r"\p{L}+|\p{N}+")
 
 
 
+#: A word followed by one punctuation mark, the commonest chunk after a bare word ("end," "end." "it)").
+_WORD_THEN_MARK = regex.compile(r"(\p{L}+)([,;:!?)\]\".])")
+
+
 def split_chunk(chunk: str) -> list[str]:
     """spaCy-like tokens of one whitespace-free chunk (uncached; use :func:`spacy_like_words`)."""
     if _PLAIN.fullmatch(chunk) and chunk not in _FIXED or chunk in _EXCEPTIONS:
+        return [chunk]
+    m = _WORD_THEN_MARK.fullmatch(chunk)
+    if m and m.group(1) not in _FIXED and m.group(1) not in _EXCEPTIONS:
+        word, mark = m.groups()
+        if mark != ".":
+            return [word, mark]
+        last = word[-1]
+        # a period after a lower-case (or caseless) letter, or after two capitals, is split off; "J." stays
+        if not last.isupper() or (len(word) > 1 and word[-2].isupper()):
+            return [word, mark]
         return [chunk]
     prefixes, suffixes = [], []
     while chunk:
@@ -114,22 +129,21 @@ def split_chunk(chunk: str) -> list[str]:
     return tokens
 
 
-_CACHE: dict[str, list[str]] = {}
 _CACHE_MAX = 500_000
 
 
 def spacy_like_words(text: str) -> list[str]:
     """Tokens as spaCy's blank English pipeline makes them, whitespace tokens dropped."""
-    cache = _CACHE
+    cache = _CHUNKS["spacy_like"]
     if len(cache) > _CACHE_MAX:
         cache.clear()
     out: list[str] = []
     extend = out.extend
     for chunk in text.split():
-        toks = cache.get(chunk)
-        if toks is None:
-            toks = cache[chunk] = split_chunk(chunk)
-        extend(toks)
+        entry = cache.get(chunk)
+        if entry is None:
+            entry = cache[chunk] = _chunk_entry(split_chunk(chunk))
+        extend(entry[0])
     return out
 
 
@@ -141,7 +155,7 @@ def is_symbol_word(word: str) -> bool:
     return all(c in _SYMBOLS or unicodedata.category(c)[0] == "P" for c in word)
 
 
-def _chunk_entry(chunk: str, tokens: list[str]) -> tuple:
+def _chunk_entry(tokens: list[str]) -> tuple:
     """(tokens, words that are not punctuation only, their characters, tokens with a letter) of one chunk."""
     n_words = word_chars = n_alpha = 0
     for t in tokens:
@@ -153,9 +167,17 @@ def _chunk_entry(chunk: str, tokens: list[str]) -> tuple:
     return tokens, n_words, word_chars, n_alpha
 
 
-_CHUNKS: dict[tuple[str, str], tuple] = {}
+#: tokenizer -> chunk -> (tokens, words, word characters, tokens with a letter); and the last documents' stats.
+_CHUNKS: dict[str, dict[str, tuple]] = {name: {} for name in TOKENIZERS}
 _DOCS: dict[tuple[str, str], tuple] = {}
 _DOCS_MAX = 2048
+
+
+def clear_caches() -> None:
+    """Forget memoised chunks and documents (benchmarks time cold caches)."""
+    for cache in _CHUNKS.values():
+        cache.clear()
+    _DOCS.clear()
 
 
 def word_stats(text: str, tokenizer: str = "spacy_like") -> tuple[list[str], int, int, int]:
@@ -169,20 +191,25 @@ def word_stats(text: str, tokenizer: str = "spacy_like") -> tuple[list[str], int
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
     spacy = tokenizer == "spacy_like"
-    chunks = _CHUNKS
+    chunks = _CHUNKS[tokenizer]
     if len(chunks) > _CACHE_MAX:
         chunks.clear()
-    tokens: list[str] = []
-    extend = tokens.extend
-    n_words = word_chars = n_alpha = 0
-    for chunk in text.split():
-        entry = chunks.get((tokenizer, chunk))
-        if entry is None:
-            entry = chunks[(tokenizer, chunk)] = _chunk_entry(chunk, split_chunk(chunk) if spacy else [chunk])
-        extend(entry[0])
-        n_words += entry[1]
-        word_chars += entry[2]
-        n_alpha += entry[3]
+    parts = text.split()
+    get = chunks.get
+    entries = [get(c) for c in parts]
+    if None in entries:  # new chunks: tokenise and remember them
+        for i, e in enumerate(entries):
+            if e is None:
+                c = parts[i]
+                e = chunks.get(c)  # the same new chunk may occur twice in one document
+                if e is None:
+                    e = chunks[c] = _chunk_entry(split_chunk(c) if spacy else [c])
+                entries[i] = e
+    if entries:
+        toks, nw, wc, na = zip(*entries)
+        tokens, n_words, word_chars, n_alpha = list(chain.from_iterable(toks)), sum(nw), sum(wc), sum(na)
+    else:
+        tokens, n_words, word_chars, n_alpha = [], 0, 0, 0
     if len(_DOCS) >= _DOCS_MAX:
         _DOCS.pop(next(iter(_DOCS)))
     out = _DOCS[key] = (tokens, n_words, word_chars, n_alpha)
