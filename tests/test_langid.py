@@ -92,3 +92,62 @@ def test_langid_runs_with_network_blocked(tmp_path, monkeypatch):
     assert [r["id"] for r in kept] == ["en1"] and kept[0]["lang"] == "en"
     assert {i: r["reason"] for i, r in removed.items()} == {"de1": "langid:language", "fr1": "langid:language"}
     assert removed["de1"]["lang"] == "de" and removed["de1"]["lang_score"] > 0.65
+
+
+# ---------------------------------------------------------------------------
+# backends and ISO 639 codes
+
+
+def test_canonical_codes():
+    from filters.langid import canonical_code
+
+    assert [canonical_code(c) for c in ("en", "eng", "ENG", "eng_Latn", "__label__de", "ger", "deu")] == \
+        ["en", "en", "en", "en", "de", "de", "de"]
+    assert canonical_code("cmn") == "zh" and canonical_code("zh-Hans") == "zh"  # member -> macrolanguage
+    assert canonical_code("hbs") == "sh" and canonical_code("msa") == "ms"
+    assert canonical_code("ceb") == "ceb"  # no two-letter code: ISO 639-3 stays
+    assert canonical_code("und") == "" and canonical_code("zxx") == ""
+
+
+def leipzig_sentences(langs: set[str], per_lang: int) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {lang: [] for lang in langs}
+    with gzip.open(LEIPZIG, "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["tier"] == "sentences" and row["lang"] in langs and len(out[row["lang"]]) < per_lang:
+                out[row["lang"]].append(row["text"])
+    return out
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not LEIPZIG.exists(), reason="needs ../shared/data")
+@pytest.mark.parametrize("backend", ["heliport", "fasttext"])
+def test_both_backends_give_the_same_codes(backend):
+    """Each backend labels real Leipzig sentences with the canonical two-letter code, and scores in [0, 1]."""
+    per_lang = leipzig_sentences({"en", "de", "fa", "zh", "sw", "et"}, 50)
+    f = LanguageID(backend=backend, languages=None)
+    for lang, texts in per_lang.items():
+        scores = f.score_batch([Document(str(i), t) for i, t in enumerate(texts)])
+        assert all(0.0 <= s["lang_score"] <= 1.0 for s in scores)
+        accuracy = sum(s["lang"] == lang for s in scores) / len(scores)
+        assert accuracy >= 0.8, (backend, lang, accuracy)
+
+
+def test_config_languages_in_either_iso_form():
+    f = LanguageID(languages=["eng", "deu"], threshold={"eng": 0.7, "default": 0.5})
+    assert decide(f, "en", 0.71) is None and decide(f, "en", 0.69) == "langid:low_score"
+    assert decide(f, "de", 0.55) is None and decide(f, "fr", 0.99) == "langid:language"
+
+
+def test_backend_in_fingerprint_and_bad_settings():
+    heli, ft = LanguageID(), LanguageID(backend="fasttext")
+    assert heli.scoring_params()["backend_version"].startswith("heliport")
+    assert "lid.176.ftz" in ft.scoring_params()["backend_version"]
+    assert heli.scoring_params() != ft.scoring_params()  # changing backend re-scores
+    assert "threshold" not in heli.scoring_params()  # a decision parameter never re-scores
+    with pytest.raises(ValueError, match="unknown backend"):
+        LanguageID(backend="cld3")
+    with pytest.raises(ValueError, match="model_path"):
+        LanguageID(model_path="/x/lid.176.bin").ensure_setup()
+    with pytest.raises(ValueError, match=r"hr \(reported as sh\)"):
+        LanguageID(languages=["hr"]).ensure_setup()  # heliport never tells Croatian from Serbian

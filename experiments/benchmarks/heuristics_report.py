@@ -6,8 +6,9 @@ Corpora (../shared/data/raw): the raw HTML pages extracted as ``winnow`` ingest
 does (resiliparse, ``html_field: html``), the same pages' main text from
 trafilatura (``text_main``), and 20 Newsgroups posts. ``text_all_visible`` is
 not used: it has no line breaks, so every line rule would see one line. Heuristics run after
-language ID in Gopher, C4 and FineWeb, so only documents langid keeps as English
-(score >= 0.65) are counted.
+language ID in Gopher, C4 and FineWeb, so only documents langid (default
+backend) keeps as English (score >= 0.65) are counted. Rule-by-rule agreement
+with datatrove's implementations is in heuristics_conformance.py.
 
 Each filter is applied alone to the unfiltered text, so its rate does not depend
 on the others (C4's line edits are not passed on). Within a filter a document is
@@ -94,7 +95,7 @@ def rule_order() -> list[tuple[str, str]]:
     rules = {
         "gopher_quality": ["word_count", "mean_word_length", "symbol_word_ratio", "bullet_lines",
                            "ellipsis_lines", "alpha_words", "stop_words"],
-        "gopher_repetition": ["dup_line_frac", "dup_line_char_frac", "dup_para_frac", "dup_para_char_frac",
+        "gopher_repetition": ["dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac",
                               *(f"top_{n}gram" for n in TOP_NGRAM_MAX), *(f"dup_{n}gram" for n in DUP_NGRAM_MAX)],
         "c4": ["lorem_ipsum", "curly_bracket", "badwords", "too_few_sentences"],
         "fineweb": ["line_punct", "dup_line_chars", "short_lines", "list_like"],
