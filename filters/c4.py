@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from filters.base import Filter, register_filter
+from filters.base import Filter
 from filters.words import line_sentences
 
 #: Phrases that mark a policy-notice line (Raffel et al. 2020, Section 2.2).
@@ -57,7 +57,6 @@ def load_badwords(path: str | Path) -> re.Pattern:
     return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
 
 
-@register_filter
 class C4(Filter):
     """C4 rules: drop lines (no terminal punctuation, < 5 words, Javascript, policy), then whole pages."""
 

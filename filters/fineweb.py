@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import regex
 
-from filters.base import Filter, register_filter
+from filters.base import Filter
 from filters.gopher import duplicate_stats
 from filters.words import TOKENIZERS, words as tokenize
 
@@ -34,7 +34,6 @@ from filters.words import TOKENIZERS, words as tokenize
 _ENDS_IN_PUNCTUATION = regex.compile(r"\p{Sentence_Terminal}$")
 
 
-@register_filter
 class FineWeb(Filter):
     """FineWeb custom rules: line punctuation, duplicated-line characters, short lines, list-like pages."""
 

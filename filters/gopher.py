@@ -38,7 +38,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from filters.base import Filter, register_filter
+from filters.base import Filter
 from filters.words import TOKENIZERS, is_symbol_word, word_stats, words as tokenize  # noqa: F401
 
 #: Gopher's stop-word rule: a document must contain at least two of these (Rae et al. 2021, A.1.1).
@@ -160,7 +160,6 @@ def greedy_duplicate_chars(gram: np.ndarray, cum: np.ndarray, n: int) -> int:
     return int((cum[at + n] - cum[at]).sum())
 
 
-@register_filter
 class GopherQuality(Filter):
     """Gopher quality rules: length, word length, symbols, bullets, ellipses, alphabetic and stop words."""
 
@@ -241,7 +240,6 @@ TOP_NGRAM_MAX = {2: 0.20, 3: 0.18, 4: 0.16}
 DUP_NGRAM_MAX = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 
 
-@register_filter
 class GopherRepetition(Filter):
     """Gopher repetition rules: duplicate lines/paragraphs and repeated n-grams."""
 

@@ -53,7 +53,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from filters.base import Filter, register_filter
+from filters.base import Filter
+from pipeline.params import at_least, between, one_of, optional
 
 _LABEL_PREFIX = "__label__"
 _MODELS: dict[str, Any] = {}
@@ -202,8 +203,8 @@ class HeliportBackend:
         try:
             import heliport
         except ImportError as e:
-            raise ImportError("the langid backend `heliport` needs the heliport package "
-                              "(`pip install heliport`), or set `backend: fasttext`") from e
+            raise ImportError("the langid backend `heliport` (the default) needs the heliport package: "
+                              "`pip install 'winnow[heliport]'` (GPL-3.0), or set `backend: fasttext`") from e
         key = "heliport"
         if key not in _MODELS:
             _MODELS[key] = heliport.Identifier()
@@ -248,7 +249,6 @@ def make_backend(name: str, model_path: str | None):
     raise ValueError(f"langid: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-@register_filter
 class LanguageID(Filter):
     """Language ID (heliport or fastText): keep configured languages above a score (default en >= 0.65)."""
 
@@ -267,6 +267,10 @@ class LanguageID(Filter):
         "max_chars": 2000,
     }
     decision_params = ("languages", "threshold")
+    checks = {"backend": one_of(*BACKENDS), "max_chars": optional(at_least(0, integer=True)),
+              "threshold": lambda v: (None if isinstance(v, dict) and all(between(0, 1)(x) is None for x in v.values())
+                                      else between(0, 1)(v) if not isinstance(v, dict)
+                                      else "a mapping {lang: number in [0, 1]}")}
 
     def __init__(self, **params: Any):
         super().__init__(**params)

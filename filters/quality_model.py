@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from filters.base import Filter, register_filter
+from filters.base import Filter
 from filters.quality_features import DOC_FEATURES, Logistic, batch_doc_features, batch_line_features
 from pipeline.params import validate
 from pipeline.shards import read_parquet, sha256_file
@@ -203,7 +203,6 @@ def top_fraction_plan(values: np.ndarray, fraction: float) -> dict:
     return {"fraction": fraction, "docs": n, "target": target, "cutoff": cutoff, "kept": int((v >= cutoff).sum())}
 
 
-@register_filter
 class QualityClassifier(Filter):
     """fastText quality classifier (DCLM): quality_score = P(hq); keep by threshold or top fraction."""
 
@@ -275,7 +274,6 @@ def ppl_bucket(bpb: float | None, plan_state: dict) -> str | None:
     return "middle" if bpb <= plan_state["middle_max_bpb"] else "tail"
 
 
-@register_filter
 class RefPerplexity(Filter):
     """Bits per byte under a byte n-gram LM of the reference corpus (CCNet); threshold or buckets."""
 
@@ -376,7 +374,6 @@ class CombinedScorer:
 COMBINED_FORMAT = "winnow-quality-combined-v1"
 
 
-@register_filter
 class QualityCombined(Filter):
     """A small learned model over quality signals; keep by threshold or top fraction.
 
@@ -455,7 +452,6 @@ class QualityCombined(Filter):
         return True
 
 
-@register_filter
 class LineCleaner(Filter):
     """Drop the lines the combined model's line model calls boilerplate; remove a page left empty.
 

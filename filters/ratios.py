@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 
-from filters.base import Filter, register_filter
+from filters.base import Filter
 
 _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
 
 
-@register_filter
 class Ratios(Filter):
     """Character ratios: non-alphanumeric, digits, URL characters; longest word."""
 
