@@ -1,5 +1,6 @@
 # winnow: one target per pipeline stage; every target sets up the virtual environment on first use.
 #   make demo                      generate the synthetic web and run the whole pipeline on it
+#   make bench-scale               the pipeline's cost from 10k to 1M documents, local and Ray (hours; SIZES=, RUNS=)
 #   make test                      run the test suite
 #   make ingest CONFIG=my.yaml     run one stage (and whatever it needs before it)
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
 # the demo config reads the generated synthetic web
 DEMO_DEP = $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
 
-.PHONY: install demo demo-corpus test ablation report all ingest exact_dedup dedup langid quality stage check inspect clean
+.PHONY: install demo demo-corpus bench-scale test ablation report all ingest exact_dedup dedup langid quality stage check inspect clean
 
 install: $(VENV)/.installed
 
@@ -36,12 +37,28 @@ data/demo/.stamp: experiments/synthetic_web.py | install
 demo-corpus: data/demo/.stamp
 
 # the whole job on the embedded corpus: pipeline, per-filter precision/recall against ground truth,
-# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md)
-demo: install demo-corpus
-	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
-	$(WINNOW) check runs/demo
-	$(VENV)/bin/python -m experiments.filter_truth runs/demo
-	$(WINNOW) ablation experiments/configs/demo.yaml
+# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md); the time of each
+# part is printed at the end (the corpus is made again only when synthetic_web.py changed)
+DEMO_TIMES = runs/.demo-times
+# $(call timed,LABEL,COMMAND): run COMMAND, append its wall time under LABEL to $(DEMO_TIMES)
+timed = s=$$(date +%s%N); $(2); rc=$$?; e=$$(date +%s%N); \
+	printf '  %-44s %7.1f s\n' '$(1)' "$$(( (e - s) / 1000000 ))e-3" >> $(DEMO_TIMES); exit $$rc
+demo: install
+	@mkdir -p runs && : > $(DEMO_TIMES) && s0=$$(date +%s%N) && echo $$s0 > $(DEMO_TIMES).start
+	@$(call timed,synthetic web ($(DEMO_DOCS) documents),$(MAKE) --no-print-directory demo-corpus)
+	@$(call timed,pipeline (winnow run),$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS))
+	@$(call timed,check (winnow check),$(WINNOW) check runs/demo)
+	@$(call timed,filter precision/recall (filter_truth),$(VENV)/bin/python -m experiments.filter_truth runs/demo)
+	@$(call timed,matched-model ablation (winnow ablation),$(WINNOW) ablation experiments/configs/demo.yaml)
+	@e=$$(date +%s%N); s0=$$(cat $(DEMO_TIMES).start); echo; echo "make demo: time of each part"; \
+	cat $(DEMO_TIMES); printf '  %-44s %7.1f s\n' 'total' "$$(( (e - s0) / 1000000 ))e-3"
+
+# how the pipeline's cost grows with documents (experiments/results/scale.md, scale.png); corpora are
+# cached under runs/scale/corpora. e.g. make bench-scale SIZES="10000 100000" RUNS="local:2 ray:2"
+SIZES ?= 10000 100000 1000000
+RUNS ?= local:1 local:2 ray:2
+bench-scale: install
+	$(VENV)/bin/python -m experiments.benchmarks.bench_scale --sizes $(SIZES) --runs $(RUNS)
 
 # the matched-model ablation of a config's `experiment:` section (resumes after interruption)
 ablation: install $(DEMO_DEP)
