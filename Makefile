@@ -37,21 +37,18 @@ data/demo/.stamp: experiments/synthetic_web.py | install
 demo-corpus: data/demo/.stamp
 
 # the whole job on the embedded corpus: pipeline, per-filter precision/recall against ground truth,
-# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md); the time of each
-# part is printed at the end (the corpus is made again only when synthetic_web.py changed)
+# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md); at the end, the
+# wall and CPU time of each part (the corpus is made again only when synthetic_web.py changed)
 DEMO_TIMES = runs/.demo-times
-# $(call timed,LABEL,COMMAND): run COMMAND, append its wall time under LABEL to $(DEMO_TIMES)
-timed = s=$$(date +%s%N); $(2); rc=$$?; e=$$(date +%s%N); \
-	printf '  %-44s %7.1f s\n' '$(1)' "$$(( (e - s) / 1000000 ))e-3" >> $(DEMO_TIMES); exit $$rc
+TIMED = $(VENV)/bin/python -m experiments.benchmarks.timed_part --log $(DEMO_TIMES)
 demo: install
-	@mkdir -p runs && : > $(DEMO_TIMES) && s0=$$(date +%s%N) && echo $$s0 > $(DEMO_TIMES).start
-	@$(call timed,synthetic web ($(DEMO_DOCS) documents),$(MAKE) --no-print-directory demo-corpus)
-	@$(call timed,pipeline (winnow run),$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS))
-	@$(call timed,check (winnow check),$(WINNOW) check runs/demo)
-	@$(call timed,filter precision/recall (filter_truth),$(VENV)/bin/python -m experiments.filter_truth runs/demo)
-	@$(call timed,matched-model ablation (winnow ablation),$(WINNOW) ablation experiments/configs/demo.yaml)
-	@e=$$(date +%s%N); s0=$$(cat $(DEMO_TIMES).start); echo; echo "make demo: time of each part"; \
-	cat $(DEMO_TIMES); printf '  %-44s %7.1f s\n' 'total' "$$(( (e - s0) / 1000000 ))e-3"
+	@mkdir -p runs && rm -f $(DEMO_TIMES)
+	@$(TIMED) "synthetic web ($(DEMO_DOCS) documents)" -- $(MAKE) --no-print-directory demo-corpus
+	@$(TIMED) "pipeline (winnow run)" -- $(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
+	@$(TIMED) "check (winnow check)" -- $(WINNOW) check runs/demo
+	@$(TIMED) "filter precision/recall" -- $(VENV)/bin/python -m experiments.filter_truth runs/demo
+	@$(TIMED) "matched-model ablation (winnow ablation)" -- $(WINNOW) ablation experiments/configs/demo.yaml
+	@echo; echo "make demo: time of each part"; $(TIMED) --summary
 
 # how the pipeline's cost grows with documents (experiments/results/scale.md, scale.png); corpora are
 # cached under runs/scale/corpora. e.g. make bench-scale SIZES="10000 100000" RUNS="local:2 ray:2"

@@ -80,8 +80,8 @@ def config(run_dir: Path, data: Path, executor: str, workers: int, shard_docs: i
 # child: one pipeline run
 
 
-def run_child(cfg_path: str) -> None:
-    """One pipeline run; stage starts and the final timings go to stdout as JSON lines."""
+def run_child(cfg_path: str, upto: str | None = None) -> None:
+    """One pipeline run (through ``upto``); stage starts and the final timings go to stdout as JSON lines."""
     import resource
 
     from pipeline.config import load_config
@@ -99,7 +99,7 @@ def run_child(cfg_path: str) -> None:
     runner = Runner(cfg, progress=False, log=log)
     startup = time.perf_counter() - t0
     event(stage="_startup_done")
-    runner.run()
+    runner.run(upto=upto)
     total = time.perf_counter() - t0
     event(done=True, startup_s=startup, total_s=total,
           driver_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -110,13 +110,18 @@ def run_child(cfg_path: str) -> None:
 # monitor: the run's process tree from /proc
 
 
-def _ppid_map() -> dict[int, int]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far: user + system)."""
     out = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 stat = Path(f"/proc/{d}/stat").read_text()
-                out[int(d)] = int(stat[stat.rindex(")") + 2:].split()[1])
+                f = stat[stat.rindex(")") + 2:].split()
+                out[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / _TICK)
             except (OSError, ValueError, IndexError):
                 pass
     return out
@@ -147,7 +152,12 @@ def _role(pid: int, root: int) -> str:
 
 
 class Monitor(threading.Thread):
-    """Polls the process tree under ``root``: per-process peak RSS (VmHWM) and per-stage largest RSS."""
+    """Polls the process tree under ``root``: per-process peak RSS (VmHWM), per-stage largest RSS and CPU time.
+
+    CPU seconds (user + system, every process of the tree, Ray's own included)
+    are what a stage costs whatever else the machine is doing; a process's
+    last interval before it exits is not counted.
+    """
 
     def __init__(self, root: int, poll: float):
         super().__init__(daemon=True)
@@ -158,6 +168,9 @@ class Monitor(threading.Thread):
         self.by_stage: dict[str, dict[str, float]] = {}  # stage -> role -> largest RSS sample (MiB)
         self.tree_peak = 0.0  # largest sum of RSS over the tree
         self.roles: dict[int, str] = {}
+        self.cpu_seen: dict[int, float] = {}  # pid -> CPU seconds at the last sample
+        self.cpu_by_stage: dict[str, float] = {}
+        self.lock = threading.Lock()  # the reader thread samples too, at each stage boundary
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -165,9 +178,13 @@ class Monitor(threading.Thread):
             self.stop.wait(self.poll)
 
     def sample(self) -> None:
-        parents = _ppid_map()
+        with self.lock:
+            self._sample()
+
+    def _sample(self) -> None:
+        table = _proc_table()
         children: dict[int, list[int]] = {}
-        for pid, ppid in parents.items():
+        for pid, (ppid, _) in table.items():
             children.setdefault(ppid, []).append(pid)
         todo, tree = [self.root], []
         while todo:
@@ -184,6 +201,9 @@ class Monitor(threading.Thread):
             total += st["VmRSS"]
             self.hwm[pid] = (role, max(st.get("VmHWM", 0.0), self.hwm.get(pid, (role, 0.0))[1]))
             stage[role] = max(stage.get(role, 0.0), st["VmRSS"])
+            cpu = table[pid][1]
+            self.cpu_by_stage[self.stage] = self.cpu_by_stage.get(self.stage, 0.0) + cpu - self.cpu_seen.get(pid, 0.0)
+            self.cpu_seen[pid] = cpu
         self.tree_peak = max(self.tree_peak, total)
 
     def peaks(self) -> dict[str, float]:
@@ -211,13 +231,16 @@ def _output_digest(stage_dir: Path) -> str:
     return h.hexdigest()
 
 
-def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shard_docs: int, poll: float) -> dict:
+def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shard_docs: int, poll: float,
+            upto: str | None = None) -> dict:
+    stages_run = STAGES[:STAGES.index(upto) + 1] if upto else STAGES
     run_dir = work / f"run-{docs}-{executor}{workers}"
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg_path = work / f"{run_dir.name}.yaml"
     cfg_path.write_text(yaml.safe_dump(config(run_dir, data, executor, workers, shard_docs), sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.benchmarks.bench_scale", "--child", str(cfg_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.benchmarks.bench_scale", "--child", str(cfg_path)]
+                            + (["--upto", upto] if upto else []),
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     mon = Monitor(proc.pid, poll)
     mon.start()
@@ -247,7 +270,7 @@ def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shar
     if rc or not final:
         raise RuntimeError(f"{executor}:{workers} on {docs:,} docs failed (exit {rc}):\n{''.join(stderr)[-3000:]}")
     stages = {}
-    for s in STAGES:
+    for s in stages_run:
         sd = run_dir / s
         st = json.loads((sd / "stats.json").read_text())
         plan = sd / "plan" / "_plan_done.json"
@@ -257,6 +280,7 @@ def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shar
             "plan_s": json.loads(plan.read_text())["seconds"] if plan.exists() else None,
             "bytes_written": _dir_bytes(sd), "output_sha256": _output_digest(sd),
             "peak_rss_mb": {k: round(v, 1) for k, v in mon.by_stage.get(s, {}).items()},
+            "cpu_s": round(mon.cpu_by_stage.get(s, 0.0), 1),
         }
     row = {
         "docs": docs, "executor": executor, "workers": workers, "shard_docs": shard_docs,
@@ -265,6 +289,7 @@ def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shar
         "startup_s": round(final["startup_s"], 2), "total_s": round(final["total_s"], 2),
         "peak_rss_mb": {k: round(v, 1) for k, v in mon.peaks().items()},
         "tree_peak_rss_mb": round(mon.tree_peak, 1),
+        "cpu_s": round(sum(mon.cpu_by_stage.values()), 1),
         "driver_maxrss_mb": round(final["driver_maxrss_mb"], 1),
         "local_workers_maxrss_mb": round(final["children_maxrss_mb"], 1) if executor == "local" else None,
         "stages": stages,
@@ -278,7 +303,15 @@ def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shar
 
 
 def _key(r: dict) -> tuple:
-    return r["docs"], r["executor"], r["workers"]
+    return r["docs"], r["executor"], r["workers"], len(r["stages"])
+
+
+def _stages(r: dict) -> list[str]:
+    return [s for s in STAGES if s in r["stages"]]
+
+
+def _scope(r: dict) -> str:
+    return "all" if len(r["stages"]) == len(STAGES) else f"through {_stages(r)[-1]}"
 
 
 def _cores(r: dict) -> int:
@@ -286,99 +319,139 @@ def _cores(r: dict) -> int:
 
 
 def _mb(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.0f}"
+    return "-" if not x else f"{x:,.0f}"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _growth(rows: list[dict], e: str, w: int, stage: str, a: int, b: int) -> str:
+    """Per-document cost of ``stage`` at ``b`` over at ``a``: CPU ratio (wall ratio); runs with CPU figures first."""
+    def pick(n: int) -> dict | None:
+        cands = [r for r in rows if (r["docs"], r["executor"], r["workers"]) == (n, e, w) and stage in r["stages"]]
+        return max(cands, key=lambda r: (r["stages"][stage].get("cpu_s") is not None, r["measured_at"]), default=None)
+
+    ra, rb = pick(a), pick(b)
+    if not (ra and rb):
+        return "-"
+    sa, sb = ra["stages"][stage], rb["stages"][stage]
+    wall = (sb["wall_s"] / b) / (sa["wall_s"] / a)
+    if sa.get("cpu_s") and sb.get("cpu_s"):
+        return f"{(sb['cpu_s'] / b) / (sa['cpu_s'] / a):.2f} ({wall:.2f})"
+    return f"- ({wall:.2f})"
+
+
+def _largest_rss(r: dict) -> float:
+    return max(v for k, v in r["peak_rss_mb"].items() if k != "workers_seen")
 
 
 def render(rows: list[dict], cmd: str) -> str:
-    rows = sorted(rows, key=lambda r: (r["docs"], r["executor"] != "local", r["workers"]))
+    rows = sorted(rows, key=lambda r: (r["docs"], -len(r["stages"]), r["executor"] != "local", r["workers"]))
     sizes = sorted({r["docs"] for r in rows})
     runs = sorted({(r["executor"], r["workers"]) for r in rows}, key=lambda k: (k[0] != "local", k[1]))
-    by = {_key(r): r for r in rows}
+    by: dict[tuple, dict] = {}  # (docs, executor, workers) -> the run with the most stages
+    for r in rows:
+        by.setdefault((r["docs"], r["executor"], r["workers"]), r)
     lines = [
         "# Scale: the whole pipeline from 10k to 1M documents, local and Ray", "",
         f"Command: `{cmd}`  ",
-        "(`make bench-scale`; each size/executor pair can be re-measured alone with `--sizes N --runs EXECUTOR:WORKERS`, "
-        "entries accumulate in `scale.json`).  ",
-        f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}; the load average at the end of each "
-        "run is in the last table: the machine was **shared with other jobs** for runs measured before 12:35 UTC on "
-        "2026-11-23, so their timings are noisy (compare ratios measured close together, not absolutes).  ",
-        "Input: the synthetic web (`experiments/synthetic_web.py`, seed 0, blocks of 5,000 documents with the demo's "
-        "mix: 62% of originals clean, 18% exact or near duplicates, half of them copying the previous block), "
-        "about 1,350 characters per document. Pipeline: the stages of `experiments/configs/demo.yaml` "
-        f"(ingest with `shard_docs: {rows[0]['shard_docs'] if rows else '?'}`, exact_dedup, minhash_dedup with "
-        "verification, langid, quality), each run in a fresh process and run folder.", "",
+        "(`make bench-scale`; one size and executor can be re-measured alone, e.g. `--sizes 1000000 --runs local:2`, "
+        "and `--upto minhash_dedup` runs the stages only through MinHash dedup; entries accumulate in "
+        "`experiments/results/scale.json` and this file is rendered from all of them).  ",
+        f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}. **Shared with other jobs** for every "
+        "run measured before 12:35 UTC on 2026-11-23 (load average 10-15 on 2 cores; the load at the end of each run "
+        "is in the last table), so timings are noisy: a run can be 2-5x slower than on an idle machine, and ratios "
+        "between runs measured minutes apart (local 1 vs 2 workers, Ray vs local) reflect the load as much as the "
+        "executor. Memory and bytes written do not depend on the load.  ",
+        "Input: the synthetic web (`experiments/synthetic_web.py` `write_large_corpus`, seed 0): blocks of 5,000 "
+        "documents, each with the demo's mix (62% of originals clean; 8% exact and 10% near duplicates, half of "
+        "them copying the previous block, so copies cross shards and files), about 1,350 characters per document, "
+        "in gzipped JSONL files of 50,000 documents (at least 2). Pipeline: the stages of "
+        "`experiments/configs/demo.yaml` (ingest with "
+        f"`shard_docs: {rows[0]['shard_docs'] if rows else '?'}`, exact_dedup, minhash_dedup with verification, "
+        "langid, quality), each run in a fresh process and run folder.", "",
     ]
-    # whole-run table
     lines += ["## Whole pipeline", "",
-              "| docs | executor | workers | wall s | start-up s | docs/s | docs/s per core | peak RSS MiB: driver | "
-              "largest worker | largest other | whole tree | kept/removed shards identical |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| docs | stages | executor | workers | wall s | start-up s | docs/s | docs/s per core | CPU s | "
+              "docs per CPU s | peak RSS MiB: driver | largest worker | largest other | whole tree | "
+              "kept/removed shards identical |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = next(x for x in rows if x["docs"] == r["docs"])  # the first run at this size (local:1 if measured)
+        ref = next(x for x in rows if x["docs"] == r["docs"])  # the fullest first run at this size
+        common = [s for s in _stages(r) if s in ref["stages"]]
         same = "-" if ref is r else (
-            f"{'yes' if all(r['stages'][s]['output_sha256'] == ref['stages'][s]['output_sha256'] for s in STAGES) else '**NO**'}"
+            f"{'yes' if all(r['stages'][s]['output_sha256'] == ref['stages'][s]['output_sha256'] for s in common) else '**NO**'}"
             f" (vs {ref['executor']}:{ref['workers']})")
         p = r["peak_rss_mb"]
         lines.append(
-            f"| {r['docs']:,} | {r['executor']} | {r['workers']} | {r['total_s']:,.1f} | {r['startup_s']:.1f} | "
-            f"{r['docs'] / r['total_s']:,.0f} | {r['docs'] / r['total_s'] / _cores(r):,.0f} | {_mb(p['driver'])} | "
-            f"{_mb(p['worker'] or None)} | {_mb(p['other'] or None)} | {_mb(r['tree_peak_rss_mb'])} | {same} |")
-    lines += ["", "Peak RSS is each process's VmHWM read from /proc while it ran (a process's last "
-              "poll interval before it exits can be missed); `other` is Ray's own processes (raylet, GCS, "
+            f"| {r['docs']:,} | {_scope(r)} | {r['executor']} | {r['workers']} | {r['total_s']:,.1f} | "
+            f"{r['startup_s']:.1f} | {r['docs'] / r['total_s']:,.0f} | {r['docs'] / r['total_s'] / _cores(r):,.0f} | "
+            f"{_num(r.get('cpu_s'), '.0f')} | {_num(r['docs'] / r['cpu_s'] if r.get('cpu_s') else None, ',.0f')} | "
+            f"{_mb(p['driver'])} | {_mb(p['worker'])} | {_mb(p['other'])} | {_mb(r['tree_peak_rss_mb'])} | {same} |")
+    lines += ["", "Peak RSS is each process's VmHWM read from /proc every 0.2 s while it ran (the last interval "
+              "before a process exits can be missed); `largest other` is Ray's own processes (raylet, GCS, "
               "dashboard agent) or multiprocessing's resource tracker; `whole tree` is the largest sum of RSS over "
-              "all the run's processes at one poll.", ""]
-    # per-stage table
+              "all the run's processes at one sample. Start-up is Runner construction (Ray starts its local "
+              "cluster there; the local executor starts its worker pool inside the first stage).", ""]
     lines += ["## Per stage", "",
-              "Rates per core are the stage's documents (and characters of text) divided by its wall time and by the "
-              "workers used (cores, at most 2). `plan s` is the global step of the dedup stages (inside the wall "
-              "time). Peak RSS per stage: the largest RSS sample of the driver and of any worker while the stage ran.",
-              "",
-              "| docs | executor:workers | stage | wall s | plan s | docs/s per core | M chars/s per core | "
-              "MiB written | driver RSS MiB | worker RSS MiB |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "Rates per core: the stage's documents (and characters of text) divided by its wall time and by the "
+              "workers (cores) used; on a shared machine they fall with the load. `CPU s`: user + system CPU "
+              "seconds of all the run's processes (Ray's own included) during the stage, sampled from /proc, and "
+              "`docs per CPU s` the documents over it: the per-core rate that the load does not change (much). "
+              "`plan s`: the global step of the dedup stages (part of the wall time; "
+              "exact dedup's runs in the driver, MinHash's as executor tasks plus a driver-side union-find). Peak "
+              "RSS per stage: the largest RSS sample of the driver and of any worker while the stage ran.", "",
+              "| docs | executor:workers | stage | wall s | plan s | docs/s per core | M chars/s per core | CPU s | "
+              "docs per CPU s | MiB written | driver RSS MiB | worker RSS MiB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        for s in STAGES:
-            st = r["stages"][s]
-            cores = _cores(r)
+        for s in _stages(r):
+            st, cores = r["stages"][s], _cores(r)
             pr = st["peak_rss_mb"]
             lines.append(
                 f"| {r['docs']:,} | {r['executor']}:{r['workers']} | {s} | {st['wall_s']:,.1f} | "
                 f"{'-' if st['plan_s'] is None else format(st['plan_s'], ',.1f')} | "
                 f"{st['docs_in'] / st['wall_s'] / cores:,.0f} | {st['chars_in'] / st['wall_s'] / cores / 1e6:.2f} | "
+                f"{_num(st.get('cpu_s'), ',.1f')} | "
+                f"{_num(st['docs_in'] / st['cpu_s'] if st.get('cpu_s') else None, ',.0f')} | "
                 f"{st['bytes_written'] / MiB:,.1f} | {_mb(pr.get('driver'))} | {_mb(pr.get('worker'))} |")
-    # linearity and targets
     lines += ["", "## Targets", ""]
     big = [n for n in sizes if n >= 100_000]
     if len(big) >= 2:
         a, b = big[-2], big[-1]
-        lines += [f"Cost per document at {b:,} / at {a:,} (1.00 = linear; target at most 1.20):", "",
-                  "| executor:workers | " + " | ".join(STAGES) + " | whole run |",
-                  "|---|" + "---|" * (len(STAGES) + 1)]
+        lines += [f"Cost per document at {b:,} / at {a:,} documents (1.00 = linear; target at most 1.20). Each cell: "
+                  "CPU seconds ratio (the load-independent cost), then wall-time ratio in brackets (noisy on a "
+                  "shared machine); `-`: not measured at both sizes.", "",
+                  "| executor:workers | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
         for e, w in runs:
-            ra, rb = by.get((a, e, w)), by.get((b, e, w))
-            if ra and rb:
-                cells = [f"{(rb['stages'][s]['wall_s'] / b) / (ra['stages'][s]['wall_s'] / a):.2f}" for s in STAGES]
-                cells.append(f"{(rb['total_s'] / b) / (ra['total_s'] / a):.2f}")
+            cells = [_growth(rows, e, w, s, a, b) for s in STAGES]
+            if any(c != "-" for c in cells):
                 lines.append(f"| {e}:{w} | " + " | ".join(cells) + " |")
         lines.append("")
     else:
-        lines += ["Linearity from 100k to 1M: needs both sizes measured (see the status note below).", ""]
-    lines += ["Ray (2 workers) wall time / local (2 workers), same size (target at most 1.30):", ""]
-    for n in sizes:
-        ray, loc = by.get((n, "ray", 2)), by.get((n, "local", 2))
-        if ray and loc:
-            lines.append(f"- {n:,} docs: {ray['total_s'] / loc['total_s']:.2f} "
-                         f"({ray['total_s']:,.1f} s vs {loc['total_s']:,.1f} s; Ray start-up {ray['startup_s']:.1f} s; "
-                         f"measured {loc['measured_at']} / {ray['measured_at']})")
-    peak = max(rows, key=lambda r: max(v for k, v in r["peak_rss_mb"].items() if k != "workers_seen"), default=None)
-    if peak:
-        pv = max(v for k, v in peak["peak_rss_mb"].items() if k != "workers_seen")
-        lines += ["", f"Largest peak RSS of any process: {pv:,.0f} MiB ({peak['docs']:,} docs, "
-                      f"{peak['executor']}:{peak['workers']}); target under 4 GB at 1M documents."]
-    lines += ["", "## When each run was measured", "", "| docs | executor:workers | measured | load average (1 min) at end |",
-              "|---|---|---|---|"]
+        lines += ["Linearity from 100k to 1M documents: not measured yet (needs both sizes).", ""]
+    lines += ["Ray (2 workers) / local (2 workers), same size and stages (target: wall time at most 1.30x); the "
+              "CPU-seconds ratio is Ray's overhead independent of the load:", ""]
     for r in rows:
-        lines.append(f"| {r['docs']:,} | {r['executor']}:{r['workers']} | {r['measured_at']} | {r['load_avg_1m_at_end']} |")
+        if (r["executor"], r["workers"]) == ("ray", 2):
+            loc = next((x for x in rows if (x["docs"], x["executor"], x["workers"]) == (r["docs"], "local", 2)
+                        and len(x["stages"]) == len(r["stages"])), None)
+            if loc:
+                cpu = (f"; CPU seconds {r['cpu_s']:,.0f} vs {loc['cpu_s']:,.0f} = {r['cpu_s'] / loc['cpu_s']:.2f}"
+                       if r.get("cpu_s") and loc.get("cpu_s") else "")
+                lines.append(f"- {r['docs']:,} docs ({_scope(r)}): wall {r['total_s'] / loc['total_s']:.2f} "
+                             f"({r['total_s']:,.1f} s vs {loc['total_s']:,.1f} s; Ray start-up {r['startup_s']:.1f} s; "
+                             f"measured {loc['measured_at']} and {r['measured_at']}){cpu}")
+    if rows:
+        top = max(rows, key=_largest_rss)
+        lines += ["", f"Largest peak RSS of any process in any run: {_largest_rss(top):,.0f} MiB ({top['docs']:,} docs, "
+                      f"{top['executor']}:{top['workers']}, {_scope(top)}); target: under 4 GB at 1M documents."]
+    lines += ["", "## When each run was measured", "",
+              "| docs | stages | executor:workers | measured | load average (1 min) at end |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['docs']:,} | {_scope(r)} | {r['executor']}:{r['workers']} | {r['measured_at']} | "
+                     f"{r['load_avg_1m_at_end']} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -389,25 +462,36 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted({(r["executor"], r["workers"]) for r in rows}, key=lambda k: (k[0] != "local", k[1]))
+    series = sorted({(r["executor"], r["workers"], len(r["stages"])) for r in rows},
+                    key=lambda k: (-k[2], k[0] != "local", k[1]))
     fig, (ax_t, ax_s, ax_m) = plt.subplots(1, 3, figsize=(16, 4.8))
-    for e, w in runs:
-        rs = sorted((r for r in rows if (r["executor"], r["workers"]) == (e, w)), key=lambda r: r["docs"])
+    for e, w, n in series:
+        rs = sorted((r for r in rows if (r["executor"], r["workers"], len(r["stages"])) == (e, w, n)),
+                    key=lambda r: r["docs"])
+        tag = f"{e}:{w}" + ("" if n == len(STAGES) else f" through {STAGES[n - 1]}")
         x = [r["docs"] for r in rs]
-        ax_t.plot(x, [r["total_s"] for r in rs], "o-", label=f"{e}:{w} whole run")
-        ax_m.plot(x, [r["peak_rss_mb"]["driver"] for r in rs], "o-", label=f"{e}:{w} driver")
+        ax_t.plot(x, [r["total_s"] for r in rs], "o-" if n == len(STAGES) else "o:", label=tag)
+        ax_m.plot(x, [r["peak_rss_mb"]["driver"] for r in rs], "o-", label=f"{tag} driver")
         xw = [(r["docs"], r["peak_rss_mb"]["worker"]) for r in rs if r["peak_rss_mb"]["worker"]]
         if xw:  # local:1 runs everything in the driver
-            ax_m.plot(*zip(*xw), "s--", label=f"{e}:{w} largest worker")
-    # per-stage curves of the run measured at most sizes (local:2 on a tie: the configuration of `make demo`)
-    best = max(runs, key=lambda k: (len({r["docs"] for r in rows if (r["executor"], r["workers"]) == k}),
-                                    k == ("local", 2)))
-    ref = sorted((r for r in rows if (r["executor"], r["workers"]) == best), key=lambda r: r["docs"])
+            ax_m.plot(*zip(*xw), "s--", label=f"{tag} largest worker")
+    # per-stage curves of the executor measured at most sizes (local:2 on a tie: `make demo`'s setting)
+    pairs = {(r["executor"], r["workers"]) for r in rows}
+    best = max(pairs, key=lambda k: (len({r["docs"] for r in rows if (r["executor"], r["workers"]) == k}),
+                                     k == ("local", 2)))
     for s in STAGES:
-        ax_s.plot([r["docs"] for r in ref], [r["stages"][s]["wall_s"] for r in ref], "o-", label=s)
-    for ax, title, ylabel in ((ax_t, "wall time, whole pipeline", "seconds"),
+        pts = sorted({r["docs"]: r["stages"][s]["wall_s"] for r in sorted(rows, key=lambda r: len(r["stages"]))
+                      if (r["executor"], r["workers"]) == best and s in r["stages"]}.items())
+        if pts:
+            ax_s.plot(*zip(*pts), "o-", label=s)
+    xs = sorted({r["docs"] for r in rows})
+    if len(xs) > 1:  # slope-1 guides: linear cost and memory
+        for ax in (ax_t, ax_s):
+            y0 = min(y for line in ax.get_lines() for x, y in zip(line.get_xdata(), line.get_ydata()) if x == xs[0])
+            ax.plot(xs, [y0 * 0.7 * n / xs[0] for n in xs], ":", color="grey", label="slope 1 (linear)")
+    for ax, title, ylabel in ((ax_t, "wall time, whole run", "seconds"),
                               (ax_s, f"wall time per stage ({best[0]}:{best[1]})", "seconds"),
-                              (ax_m, "peak RSS", "MiB")):
+                              (ax_m, "peak RSS per process", "MiB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("documents")
@@ -415,10 +499,6 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    xs = sorted({r["docs"] for r in rows})
-    if len(xs) > 1 and ref:  # a slope-1 guide through the smallest point: linear cost
-        ax_t.plot(xs, [ref[0]["total_s"] * n / ref[0]["docs"] for n in xs], ":", color="grey", label="linear")
-        ax_t.legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -440,10 +520,11 @@ def main() -> None:
     ap.add_argument("--json", default=str(RESULTS / "scale.json"), help="accumulated measurements")
     ap.add_argument("--out", default=str(RESULTS / "scale.md"))
     ap.add_argument("--plot", default=str(RESULTS / "scale.png"))
+    ap.add_argument("--upto", choices=STAGES, help="run the stages only through this one (default: all five)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        run_child(args.child)
+        run_child(args.child, args.upto)
         return
     runs = []
     for spec in args.runs:
@@ -460,7 +541,7 @@ def main() -> None:
         print(f"{docs:,} docs: corpus {data} ({gen_s:.0f} s to generate)", file=sys.stderr)
         for executor, workers in runs:
             print(f"{docs:,} docs, {executor}:{workers}", file=sys.stderr, flush=True)
-            row = measure(work, data, docs, executor, workers, args.shard_docs, args.poll)
+            row = measure(work, data, docs, executor, workers, args.shard_docs, args.poll, args.upto)
             row["corpus_generation_s"] = gen_s
             print(f"  -> {row['total_s']:.1f} s, peak RSS {row['peak_rss_mb']}", file=sys.stderr, flush=True)
             rows = [r for r in rows if _key(r) != _key(row)] + [row]
