@@ -360,8 +360,9 @@ def render(rows: list[dict], cmd: str) -> str:
         "and `--upto minhash_dedup` runs the stages only through MinHash dedup; entries accumulate in "
         "`experiments/results/scale.json` and this file is rendered from all of them).  ",
         f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}. **Shared with other jobs** for every "
-        "run measured before 12:35 UTC on 2026-11-23 (load average 10-15 on 2 cores; the load at the end of each run "
-        "is in the last table), so timings are noisy: a run can be 2-5x slower than on an idle machine, and ratios "
+        "run measured on 2026-11-23 before about 12:35 UTC (load average between 3 and 17 on 2 cores; at 15, a process "
+        "gets about an eighth of a core; the load at the end of each run is in the last table), so wall times are "
+        "noisy and can be several times an idle machine's, and ratios "
         "between runs measured minutes apart (local 1 vs 2 workers, Ray vs local) reflect the load as much as the "
         "executor. Memory and bytes written do not depend on the load.  ",
         "Input: the synthetic web (`experiments/synthetic_web.py` `write_large_corpus`, seed 0): blocks of 5,000 "
@@ -372,6 +373,12 @@ def render(rows: list[dict], cmd: str) -> str:
         f"`shard_docs: {rows[0]['shard_docs'] if rows else '?'}`, exact_dedup, minhash_dedup with verification, "
         "langid, quality), each run in a fresh process and run folder.", "",
     ]
+    missing = [f"{n:,} {e}:{w}" for n in (10_000, 100_000, 1_000_000) for e, w in (("local", 1), ("local", 2), ("ray", 2))
+               if not any((r["docs"], r["executor"], r["workers"], len(r["stages"])) == (n, e, w, len(STAGES))
+                          for r in rows)]
+    if missing:
+        lines += ["**Not measured yet (whole pipeline):** " + ", ".join(missing) + ". Runs of the first stages "
+                  "only (`--upto minhash_dedup`) are marked in the `stages` column.", ""]
     lines += ["## Whole pipeline", "",
               "| docs | stages | executor | workers | wall s | start-up s | docs/s | docs/s per core | CPU s | "
               "docs per CPU s | peak RSS MiB: driver | largest worker | largest other | whole tree | "
@@ -548,6 +555,7 @@ def main() -> None:
             print(f"{docs:,} docs, {executor}:{workers}", file=sys.stderr, flush=True)
             row = measure(work, data, docs, executor, workers, args.shard_docs, args.poll, args.upto)
             row["corpus_generation_s"] = gen_s
+            row["invocation"] = " ".join(["bench_scale", *sys.argv[1:]])
             print(f"  -> {row['total_s']:.1f} s, peak RSS {row['peak_rss_mb']}", file=sys.stderr, flush=True)
             rows = [r for r in rows if _key(r) != _key(row)] + [row]
             tmp = store.with_name(f".{store.name}.tmp")
