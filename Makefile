@@ -1,5 +1,6 @@
 # winnow: one target per pipeline stage; every target sets up the virtual environment on first use.
 #   make demo                      generate the synthetic web and run the whole pipeline on it
+#   make bench-scale               the pipeline's cost from 10k to 1M documents, local and Ray (hours; SIZES=, RUNS=)
 #   make test                      run the test suite
 #   make ingest CONFIG=my.yaml     run one stage (and whatever it needs before it)
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
 # the demo config reads the generated synthetic web
 DEMO_DEP = $(if $(filter $(CONFIG),experiments/configs/demo.yaml),demo-corpus,)
 
-.PHONY: install demo demo-corpus test ablation report quality-eval all ingest exact_dedup dedup langid quality stage check inspect clean
+.PHONY: install demo demo-corpus bench-scale test ablation report quality-eval all ingest exact_dedup dedup langid quality stage check inspect clean
 
 install: $(VENV)/.installed
 
@@ -36,14 +37,25 @@ data/demo/.stamp: experiments/synthetic_web.py | install
 demo-corpus: data/demo/.stamp
 
 # the whole job on the embedded corpus: pipeline, per-filter precision/recall against ground truth,
-# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md)
-demo: install demo-corpus
-	@set -e; t0=$$(date +%s); \
-	$(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS); t1=$$(date +%s); \
-	$(WINNOW) check runs/demo; \
-	$(VENV)/bin/python -m experiments.filter_truth runs/demo; t2=$$(date +%s); \
-	$(WINNOW) ablation experiments/configs/demo.yaml; t3=$$(date +%s); \
-	echo "demo timings: pipeline $$((t1-t0)) s, check + filter precision/recall $$((t2-t1)) s, ablation $$((t3-t2)) s, total $$((t3-t0)) s"
+# then a tiny matched-model ablation with its report (runs/demo/ablation/report.md); at the end, the
+# wall and CPU time of each part (the corpus is made again only when synthetic_web.py changed)
+DEMO_TIMES = runs/.demo-times
+TIMED = $(VENV)/bin/python -m experiments.benchmarks.timed_part --log $(DEMO_TIMES)
+demo: install
+	@mkdir -p runs && rm -f $(DEMO_TIMES)
+	@$(TIMED) "synthetic web ($(DEMO_DOCS) documents)" -- $(MAKE) --no-print-directory demo-corpus
+	@$(TIMED) "pipeline (winnow run)" -- $(WINNOW) run experiments/configs/demo.yaml $(RUN_FLAGS)
+	@$(TIMED) "check (winnow check)" -- $(WINNOW) check runs/demo
+	@$(TIMED) "filter precision/recall" -- $(VENV)/bin/python -m experiments.filter_truth runs/demo
+	@$(TIMED) "matched-model ablation (winnow ablation)" -- $(WINNOW) ablation experiments/configs/demo.yaml
+	@echo; echo "make demo: time of each part"; $(TIMED) --summary
+
+# how the pipeline's cost grows with documents (experiments/results/scale.md, scale.png); corpora are
+# cached under runs/scale/corpora. e.g. make bench-scale SIZES="10000 100000" RUNS="local:2 ray:2"
+SIZES ?= 10000 100000 1000000
+RUNS ?= local:1 local:2 ray:2
+bench-scale: install
+	$(VENV)/bin/python -m experiments.benchmarks.bench_scale --sizes $(SIZES) --runs $(RUNS)
 
 # the matched-model ablation of a config's `experiment:` section (resumes after interruption)
 ablation: install $(DEMO_DEP)

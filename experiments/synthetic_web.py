@@ -231,6 +231,8 @@ EXACT_DUP_SHARE = 0.08
 NEAR_DUP_SHARE = 0.10
 #: Fractions of words edited in near duplicates; the measured Jaccard is recorded.
 NEAR_DUP_EDIT_FRACTIONS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+#: In a large (block-generated) corpus, the share of duplicates whose original is in the previous block.
+CROSS_BLOCK_SHARE = 0.5
 
 
 def make_boilerplate(r: random.Random) -> str:
@@ -304,8 +306,23 @@ def near_duplicate(r: random.Random, text: str, frac: float, g: EnglishGrammar) 
     return "".join(tokens)
 
 
-def generate(n_docs: int = 3000, seed: int = 0) -> list[dict]:
-    """Return ``n_docs`` documents (dicts with id, url, text, truth) in a shuffled, seeded order."""
+def _source(r: random.Random, clean: list[dict], earlier: list[dict] | None) -> dict:
+    """The original a duplicate copies: this block's, or (half the time, when given) the previous block's."""
+    if earlier and r.random() < CROSS_BLOCK_SHARE:
+        return r.choice(earlier)
+    return r.choice(clean)
+
+
+def generate(n_docs: int = 3000, seed: int | str = 0, id_prefix: str = "",
+             earlier: list[dict] | None = None) -> list[dict]:
+    """Return ``n_docs`` documents (dicts with id, url, text, truth) in a shuffled, seeded order.
+
+    ``id_prefix`` makes ids (and the mirror/copy URLs) unique across blocks of a
+    large corpus; with ``earlier`` (clean documents of the previous block) about
+    half of the duplicates copy one of those, so copies cross block, shard and
+    file boundaries as they do in a crawl. Without both, the output is the
+    demo corpus's, byte for byte.
+    """
     r = random.Random(seed)
     n_exact = round(n_docs * EXACT_DUP_SHARE)
     n_near = round(n_docs * NEAR_DUP_SHARE)
@@ -337,21 +354,22 @@ def generate(n_docs: int = 3000, seed: int = 0) -> list[dict]:
         else:
             lang = r.choice(sorted(FOREIGN))
             text = make_foreign(r, lang)
-        docs.append({"id": f"doc-{i:06d}", "url": f"https://{topic}-{r.randint(1, 400)}.example/{i}",
+        docs.append({"id": f"{id_prefix}doc-{i:06d}", "url": f"https://{topic}-{r.randint(1, 400)}.example/{i}",
                      "text": text, "truth": {"kind": kind, "lang": lang, "topic": topic}})
     clean = [d for d in docs if d["truth"]["kind"] == "clean"]
     extra = []
     for j in range(n_exact):
-        src = r.choice(clean)
-        extra.append({"id": f"dup-{j:06d}", "url": src["url"] if r.random() < 0.5 else f"https://mirror-{j}.example/",
+        src = _source(r, clean, earlier)
+        extra.append({"id": f"{id_prefix}dup-{j:06d}",
+                      "url": src["url"] if r.random() < 0.5 else f"https://mirror-{id_prefix}{j}.example/",
                       "text": src["text"],
                       "truth": {**src["truth"], "dup_of": src["id"], "dup_kind": "exact", "jaccard": 1.0}})
     for j in range(n_near):
-        src = r.choice(clean)
+        src = _source(r, clean, earlier)
         frac = NEAR_DUP_EDIT_FRACTIONS[j % len(NEAR_DUP_EDIT_FRACTIONS)]
         g = EnglishGrammar(r, src["truth"]["topic"])
         text = near_duplicate(r, src["text"], frac, g)
-        extra.append({"id": f"near-{j:06d}", "url": f"https://copy-{j}.example/", "text": text,
+        extra.append({"id": f"{id_prefix}near-{j:06d}", "url": f"https://copy-{id_prefix}{j}.example/", "text": text,
                       "truth": {**src["truth"], "dup_of": src["id"], "dup_kind": "near",
                                 "edit_fraction": frac, "jaccard": round(jaccard(src["text"], text), 4)}})
     out = docs + extra
@@ -359,8 +377,24 @@ def generate(n_docs: int = 3000, seed: int = 0) -> list[dict]:
     return out
 
 
+#: Above this many documents, :func:`write_corpus` streams the corpus block by block.
+STREAM_ABOVE = 20_000
+BLOCK_DOCS = 5_000
+DOCS_PER_FILE = 50_000
+
+
+def _json_line(d: dict) -> bytes:
+    return (json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
 def write_corpus(out_dir: Path, n_docs: int = 3000, seed: int = 0, files: int = 4) -> dict:
-    """Write the corpus as ``files`` gzipped JSONL files; byte-identical for the same seed."""
+    """Write the corpus as ``files`` gzipped JSONL files; byte-identical for the same seed.
+
+    Corpora larger than ``STREAM_ABOVE`` documents are written by
+    :func:`write_large_corpus` (streamed, never all in memory; ``files`` ignored).
+    """
+    if n_docs > STREAM_ABOVE:
+        return write_large_corpus(out_dir, n_docs, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     docs = generate(n_docs, seed)
@@ -369,8 +403,74 @@ def write_corpus(out_dir: Path, n_docs: int = 3000, seed: int = 0, files: int = 
         buf = io.BytesIO()
         with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:
             for d in docs[k * per:(k + 1) * per]:
-                gz.write((json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+                gz.write(_json_line(d))
         tmp = out_dir / f".web-{k:02d}.jsonl.gz.tmp"
         tmp.write_bytes(buf.getvalue())
         tmp.replace(out_dir / f"web-{k:02d}.jsonl.gz")
     return {"documents": len(docs), "files": files}
+
+
+def _block_sizes(n_docs: int, block_docs: int) -> list[int]:
+    return [min(block_docs, n_docs - start) for start in range(0, n_docs, block_docs)]
+
+
+def _block(seed: int, b: int, size: int, earlier: list[dict] | None) -> list[dict]:
+    """Block ``b`` of a large corpus: its own seed (a string, so blocks never share a stream) and id prefix."""
+    return generate(size, seed=f"{seed}:block:{b}", id_prefix=f"b{b:05d}-", earlier=earlier)
+
+
+def _clean(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["truth"]["kind"] == "clean" and "dup_of" not in d["truth"]]
+
+
+def _write_file(out_path: str, seed: int, sizes: list[int], blocks: list[int]) -> int:
+    """Generate ``blocks`` (consecutive block numbers) into one gzipped JSONL file; return the documents written.
+
+    Holds two blocks at a time: the previous block's clean documents are the
+    originals of this block's cross-block duplicates (for the file's first
+    block, the previous block is generated again rather than passed along, so
+    files can be written in parallel).
+    """
+    out_path = Path(out_path)
+    earlier = None
+    if blocks[0] > 0:
+        prev = blocks[0] - 1
+        earlier = _clean(_block(seed, prev, sizes[prev], None))  # originals do not depend on `earlier`
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    n = 0
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        for b in blocks:
+            docs = _block(seed, b, sizes[b], earlier)
+            for d in docs:
+                gz.write(_json_line(d))
+            n += len(docs)
+            earlier = _clean(docs)
+    tmp.replace(out_path)
+    return n
+
+
+def write_large_corpus(out_dir: Path, n_docs: int, seed: int = 0, block_docs: int = BLOCK_DOCS,
+                       docs_per_file: int = DOCS_PER_FILE, workers: int = 1) -> dict:
+    """Write ``n_docs`` documents as independent seeded blocks of ``block_docs``, streamed to gzipped JSONL files.
+
+    Each block has the demo's mix of kinds and duplicates (half of the
+    duplicates copy the previous block), so the share of each kind and of
+    duplicates does not change with size. Files hold whole blocks (at least
+    two files, so ingest has parallel work); ``workers`` processes write files
+    in parallel. The same arguments give the same bytes, whatever ``workers``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = _block_sizes(n_docs, block_docs)
+    n_files = max(2, -(-n_docs // docs_per_file)) if len(sizes) > 1 else 1
+    per = -(-len(sizes) // n_files)
+    groups = [list(range(k, min(k + per, len(sizes)))) for k in range(0, len(sizes), per)]
+    jobs = [(str(out_dir / f"web-{k:02d}.jsonl.gz"), seed, sizes, g) for k, g in enumerate(groups)]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            written = list(pool.map(_write_file, *zip(*jobs)))
+    else:
+        written = [_write_file(*j) for j in jobs]
+    return {"documents": sum(written), "files": len(jobs)}
