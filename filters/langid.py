@@ -274,9 +274,6 @@ class LanguageID(Filter):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        if self.params["backend"] not in BACKENDS:
-            raise ValueError(f"langid: unknown backend {self.params['backend']!r}; "
-                             f"choose one of {', '.join(BACKENDS)}")
         langs = self.params["languages"]
         self.wanted = None if not langs else {canonical_code(x) for x in langs}
         thr = self.params["threshold"]

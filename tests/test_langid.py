@@ -145,7 +145,7 @@ def test_backend_in_fingerprint_and_bad_settings():
     assert "lid.176.ftz" in ft.scoring_params()["backend_version"]
     assert heli.scoring_params() != ft.scoring_params()  # changing backend re-scores
     assert "threshold" not in heli.scoring_params()  # a decision parameter never re-scores
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ValueError, match="`backend` must be one of .heliport., .fasttext., got .cld3."):
         LanguageID(backend="cld3")
     with pytest.raises(ValueError, match="model_path"):
         LanguageID(model_path="/x/lid.176.bin").ensure_setup()
