@@ -30,6 +30,8 @@ The ``experiment:`` section of a pipeline config::
         - {name: clean-small-fixed-data, stage: quality_model, tokens: 2000000, data: fixed}  # init-only variance
         - {kind: raw-small}                  # random raw documents at the candidate's budget
         - {kind: reference-only, source: wikipedia}   # the classifier's positive source alone, same budget
+        - {kind: reference-only}             # reference outside the raw pool: the quality scorer's reference_path
+                                             # (train split only); or give `path` (+ text_field/id_field/min_chars)
       compare: {baseline: raw-large, candidate: clean-small, paired: auto}
       aa: false                              # true: an A/A check -- the baseline against a copy of itself
                                              # (same recipe, other seeds); the report must find no difference
@@ -117,10 +119,35 @@ def _resolve_arm_kind(arm: dict, s: dict, cfg: PipelineConfig) -> dict:
                          "or give `tokens`")
     out = {"name": kind, "stage": cfg.stage_names()[0], "tokens": cand["tokens"] if cand else None, **arm}
     if kind == "reference-only":
-        if not arm.get("source"):
-            raise ValueError(f"arm {out['name']}: kind reference-only needs `source` (the classifier's positives)")
-        out["sources"] = [arm["source"]] if isinstance(arm["source"], str) else list(arm["source"])
+        if arm.get("source"):  # the reference is a source of the raw pool
+            out["sources"] = [arm["source"]] if isinstance(arm["source"], str) else list(arm["source"])
+        else:  # the reference is outside the pool: an external JSONL, by default the quality scorer's own
+            out["reference"] = _reference_spec(arm, cfg)
     return out
+
+
+REFERENCE_FIELDS = {"text_field": "text", "id_field": "id", "min_chars": 0}
+
+
+def _reference_spec(arm: dict, cfg: PipelineConfig) -> dict:
+    """Where a ``reference-only`` arm reads its documents when the reference is not in the raw pool: the arm's
+    ``path`` (+ ``text_field``/``id_field``/``min_chars``), else the first quality scorer's ``reference_path``
+    with that scorer's fields (so the control draws exactly the population the classifier's positives came from)."""
+    if arm.get("path"):
+        base = Path(cfg.path).parent if cfg.path else Path(".")
+        path = arm["path"] if Path(arm["path"]).is_absolute() else str((base / arm["path"]).resolve())
+        return {"path": path, **{k: arm.get(k, v) for k, v in REFERENCE_FIELDS.items()}}
+    from filters.quality_training import quality_models_in_config
+
+    from filters.quality_model import CLASSIFIER_TRAIN_DEFAULTS
+
+    for _, _, _, settings in quality_models_in_config(cfg):
+        src = ({**CLASSIFIER_TRAIN_DEFAULTS, **settings["classifier"]} if isinstance(settings.get("classifier"), dict)
+               else settings)
+        if src.get("reference_path"):
+            return {"path": str(src["reference_path"]), **{k: src.get(k, v) for k, v in REFERENCE_FIELDS.items()}}
+    raise ValueError(f"arm {arm.get('name', 'reference-only')}: kind reference-only needs `source` (a raw-pool "
+                     "source) or `path` (an external JSONL), or a quality scorer with a reference_path in the config")
 
 
 def _trained_filter_model_paths(cfg: PipelineConfig) -> list[str]:
@@ -190,7 +217,7 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
             draw = cfg.seed if arm.get("data") == "fixed" else int(seed)
             m = subsets[arm["name"], seed] = build_subset(cfg.run_dir, arm["stage"], int(arm["tokens"]), tok, tok_path,
                                                           _subset_dir(out, arm, draw), draw, contamination,
-                                                          sources=arm.get("sources"))
+                                                          sources=arm.get("sources"), reference=arm.get("reference"))
             worst = max((v["rate"] for v in m.get("contamination_13gram", {}).values()), default=0.0)
             log(f"subset {arm['name']} (draw {draw}): {m['tokens']:,} tokens from {m['documents']:,} docs of "
                 f"{arm['stage']}" + (" (stage exhausted!)" if m["exhausted"] else "")

@@ -29,22 +29,26 @@ def token_dtype(vocab_size: int):
 
 def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokenizer_path: Path, out_dir: Path,
                  seed: int, contamination: ContaminationIndex | None = None, batch: int = 256,
-                 sources: list[str] | None = None) -> dict:
-    """Draw ``budget`` tokens of non-held-out documents of ``stage`` (only those from ``sources`` if given)."""
+                 sources: list[str] | None = None, reference: dict | None = None) -> dict:
+    """Draw ``budget`` tokens of non-held-out documents of ``stage`` (only those from ``sources`` if given), or,
+    with ``reference`` (``{path, text_field, id_field, min_chars}``), of that external JSONL's train split."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     tok_sha = sha256_file(tokenizer_path)
     if manifest_path.exists():
         m = read_json(manifest_path)
-        if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"], m.get("sources")) == (
-                stage, budget, seed, tok_sha, sources):
+        if (m["stage"], m["budget"], m["seed"], m["tokenizer_sha256"], m.get("sources"), m.get("reference")) == (
+                stage, budget, seed, tok_sha, sources, reference):
             return m
-    folder = RunFolder(run_dir)
-    shards = folder.shard_files(stage, nonempty=True)
-    has_lang = bool(shards) and "lang" in pq.read_schema(shards[0]).names
-    cols = ["id", "text", "source", "metadata"] + (["lang"] if has_lang else [])
-    docs = [d for d in folder.rows(stage, cols)
-            if not is_held_out(d["id"]) and (sources is None or d["source"] in sources)]
+    if reference is not None:
+        docs = reference_docs(reference)
+    else:
+        folder = RunFolder(run_dir)
+        shards = folder.shard_files(stage, nonempty=True)
+        has_lang = bool(shards) and "lang" in pq.read_schema(shards[0]).names
+        cols = ["id", "text", "source", "metadata"] + (["lang"] if has_lang else [])
+        docs = [d for d in folder.rows(stage, cols)
+                if not is_held_out(d["id"]) and (sources is None or d["source"] in sources)]
     docs.sort(key=lambda d: order_key(seed, d["id"], "subset"))
     eos = eos_id(tok)
     pieces: list[np.ndarray] = []
@@ -84,7 +88,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     atomic_write_bytes(out_dir / "tokens.npy", buf.getvalue())
     atomic_write_bytes(out_dir / "doc_ids.txt", ("\n".join(ids) + "\n").encode("utf-8"))
     m = {
-        "stage": stage, "budget": budget, "sources": sources, "tokens": int(total), "documents": len(ids), "chars": chars,
+        "stage": stage, "budget": budget, "sources": sources, "reference": reference, "tokens": int(total), "documents": len(ids), "chars": chars,
         "exhausted": total < budget, "available_documents": len(docs), "seed": seed,
         "tokenizer_sha256": tok_sha, "tokens_sha256": sha256_file(out_dir / "tokens.npy"),
         "composition_tokens": {k: dict(sorted(v.items())) for k, v in composition.items() if v},
@@ -96,6 +100,19 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         m["contamination_13gram"] = contamination.report(hits)
     atomic_write_json(manifest_path, m)
     return m
+
+
+def reference_docs(reference: dict) -> list[dict]:
+    """The train split (pipeline.heldout) of an external reference JSONL, documents of at least ``min_chars``;
+    their source is the file's name, so the composition table shows where they came from."""
+    from filters.quality_training import iter_reference
+
+    name = Path(reference["path"]).name.split(".")[0]
+    return [{"id": doc_id, "text": text, "source": name, "metadata": None}
+            for doc_id, text, split in iter_reference(reference["path"], reference.get("text_field", "text"),
+                                                      reference.get("id_field", "id"),
+                                                      int(reference.get("min_chars", 0)))
+            if split == "train"]
 
 
 LENGTH_BUCKETS = (128, 512, 2048)

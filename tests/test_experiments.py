@@ -250,3 +250,50 @@ def test_domain_eval_sets_are_one_set_per_domain_and_macro_averaged(tmp_path):
                      "bpb/domains/email": {"bits": np.array([30.0]), "bytes": np.array([10])}}}
     # each domain weighs the same, however many bytes it has: (1.0 + 3.0) / 2
     assert metric_value(run, "bpb_macro/domains") == pytest.approx(2.0)
+
+
+def test_reference_only_arm_draws_the_train_split_of_a_reference_outside_the_raw_pool(run, tok, tmp_path):
+    """Wikipedia is not in the raw pool: the control reads the quality scorer's own reference file (or a given
+    ``path``), its train split only, at the candidate's budget; held-out ids and short stubs never go in."""
+    import gzip
+
+    from experiments.ablation import experiment_settings
+    from pipeline.config import load_config
+
+    run_dir, d = run
+    t, tok_path = tok
+    ref = tmp_path / "ref" / "wiki.jsonl.gz"
+    ref.parent.mkdir()
+    train_docs = [d for d in RunFolder(run_dir).rows("length", ["id", "text"])]
+    with gzip.open(ref, "wt", encoding="utf-8") as f:
+        for i, doc in enumerate(train_docs):
+            f.write(json.dumps({"page": f"w{i}", "body": doc["text"]}) + "\n")
+        f.write(json.dumps({"page": "stub", "body": "too short"}) + "\n")
+    stages = [{"name": "ingest", "inputs": [{"path": "x.jsonl"}]},
+              {"name": "quality", "kind": "filter", "filters": [{"quality_classifier": {
+                  "model_path": "m.bin", "top_fraction": 0.5,
+                  "train": {"reference_path": "ref/wiki.jsonl.gz", "text_field": "body", "id_field": "page",
+                            "min_chars": 100}}}]}]
+    cfg = {"run_dir": str(tmp_path / "run"), "stages": stages,
+           "experiment": {"arms": [{"name": "raw-large", "stage": "ingest", "tokens": 400},
+                                   {"name": "clean-small", "stage": "quality", "tokens": 3000},
+                                   {"kind": "reference-only"}],
+                          "compare": {"baseline": "raw-large", "candidate": "clean-small"}}}
+    arm = experiment_settings(load_config(write_config(tmp_path / "c.yaml", cfg)))["arms"][2]
+    assert arm["tokens"] == 3000 and "sources" not in arm
+    assert arm["reference"] == {"path": str(ref.resolve()), "text_field": "body", "id_field": "page",
+                                "min_chars": 100}
+    # an explicit `path` (relative to the config) wins over the scorer's reference
+    cfg["experiment"]["arms"][2] = {"kind": "reference-only", "path": "ref/wiki.jsonl.gz", "text_field": "body",
+                                    "id_field": "page"}
+    explicit = experiment_settings(load_config(write_config(tmp_path / "e.yaml", cfg)))["arms"][2]["reference"]
+    assert explicit["path"] == str(ref.resolve()) and explicit["min_chars"] == 0
+
+    m = build_subset(run_dir, "ingest", 10**9, t, tok_path, tmp_path / "all", seed=0, reference=arm["reference"])
+    ids = (tmp_path / "all" / "doc_ids.txt").read_text().split()
+    expected = {f"w{i}" for i in range(len(train_docs)) if not is_held_out(f"w{i}")}
+    assert set(ids) == expected and len(ids) == m["documents"] and m["exhausted"]
+    assert "stub" not in ids and 0 < len(expected) < len(train_docs)  # some ids are held out
+    m = build_subset(run_dir, "ingest", 3000, t, tok_path, tmp_path / "s", seed=1, reference=arm["reference"])
+    assert m["tokens"] == len(load_tokens(tmp_path / "s")) == 3000
+    assert m["composition_tokens"]["source"] == {"wiki": 3000} and m["reference"] == arm["reference"]

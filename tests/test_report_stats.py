@@ -11,7 +11,7 @@ import pytest
 from experiments.report import verdict_tests, write_report
 from experiments.stats import cluster_bootstrap_mean, compare, holm, tokens_to_match
 
-# Realistic spreads, from the committed real-data results (experiments/results/ablation_real/report.md, 3 seeds per
+# Realistic spreads, from the earlier real-data results (experiments/results/ablation_real/report.md at 3611618, 3 seeds per
 # arm, mean ± 95% t half-width): raw-large bpb/wikipedia ± 0.0845 -> seed sd = 0.0845 * sqrt(3) / t(0.975, 2) =
 # 0.034; blimp ± 0.0390 -> seed sd 0.0157. Items: 150 held-out documents (per-document bpb spread 0.5 around 2.3,
 # lengths log-normal around 1.8 kB) and BLiMP's 67 paradigms (20 pairs each here).
