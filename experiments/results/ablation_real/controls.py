@@ -4,17 +4,17 @@ raw-small (quality at equal size), clean-small vs reference-only and reference-o
 
 Same seed-level machinery as the report (experiments.report.compare_arms: paired t over seeds when both arms ran
 the same seeds, else Welch); the primary metric at 0.05, the other metrics of each comparison Holm-corrected.
-Reads the per-run results committed beside it, writes controls.md:
+Reads the per-run results committed beside it (or in the folder given as argument), writes controls.md there:
 
-    PYTHONPATH=$PWD .venv/bin/python experiments/results/ablation_real/controls.py
+    PYTHONPATH=$PWD .venv/bin/python experiments/results/ablation_real/controls.py [RESULTS_FOLDER]
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+HERE = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parent
 
 from experiments.ablation import load_results  # noqa: E402
 from experiments.report import compare_arms, metric_value  # noqa: E402
