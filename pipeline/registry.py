@@ -50,27 +50,34 @@ class Registry:
         self.what = what
         self.accept = accept
         self._registered: dict[str, Entry] = {}
-        self._from_entry_points: dict[str, Entry] | None = None
+        self._eps: dict | None = None
+        self._loaded: dict[str, Entry] = {}
 
     def register(self, name: str, obj: Any, origin: str = "registered") -> None:
         self._registered[name] = Entry(name, obj, origin)
 
-    def _entry_points(self) -> dict[str, Entry]:
-        """Every entry point of the group, loaded once (loading imports the module)."""
-        if self._from_entry_points is None:
-            found: dict[str, Entry] = {}
+    def _declared(self) -> dict:
+        """Entry points of the group by name, not yet loaded (the first distribution wins a duplicate name)."""
+        if self._eps is None:
+            self._eps = {}
             for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
-                if ep.name in found:
-                    continue  # the first distribution wins; a duplicate name is ignored deterministically
-                dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-                try:
-                    obj = self.accept(ep.load(), f"{ep.name} = {ep.value}")
-                except (ImportError, AttributeError, TypeError) as e:
-                    obj = _Broken(f"{self.what} {ep.name!r} (entry point {ep.value} of {dist}) cannot be loaded: "
-                                  f"{type(e).__name__}: {e}")
-                found[ep.name] = Entry(ep.name, obj, dist)
-            self._from_entry_points = found
-        return self._from_entry_points
+                self._eps.setdefault(ep.name, ep)
+        return self._eps
+
+    def _load(self, name: str) -> Entry | None:
+        """Load one entry point on first use: a lookup imports only the module it names."""
+        if name not in self._loaded:
+            ep = self._declared().get(name)
+            if ep is None:
+                return None
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            try:
+                obj = self.accept(ep.load(), f"{ep.name} = {ep.value}")
+            except (ImportError, AttributeError, TypeError) as e:
+                obj = _Broken(f"{self.what} {ep.name!r} (entry point {ep.value} of {dist}) cannot be loaded: "
+                              f"{type(e).__name__}: {e}")
+            self._loaded[name] = Entry(name, obj, dist)
+        return self._loaded[name]
 
     def get(self, ref: str) -> Any:
         if not isinstance(ref, str) or not ref:
@@ -79,7 +86,7 @@ class Registry:
             return self._registered[ref].obj
         if ":" in ref:
             return self._import(ref)
-        entry = self._entry_points().get(ref)
+        entry = self._load(ref)
         if entry is None:
             known = sorted(self.names())
             near = difflib.get_close_matches(ref, known, n=3)
@@ -109,11 +116,11 @@ class Registry:
             raise RegistryError(f"{self.what} reference {ref!r}: {e}") from None
 
     def names(self) -> list[str]:
-        return sorted(set(self._registered) | set(self._entry_points()))
+        return sorted(set(self._registered) | set(self._declared()))
 
     def entries(self) -> list[Entry]:
         """Every usable entry (registered ones shadow entry points of the same name), sorted by name."""
-        eps = self._entry_points()
+        eps = {n: self._load(n) for n in self._declared()}
         merged = {**eps, **{n: e for n, e in self._registered.items() if n not in eps or eps[n].obj is not e.obj}}
         return [merged[n] for n in sorted(merged) if not isinstance(merged[n].obj, _Broken)]
 

@@ -89,12 +89,15 @@ def write_parquet(stage_dir: Path, rel: str, table: pa.Table) -> ShardFile:
                      xxhash.xxh3_64(data).hexdigest())
 
 
-def xxh3_file(path: Path) -> str:
-    h = xxhash.xxh3_64()
+def _hash_file(path: Path, h) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def xxh3_file(path: Path) -> str:
+    return _hash_file(path, xxhash.xxh3_64())
 
 
 def file_matches(path: Path, recorded: dict, verify_hash: bool = True) -> bool:
@@ -120,11 +123,7 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _hash_file(path, hashlib.sha256())
 
 
 def clean_temp_files(folder: Path, root: Path | None = None) -> int:

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.benchmarks import emit
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 #: rule name -> (datatrove filter, kwargs that switch every other rule off)
@@ -79,8 +81,12 @@ FILTERS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
 
 def run_reference(docs_path: Path, out_path: Path, repeat: int) -> None:
     from datatrove.data import Document as DTDocument
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
     classes = {"gq": GopherQualityFilter, "gr": GopherRepetitionFilter, "c4": C4QualityFilter,
@@ -234,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{mb / seconds:.2f} MB/s (one process)")
         return 0
 
-    from pipeline.document import Document
     from filters.words import spacy_like_words
+    from pipeline.document import Document
 
     docs = load_documents(args.per_source)
     texts = [t for _, t in docs]
@@ -335,10 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| winnow (spacy_like tokenizer) | {wn_seconds:.2f} | {mb / wn_seconds:.2f} |", "",
             f"winnow / datatrove: {dt_seconds / wn_seconds:.1f}x."]
     text = "\n".join(out) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+    emit(text, args.out)
     return 0
 
 

@@ -25,6 +25,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from experiments.benchmarks import emit
 from filters.base import filter_class, normalise_decision
 from filters.langid import LanguageID
 from pipeline.document import Document
@@ -160,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"| c4:{r} | " + " | ".join(f"{100 * line_rates[n][r]:.1f}%" for n in names)
                    + f" | {PUBLISHED.get('c4:' + r, '')} |")
     text = "\n".join(out) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+    emit(text, args.out)
     return 0
 
 

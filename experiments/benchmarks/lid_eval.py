@@ -34,8 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from filters.langid import (HELIPORT_CALIBRATION, FastTextBackend, HeliportBackend, LanguageID, canonical_code,
-                            prepare_text)
+from experiments.benchmarks import emit
+from filters.langid import (
+    HELIPORT_CALIBRATION,
+    FastTextBackend,
+    HeliportBackend,
+    LanguageID,
+    canonical_code,
+    prepare_text,
+)
 from pipeline.document import Document
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -286,10 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{100 * acc[name][tier][lang]:.1f}%" if lang in supported[name] else "n/a")
         out.append(f"| {lang} | " + " | ".join(cells) + " |")
     text = "\n".join(out) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+    emit(text, args.out)
     return 0
 
 
