@@ -1,9 +1,143 @@
-"""`winnow ablation` and `winnow report`: the matched-model experiment commands."""
+"""The `winnow` command line: the top floor. It imports the pipeline core, the filters and the
+experiments; nothing imports it."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+EPILOG = """\
+examples:
+  winnow run experiments/configs/demo.yaml                 run every stage (resumes; skips finished work)
+  winnow run CONFIG --stage langid                         run up to and including `langid`
+  winnow select CONFIG --stage quality                     re-apply changed thresholds from cached scores
+  winnow inspect runs/demo                                 the funnel: docs and chars per stage, removals by reason
+  winnow inspect runs/demo --stage quality --removed --reason gopher_repetition -n 5
+  winnow check runs/demo                                   verify every shard against its manifest
+"""
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline YAML (inputs, ordered stages, filter parameters)")
+    p.add_argument("--stage", help="run stages up to and including this one (default: all)")
+    p.add_argument("--workers", type=int, help="parallel shard workers (default: config `workers`, else 1)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where shard tasks run (default: config, else local)")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (e.g. `auto`)")
+    p.add_argument("--run-dir", help="override the config's run_dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _load(args):
+    from pipeline.config import load_config
+
+    overrides = {}
+    if getattr(args, "run_dir", None):
+        overrides["run_dir"] = str(Path(args.run_dir).resolve())
+    if getattr(args, "workers", None):
+        overrides["workers"] = args.workers
+    if getattr(args, "executor", None):
+        overrides["executor"] = args.executor
+    cfg = load_config(args.config, overrides)
+    if getattr(args, "address", None):
+        cfg.executor_options["address"] = args.address
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from pipeline.inspection import format_funnel
+    from pipeline.runner import Runner
+
+    cfg = _load(args)
+    runner = Runner(cfg, force=args.force, progress=not args.no_progress)
+    runner.run(upto=args.stage)
+    print(format_funnel(cfg.run_dir))
+    return 0
+
+
+def cmd_select(args) -> int:
+    from pipeline.inspection import format_funnel
+    from pipeline.runner import Runner
+
+    cfg = _load(args)
+    Runner(cfg, progress=not args.no_progress).run(select_only=args.stage)
+    later = cfg.stage_names()[cfg.stage_names().index(args.stage) + 1:]
+    print(format_funnel(cfg.run_dir))
+    if later:
+        print(f"\nnote: stages after {args.stage} ({', '.join(later)}) now see a different input; "
+              f"`winnow run` brings them up to date.")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from pipeline.check import check_run
+
+    problems = check_run(Path(args.run_dir), deep=not args.quick, allow_unstarted=args.partial)
+    if problems:
+        print(f"FAILED: {len(problems)} problem(s) in {args.run_dir}", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(f"ok: {args.run_dir}: every stage finished, every shard matches its manifest; rows in = kept + removed "
+          f"in every stage and = the previous stage's kept")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from pipeline.inspection import format_clusters, format_document, format_funnel, iter_rows
+
+    run_dir = Path(args.run_dir)
+    if args.clusters:
+
+        print(format_clusters(run_dir, args.stage or "minhash_dedup", args.n))
+        return 0
+    if not args.stage:
+        print(format_funnel(run_dir))
+        return 0
+    shown = 0
+    for row in iter_rows(run_dir, args.stage, removed=args.removed or bool(args.reason), reason=args.reason):
+        print(format_document(row, max_chars=args.chars))
+        print()
+        shown += 1
+        if shown >= args.n:
+            break
+    if not shown:
+        what = f"removed with reason {args.reason!r}" if args.reason else ("removed" if args.removed else "kept")
+        print(f"no {what} documents in stage {args.stage}")
+    return 0
+
+
+def cmd_filters(args) -> int:
+    from filters.base import available_filters
+
+    from pipeline.stage import STAGES
+
+    print("Filters (use in a `kind: filter` stage's `filters:` list):")
+    for name, (cls, origin) in available_filters().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:<22} {doc}  [{origin}]")
+    print("\nStage kinds (a stage's `kind:`):")
+    for e in STAGES.entries():
+        doc = (e.obj.__doc__ or "").strip().splitlines()[0] if e.obj.__doc__ else ""
+        print(f"  {e.name:<22} {doc}  [{e.origin}]")
+    print("\nYour own: `package.module:Name` in the config, or a `winnow.filters` / `winnow.stages` entry point "
+          "in your package (listed here once installed).")
+    return 0
+
+
+def cmd_train_quality(args) -> int:
+    from filters.quality_training import train_quality
+
+    train_quality(_load(args), only=args.only)
+    return 0
+
+
+def cmd_demo_corpus(args) -> int:
+    from experiments.synthetic_web import write_corpus
+
+    info = write_corpus(Path(args.out), n_docs=args.docs, seed=args.seed)
+    print(f"wrote {info['documents']:,} documents in {info['files']} files to {args.out} (seed {args.seed})")
+    return 0
 
 
 def _log(msg: str) -> None:
@@ -53,7 +187,7 @@ def cmd_quality_eval(args) -> int:
     return run(args, args.parser)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("ablation", help="run the matched-model ablation described in a config's `experiment:`",
                        description="Run the pipeline, hold out evaluation text, train one tokenizer, draw token-budget "
                                    "subsets per arm, train a matched model per (arm, seed), evaluate (bits per byte, "
@@ -82,3 +216,104 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description=quality_eval_doc)
     add_arguments(q)
     q.set_defaults(fn=cmd_quality_eval, parser=q)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="winnow",
+        description="winnow: turn a raw corpus into filtered, inspectable subsets (ingest -> exact dedup -> "
+                    "MinHash dedup -> language ID -> heuristic filters -> model-based quality), then train "
+                    "matched models to compare them. Every stage writes kept/ and removed/ Parquet shards, "
+                    "stats.json and a checksummed manifest under the run folder.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the pipeline (or up to --stage), resuming finished shards",
+                       description="Run the stages of CONFIG in order. Finished shards are skipped; a stage whose "
+                                   "config or input changed is redone (re-using cached scores when only thresholds "
+                                   "changed).")
+    _add_run_args(r)
+    r.add_argument("--force", action="store_true", help="redo the stages from scratch, cached scores included")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("select", help="re-apply thresholds of one stage from cached scores (no re-scoring)",
+                       description="Re-decide STAGE with the thresholds now in CONFIG, reading the scores cached "
+                                   "by the last run. Never runs a scorer: fails if the scores are missing or stale.")
+    _add_run_args(s)
+    s.set_defaults(fn=cmd_select)
+
+    c = sub.add_parser("check", help="verify a run folder against its manifests",
+                       description="Check RUN_DIR against its pipeline.json: every stage present and finished "
+                                   "(manifest written), every shard present with the checksum and row count of "
+                                   "its manifest, removed rows carry a reason, rows in = kept + removed, and each "
+                                   "stage's rows in = the previous stage's kept rows (per shard and in total). "
+                                   "Exit 1 on any problem.")
+    c.add_argument("run_dir")
+    c.add_argument("--quick", action="store_true", help="compare sizes, not SHA-256 checksums and row counts")
+    c.add_argument("--partial", action="store_true",
+                   help="accept a run stopped on purpose with `run --stage`: later stages may be absent "
+                        "if they were never started")
+    c.set_defaults(fn=cmd_check)
+
+    i = sub.add_parser("inspect", help="print the funnel, or sample documents of a stage",
+                       description="Without --stage: documents and characters per stage and removals by reason. "
+                                   "With --stage: sample kept (default) or --removed documents.")
+    i.add_argument("run_dir")
+    i.add_argument("--stage", help="stage to sample from")
+    i.add_argument("--removed", action="store_true", help="show removed documents instead of kept ones")
+    i.add_argument("--reason", help="only removed documents with this reason (or reason family, e.g. `gopher_quality`)")
+    i.add_argument("-n", type=int, default=5, help="how many documents (default 5)")
+    i.add_argument("--chars", type=int, default=1200, help="characters of text to show per document")
+    i.add_argument("--clusters", action="store_true", help="show duplicate clusters of a dedup stage")
+    i.set_defaults(fn=cmd_inspect)
+
+    f = sub.add_parser("filters", help="list the available filters and stage kinds, plug-ins included")
+    f.set_defaults(fn=cmd_filters)
+
+    d = sub.add_parser("demo-corpus", help="write the synthetic web corpus the demo runs on",
+                       description="Generate a seeded synthetic web corpus with ground truth in every document's "
+                                   "metadata (clean prose, boilerplate, spam, gibberish, other languages, exact and "
+                                   "near duplicates). No copied text.")
+    d.add_argument("out")
+    d.add_argument("--docs", type=int, default=3000)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo_corpus)
+
+    q = sub.add_parser(
+        "train-quality", help="train the quality classifier and reference LM named in CONFIG",
+        description="Train every `quality_classifier` (fastText, word bigrams; positives: reference corpus "
+                    "train split, negatives: the raw corpus after `negatives_from_stage`) and `ref_perplexity` "
+                    "(byte n-gram LM on the reference train split) filter of CONFIG, running the stages the "
+                    "training data comes from first. Each model is saved beside MODEL.manifest.json and "
+                    "MODEL.ids.parquet (every document id used).")
+    q.add_argument("config")
+    q.add_argument("--only", choices=["quality_classifier", "ref_perplexity", "quality_combined"], help="train only this kind of model")
+    q.add_argument("--run-dir", help="override the config's run_dir")
+    q.set_defaults(fn=cmd_train_quality)
+
+    add_experiment_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pipeline.config import ConfigError
+    from pipeline.executors import TaskError
+    from pipeline.ingest import InputError
+    from pipeline.runner import ConservationError, StaleScoresError
+
+    try:
+        return int(args.fn(args) or 0)
+    except (ConfigError, InputError, StaleScoresError, ConservationError, TaskError, KeyError, ValueError) as e:
+        print(f"winnow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nwinnow: interrupted; finished shards are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `winnow filters | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from experiments.synthetic_web import write_corpus
-from pipeline.cli import main
+from experiments.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.shards import read_json
 from tests.conftest import run_pipeline, write_config

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.check import check_run
-from pipeline.cli import main
+from experiments.cli import main
 from pipeline.ingest import InputError
 from pipeline.shards import read_json
 from tests.conftest import run_pipeline

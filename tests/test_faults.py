@@ -22,7 +22,7 @@ import pytest
 
 from experiments.synthetic_web import write_corpus
 from pipeline.check import check_run
-from pipeline.cli import main
+from experiments.cli import main
 from pipeline.config import ConfigError, config_from_dict, load_config
 from pipeline.executors import ExecutorOptionError
 from pipeline.runner import Runner, RunFolderError
@@ -333,7 +333,7 @@ def test_read_only_run_folder(reference, corpus, tmp_path):
     _run(_cfg(run, corpus), tmp_path)  # the copy's pipeline.json names the reference's run_dir: record this one
     before = {str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in run.rglob("*")}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    base = [sys.executable, "-m", "pipeline.cli", "run", "--no-progress"]
+    base = [sys.executable, "-m", "experiments.cli", "run", "--no-progress"]
     argv = _read_only_argv(run, [*base, str(cfg_path)])
     if argv is None:
         pytest.skip("cannot make a folder read-only here (root without mount namespaces)")
@@ -398,7 +398,7 @@ def test_workers_exit_when_the_parent_is_killed(corpus, tmp_path):
     cfg["stages"][2]["filters"] = [{"tests.data.slow_filter:SlowLengthFilter": {"min_chars": 300, "sleep": 30}}]
     path = write_config(tmp_path / "c.yaml", cfg)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "run", str(path), "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     try:

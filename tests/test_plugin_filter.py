@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.cli import main
+from experiments.cli import main
 from pipeline.inspection import iter_rows
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -200,7 +200,7 @@ def _first(it, n):
 
 
 def test_train_quality_command(toy):
-    from pipeline.cli import main
+    from experiments.cli import main
 
     tmp_path, cfg = toy
     path = write_config(tmp_path / "config.yaml", cfg)

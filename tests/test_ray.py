@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.check import check_run
-from pipeline.cli import main
+from experiments.cli import main
 from pipeline.runner import Runner
 from pipeline.shards import read_json
 from tests.conftest import SHARED, needs_shared, run_pipeline

@@ -36,7 +36,7 @@ def _env():
 
 
 def _start(cfg_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg_path), "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "experiments.cli", "run", str(cfg_path), "--no-progress"],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
