@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments.ablation import load_results
-from experiments.stats import (ALPHA, MIN_SEEDS, cluster_bootstrap_mean, compare, fit_power_law, holm, mean_ci,
-                               tokens_to_match)
+from experiments.stats import (ALPHA, DEFAULT_MARGIN, MIN_SEEDS, cluster_bootstrap_mean, compare, equivalence,
+                               fit_power_law, holm, mean_ci, resolve_margin, tokens_to_match)
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 
 # ---------------------------------------------------------------------------
@@ -92,6 +92,24 @@ def verdict_tests(base_runs: list[dict], cand_runs: list[dict], metrics: list[st
         r.setdefault("p_adj", None)
         r["significant"] = bool(r["p_adj"] is not None and r["p_adj"] < ALPHA)
     return {"primary": prim, "secondary": sec, "exploratory": prim["exploratory"]}
+
+
+def equivalence_test(base_runs: list[dict], cand_runs: list[dict], metric: str, margin_spec=None,
+                     paired: str | bool = "auto", seeds_needed: bool = True) -> dict:
+    """The "as good as" verdict on one metric (:func:`experiments.stats.equivalence`), with the declared margin
+    resolved against the baseline's mean when it is relative; pairing as in :func:`compare_arms`."""
+    seeds_a, seeds_b = [r["seed"] for r in base_runs], [r["seed"] for r in cand_runs]
+    use_pair = (seeds_a == seeds_b) if paired == "auto" else bool(paired) and seeds_a == seeds_b
+    a = [metric_value(r, metric) for r in base_runs]
+    b = [metric_value(r, metric) for r in cand_runs]
+    margin, how = resolve_margin(margin_spec, float(np.mean(a)))
+    res = equivalence(a, b, margin, paired=use_pair, lower_is_better=lower_is_better(metric),
+                      seeds_needed=seeds_needed)
+    res.update(metric=metric, margin_how=how, margin_spec=DEFAULT_MARGIN if margin_spec is None else margin_spec,
+               exploratory=min(len(a), len(b)) < MIN_SEEDS)
+    if res["exploratory"] and res["verdict"] != "inconclusive":
+        res.update(verdict="inconclusive", reason=f"fewer than {MIN_SEEDS} seeds in an arm (exploratory)")
+    return res
 
 
 # ---------------------------------------------------------------------------
