@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
 EPILOG = """\
+exit codes: 0 ok, 1 `check` found problems, 2 usage, 3 config, 4 input (file, run folder or stage output),
+  5 run failure, 70 internal error (a bug: rerun with --debug and report it), 130 interrupted.
+
 examples:
   winnow run experiments/configs/demo.yaml                 run every stage (resumes; skips finished work)
   winnow run CONFIG --stage langid                         run up to and including `langid`
@@ -292,27 +296,79 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_train_quality)
 
     add_experiment_commands(sub)
+    p.add_argument("--version", action=_VersionAction, help="print the winnow version and git commit, then exit")
+    p.add_argument("--debug", action="store_true", help="on an error, print the traceback too (also WINNOW_DEBUG=1)")
+    for command in sub.choices.values():  # `winnow run CONFIG --debug` works as well as `winnow --debug run`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, print the traceback too")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from pipeline.config import ConfigError
-    from pipeline.executors import TaskError
-    from pipeline.ingest import InputError
-    from pipeline.runner import ConservationError, StaleScoresError
+class _VersionAction(argparse.Action):
+    """``--version``, computed only when asked (it runs git once)."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipeline.provenance import version_string
+
+        print(version_string())
+        parser.exit()
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if len(msg) <= 2000 else msg[:2000] + " …"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run one command, and turn every failure into one line and an exit code (pipeline/errors.py)."""
+    from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, exit_code_for
+
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here
+    debug = bool(getattr(args, "debug", False) or os.environ.get("WINNOW_DEBUG"))
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, InputError, StaleScoresError, ConservationError, TaskError, KeyError, ValueError) as e:
-        print(f"winnow: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nwinnow: interrupted; finished shards are kept and a rerun resumes", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `winnow filters | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # noqa: BLE001 - the one place every error becomes a line and a code
+        code = exit_code_for(e)
+        if debug:
+            traceback.print_exc()
+        code = _exit_code_of_unowned(e, code)
+        if code == EXIT_INTERNAL:
+            print(f"winnow: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+            if not debug:
+                print("winnow: this is a bug in winnow; rerun with --debug for the traceback and report it",
+                      file=sys.stderr)
+        else:
+            print(f"winnow: error: {_one_line(e)}", file=sys.stderr)
+        return code
+
+
+def _exit_code_of_unowned(e: BaseException, code: int) -> int:
+    """Errors of modules that do not (yet) declare an exit code: ingest's InputError is an input problem;
+    a plain ValueError with a message (an experiment setting) is a config problem."""
+    from pipeline.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_INTERNAL
+
+    try:
+        from pipeline.ingest import InputError
+    except ImportError:  # pragma: no cover - ingest is part of winnow
+        InputError = ()  # noqa: N806
+    chain, cur = [], e
+    while cur is not None and len(chain) < 20:
+        chain.append(cur)
+        cur = cur.__cause__
+    if code in (EXIT_INTERNAL, 5) and any(isinstance(c, InputError) for c in chain):
+        return EXIT_INPUT
+    if code == EXIT_INTERNAL and type(e) is ValueError:
+        return EXIT_CONFIG
+    return code
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class Filter:
 
     def __init__(self, **params: Any):
         self.params = validate(f"filter {self.name}", params, self.defaults, self.checks,
-                               allow_unknown=getattr(self, "accept_any_params", False))
+                               allow_unknown=getattr(self, "accept_any_params", False), infer=True)
         self._ready = False
 
     # -- scoring ------------------------------------------------------------
@@ -148,8 +148,15 @@ def normalise_decision(f: Filter, out: Any) -> tuple[bool, str | None, str | Non
 # datatrove-style function filters
 
 
-def function_filter(fn: Callable[[Document], Any], name: str | None = None) -> type[Filter]:
-    """Wrap ``doc -> bool | (bool, reason)`` as a Filter class (its result is its score)."""
+def function_filter(fn: Callable[[Document], Any] | None = None, name: str | None = None):
+    """Make ``doc -> bool | (bool, reason)`` a Filter class (its result is its score).
+
+    Also a decorator -- ``@function_filter`` or ``@function_filter(name="no_lorem")`` -- which is how a
+    function in a plug-in module is marked as a filter: a config's ``module:name`` reference accepts
+    only Filter classes, so no other function (``os:popen``) is ever called with a document.
+    """
+    if fn is None:
+        return lambda f: function_filter(f, name)
     fname = name or fn.__name__
 
     class _FunctionFilter(Filter):
@@ -174,12 +181,16 @@ def function_filter(fn: Callable[[Document], Any], name: str | None = None) -> t
 
 
 def _accept_filter(obj: Any, ref: str) -> type[Filter]:
-    """A Filter subclass as is; a plain Python function ``doc -> bool | (bool, reason)`` wrapped."""
+    """A Filter subclass only: a function is one once marked with ``@function_filter``.
+
+    Accepting any function would let a config call ``os.popen`` or ``shutil.rmtree`` with a document.
+    """
     if isinstance(obj, type) and issubclass(obj, Filter):
         return obj
-    if inspect.isfunction(obj):  # not any callable: a builtin such as os.system is refused
-        return function_filter(obj, ref.rpartition(":")[2].strip() or obj.__name__)
-    raise TypeError(f"expected a winnow Filter subclass or a function doc -> bool, "
+    if inspect.isfunction(obj):
+        raise TypeError(f"{getattr(obj, '__name__', obj)!r} is a plain function; a function becomes a filter only "
+                        f"when marked with `@function_filter` (from filters.base)")
+    raise TypeError(f"expected a winnow Filter subclass (or a function marked with `@function_filter`), "
                     f"got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
 
 

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.base import Filter
-from pipeline.params import at_least, between, one_of, optional
+from pipeline.params import at_least, between, list_of, one_of, optional
 
 _LABEL_PREFIX = "__label__"
 _MODELS: dict[str, Any] = {}
@@ -268,6 +268,7 @@ class LanguageID(Filter):
     }
     decision_params = ("languages", "threshold")
     checks = {"backend": one_of(*BACKENDS), "max_chars": optional(at_least(0, integer=True)),
+              "languages": optional(list_of(str, name="a list of language codes, e.g. [en]")),
               "threshold": lambda v: (None if isinstance(v, dict) and all(between(0, 1)(x) is None for x in v.values())
                                       else between(0, 1)(v) if not isinstance(v, dict)
                                       else "a mapping {lang: number in [0, 1]}")}

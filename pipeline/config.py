@@ -9,18 +9,20 @@ so a config runs the same from any working directory.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipeline.errors import ConfigProblem
 from pipeline.params import ParamError, validate
 from pipeline.shards import UnsafePathError, check_name
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(ConfigProblem, ValueError):
+    """A config file or value winnow cannot accept (exit code 3)."""
 
 
 @dataclass
@@ -124,17 +126,42 @@ def _resolve_filter_paths(params: Any, base: Path) -> None:
             params[key] = str((base / v).resolve())
 
 
+def _whole_number(raw: dict, key: str, default: int, minimum: int) -> int:
+    """An integer setting, as written: ``2.7``, ``true`` or ``"2"`` are refused, not rounded or coerced."""
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{key}: expected a whole number, got {v!r}")
+    if v < minimum:
+        raise ConfigError(f"{key}: expected a whole number >= {minimum}, got {v!r}")
+    return v
+
+
 def _looks_remote(v: str) -> bool:
     return "://" in v
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases (``*name``).
+#: Largest config file read, in bytes. A pipeline config is a few KB; PyYAML parses about 0.3 MB/s, so
+#: this bounds the parse to about a second (a 10 MB YAML string took 33 s). Env: WINNOW_MAX_CONFIG_BYTES.
+MAX_CONFIG_BYTES = int(os.environ.get("WINNOW_MAX_CONFIG_BYTES", 256 * 1024))
+#: Deepest nesting of mappings and lists accepted (a real config nests about 6 levels; 20,000 overflowed
+#: Python's stack).
+MAX_CONFIG_DEPTH = 64
 
-    Aliases let a few hundred bytes of nested references expand into gigabytes
-    (a "billion laughs" document passes ``safe_load``); a pipeline config never
-    needs them, so they are refused rather than bounded.
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases, duplicate keys and deep nesting.
+
+    - Aliases (``*name``) let a few hundred bytes of nested references expand into gigabytes (a
+      "billion laughs" document passes ``safe_load``); a config never needs them.
+    - A key given twice in one mapping would silently keep the last value; it is an error naming
+      the key and both lines.
+    - Nesting deeper than :data:`MAX_CONFIG_DEPTH` is refused before the recursive composer
+      overflows the stack.
     """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -142,23 +169,56 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, f"found alias *{event.anchor}: YAML aliases are not allowed in a config "
                 f"(write the value out)", event.start_mark)
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: SafeLoader says so itself below
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1}); "
+                        f"a key may appear once in a mapping", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def safe_yaml_load(stream: Any) -> Any:
-    """``yaml.safe_load`` without aliases: the loader for every config winnow reads."""
-    return yaml.load(stream, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load`` without aliases, duplicate keys or deep nesting: the loader for every config."""
+    return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            raw = safe_yaml_load(f)
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; a pipeline config is a few KB "
+                          f"(set WINNOW_MAX_CONFIG_BYTES to read a larger one)")
+    try:
+        raw = safe_yaml_load(data)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     return config_from_dict(raw, base=path.parent, path=path, overrides=overrides)
 
 
@@ -191,12 +251,8 @@ def config_from_dict(
         run_dir = (base / run_dir).resolve()
     if run_dir == Path(run_dir.anchor) or run_dir == Path.home().resolve():
         raise ConfigError(f"run_dir: {run_dir} is a file-system root or your home folder; name a folder for this run")
-    try:
-        workers = int(raw.get("workers", 1))
-    except (TypeError, ValueError):
-        raise ConfigError(f"workers: expected a whole number, got {raw.get('workers')!r}") from None
-    if workers < 1:
-        raise ConfigError("workers must be >= 1")
+    workers = _whole_number(raw, "workers", 1, minimum=1)
+    seed = _whole_number(raw, "seed", 0, minimum=0)
     if not isinstance(raw.get("executor_options") or {}, dict):
         raise ConfigError(f"executor_options: expected a mapping (e.g. {{address: auto}}), got "
                           f"{type(raw['executor_options']).__name__}")
@@ -207,7 +263,7 @@ def config_from_dict(
         path=path,
         run_dir=run_dir,
         stages=stages,
-        seed=int(raw.get("seed", 0)),
+        seed=seed,
         workers=workers,
         executor=executor,
         executor_options=dict(raw.get("executor_options") or {}),

@@ -19,12 +19,51 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from pipeline.errors import ConfigProblem, RunFailure
 
-class TaskError(RuntimeError):
+
+class TaskError(RunFailure, RuntimeError):
     """A shard task failed; finished shards stay on disk and a rerun resumes."""
 
 
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
+#: Seconds between progress lines when stderr is not a terminal (a log file, CI).
+PROGRESS_LINE_SECONDS = float(os.environ.get("WINNOW_PROGRESS_SECONDS", "30"))
+
+
+class _LineProgress:
+    """Progress as plain lines (``[langid] 12/40 shards (30%), 1m05s``), at most one per
+    :data:`PROGRESS_LINE_SECONDS` and one at the end: a redirected log gets readable lines,
+    not a flood of carriage returns."""
+
+    def __init__(self, total: int, desc: str, every: float = PROGRESS_LINE_SECONDS, stream=None):
+        self.total, self.desc, self.every = total, desc, every
+        self.stream = stream or sys.stderr
+        self.n = 0
+        self.t0 = self._last = time.monotonic()
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.monotonic()
+        if now - self._last >= self.every and self.n < self.total:
+            self._last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        secs = int(now - self.t0)
+        pct = 100 * self.n / self.total if self.total else 100.0
+        print(f"[{self.desc}] {self.n:,}/{self.total:,} shards ({pct:.0f}%), {secs // 60}m{secs % 60:02d}s",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.total and self.n and time.monotonic() - self.t0 >= self.every:
+            self._line(time.monotonic())  # long work ends with a line; short work stays quiet
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar on a terminal; periodic lines otherwise (``enabled=False``: nothing)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if enabled and not (isatty and isatty()):
+        return _LineProgress(total, desc)
     return tqdm(total=total, desc=desc, unit="shard", disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
 
@@ -49,6 +88,9 @@ def _exit_with_parent(parent_pid: int) -> None:
             pass
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
+    # Ctrl-C reaches the whole process group: the parent stops the run and says so in one line;
+    # a worker must not print its own KeyboardInterrupt traceback (it is ended by the parent).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:
@@ -81,6 +123,23 @@ class LocalExecutor:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def abort(self) -> None:
+        """Stop now (Ctrl-C): cancel what has not started and end the workers mid-task.
+
+        A task ended mid-write leaves at most a temporary file, which the next run deletes;
+        its shard has no marker, so it is redone.
+        """
+        if self._pool is None:
+            return
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=5)
+        self._pool = None
+
     def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None) -> Iterator[tuple[int, Any]]:
         """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure."""
         labels = labels or [str(i) for i in range(len(tasks))]
@@ -108,6 +167,9 @@ class LocalExecutor:
                             raise TaskError(f"{desc}: task {labels[i]} failed: {type(exc).__name__}: {exc}") from exc
                         bar.update(1)
                         yield i, fut.result()
+            except KeyboardInterrupt:
+                self.abort()
+                raise
             finally:
                 for p in pending:  # on failure (or an abandoned generator) nothing new starts
                     p.cancel()
@@ -118,7 +180,7 @@ class LocalExecutor:
 RAY_OPTIONS = ("address", "shuffle_partitions", "runtime_env")
 
 
-class ExecutorOptionError(ValueError):
+class ExecutorOptionError(ConfigProblem, ValueError):
     """A bad ``executor_options`` entry (the CLI prints it as one line, like a config error)."""
 
 

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.document import REMOVED_FIELDS
+from pipeline.errors import RunFailure
 from pipeline.shards import StageLayout, atomic_write_json, file_matches, read_json, write_parquet
 from pipeline.stage import Decision
 
 
-class ConservationError(RuntimeError):
+class ConservationError(RunFailure, RuntimeError):
     """rows in != kept + removed: a stage lost or invented documents."""
 
 

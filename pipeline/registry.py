@@ -7,23 +7,32 @@ A name resolves, in order, to
 2. an entry point of the group (``winnow.stages`` / ``winnow.filters``) of any
    installed distribution -- winnow's own built-ins are declared exactly so in
    its ``pyproject.toml``, so a plug-in package is found the same way;
-3. a ``package.module:Name`` reference, imported from ``sys.path``.
+3. a ``package.module:Name`` reference, imported from ``sys.path`` -- after a
+   check that needs no import (:func:`plugin_problem`): never a standard-library
+   module, and ``Name`` bound at the module's top level, not as a plain ``def``.
 
 Whatever is found must pass the registry's ``accept`` check (a Stage subclass,
-a Filter subclass or a plain filter function), so a config cannot make winnow
-call an arbitrary callable (``kind: os:system``). Errors are one line and name
-the nearest known names.
+or a Filter subclass -- a function becomes one with ``@function_filter``), so a
+config cannot make winnow call an arbitrary callable (``kind: os:system``,
+``os:popen`` as a filter) or run a module's import side effects (``this:s``).
+Errors are one line and name the nearest known names.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.util
+import re
+import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from pipeline.errors import ConfigProblem
 
-class RegistryError(KeyError):
+
+class RegistryError(ConfigProblem, KeyError):
     """An unknown name, an unimportable reference or an object of the wrong kind."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -99,13 +108,19 @@ class Registry:
 
     def _import(self, ref: str) -> Any:
         mod, _, attr = ref.partition(":")
-        if not mod or not attr or "/" in mod or mod.endswith(".py"):
+        if not _DOTTED.fullmatch(mod) or not _IDENT.fullmatch(attr):
             raise RegistryError(f"{self.what} reference {ref!r}: expected `package.module:Name`, importable "
                                 f"from the Python path (not a file path)")
+        problem = plugin_problem(mod, attr, self.what)  # before importing: a module's import may have side effects
+        if problem:
+            raise RegistryError(f"{self.what} reference {ref!r}: {problem}")
         try:
             module = importlib.import_module(mod)
         except ImportError as e:
             raise RegistryError(f"{self.what} reference {ref!r}: cannot import module {mod!r} ({e})") from None
+        except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+            raise RegistryError(f"{self.what} reference {ref!r}: importing module {mod!r} failed: "
+                                f"{type(e).__name__}: {e}") from None
         try:
             obj = getattr(module, attr)
         except AttributeError:
@@ -123,6 +138,64 @@ class Registry:
         eps = {n: self._load(n) for n in self._declared()}
         merged = {**eps, **{n: e for n, e in self._registered.items() if n not in eps or eps[n].obj is not e.obj}}
         return [merged[n] for n in sorted(merged) if not isinstance(merged[n].obj, _Broken)]
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def plugin_problem(mod: str, attr: str, what: str = "filter") -> str | None:
+    """Why ``mod:attr`` cannot be a plug-in, found without running the module (None: import and check it).
+
+    A config names code to run, so a reference is checked before its module is imported: a module of
+    Python's standard library is never a plug-in (``os:popen``, ``this:s``); in a module with Python
+    source, ``attr`` must be bound at the top level, and not by a plain undecorated ``def`` (a filter
+    function is marked with ``@function_filter``). Only what passes is imported, and the object is then
+    checked for its type. Importing ``a.b`` to find it imports the package ``a`` (Python's rule).
+    """
+    top = mod.split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return f"{top!r} is part of Python's standard library, not a winnow plug-in"
+    try:
+        spec = importlib.util.find_spec(mod)
+    except (ImportError, ValueError) as e:
+        return f"cannot import module {mod!r} ({e})"
+    except Exception as e:  # noqa: BLE001 - a parent package failed while importing
+        return f"importing a parent package of {mod!r} failed: {type(e).__name__}: {e}"
+    if spec is None:
+        return f"cannot import module {mod!r} (no module named {mod!r} on the Python path)"
+    origin = spec.origin or ""
+    if not origin.endswith(".py"):
+        return None  # compiled or namespace: only the import can tell
+    try:
+        with open(origin, "rb") as f:
+            tree = ast.parse(f.read(), filename=origin)
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"cannot read module {mod!r} ({type(e).__name__}: {e})"
+    binding = None
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == attr:
+            binding = node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name == "*" or (a.asname or a.name.split(".")[0]) == attr for a in node.names):
+                binding = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == attr for t in targets for n in ast.walk(t)):
+                binding = node
+        elif isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            binding = binding or node
+        elif not isinstance(node, (ast.Expr, ast.Pass)):
+            binding = binding or (node if attr in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} else None)
+    if binding is None:
+        return f"module {mod!r} has no attribute {attr!r}"
+    if isinstance(binding, (ast.FunctionDef, ast.AsyncFunctionDef)) and binding.name == attr \
+            and not binding.decorator_list:
+        if what == "filter":
+            return (f"{attr!r} is a plain function; a function becomes a filter only when marked with "
+                    f"`@function_filter` (from filters.base)")
+        return f"{attr!r} is a plain function, not a {what} class"
+    return None
 
 
 @dataclass(frozen=True)

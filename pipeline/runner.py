@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.config import PipelineConfig
+from pipeline.errors import InputProblem
 from pipeline.executors import make_executor, run_all
 from pipeline.shards import (
     MANIFEST_FILE_KEYS,
@@ -52,11 +53,11 @@ from pipeline.outputs import (  # noqa: F401  (re-exported: the runner's public 
 from pipeline.stage import Stage, StageContext, build_stage, cached_stage
 
 
-class StaleScoresError(RuntimeError):
+class StaleScoresError(InputProblem, RuntimeError):
     """`winnow select` needs cached scores, and they are missing or stale."""
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputProblem, ValueError):
     """The run folder cannot be used as asked (not a winnow run, foreign files, not writable)."""
 
 
@@ -214,6 +215,10 @@ class Runner:
         """
         try:
             return self._run(upto, select_only)
+        except KeyboardInterrupt:  # Ctrl-C: end the workers now rather than wait for their tasks
+            if self._owns_executor and hasattr(self.executor, "abort"):
+                self.executor.abort()
+            raise
         finally:
             if self._owns_executor and hasattr(self.executor, "close"):
                 self.executor.close()

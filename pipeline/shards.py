@@ -149,7 +149,7 @@ class UnsafePathError(ValueError):
 
 def check_name(name: str, what: str = "stage name") -> str:
     """A stage or shard name is a plain identifier (letters, digits, ``_``, ``-``): it becomes a folder name."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # `$` would accept "ab\n"
         raise UnsafePathError(f"{what} {name!r} is not a plain identifier (letters, digits, `_` and `-`, "
                               f"starting with a letter or digit, at most 128 characters)")
     return name

@@ -96,7 +96,7 @@ class Stage:
 
     def validated(self, defaults: dict[str, Any], checks: dict | None = None) -> dict[str, Any]:
         """This stage's parameters over ``defaults``, typos and out-of-range values refused."""
-        return validate(f"stage {self.name}", self.params, defaults, checks)
+        return validate(f"stage {self.name}", self.params, defaults, checks, infer=True)
 
     # -- source stages only ------------------------------------------------
     def source_tasks(self) -> list[dict]:

@@ -212,7 +212,7 @@ def test_stage_name_escaping_run_dir_is_one_line_error_and_touches_nothing(tmp_p
     cfg = _cfg(tmp_path / "run", corpus)
     cfg["stages"][1]["name"] = "../victim"
     path = write_config(tmp_path / "c.yaml", cfg)
-    assert main(["run", str(path), "--force", "--no-progress"]) == 2
+    assert main(["run", str(path), "--force", "--no-progress"]) == 3  # config
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("winnow: error: stages[1].name:")
     assert (victim / "precious.txt").read_text() == "keep me" and not (tmp_path / "run").exists()
@@ -345,7 +345,7 @@ def test_read_only_run_folder(reference, corpus, tmp_path):
         # a changed threshold needs writes: one line naming the folder, no traceback
         write_config(cfg_path, _cfg(run, corpus, min_chars=500))
         changed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-        assert changed.returncode == 2
+        assert changed.returncode == 4  # input: the run folder cannot be written
         last = changed.stderr.strip().splitlines()[-1]
         assert last.startswith(f"winnow: error: cannot write to the run folder {run}")
         assert "Traceback" not in changed.stderr
@@ -442,7 +442,7 @@ def test_inputs_shape_errors_name_the_key(inputs, match, tmp_path, capsys):
     with pytest.raises(ConfigError, match=match):
         config_from_dict(raw, base=tmp_path)
     path = write_config(tmp_path / "c.yaml", raw)
-    assert main(["run", str(path), "--no-progress"]) == 2
+    assert main(["run", str(path), "--no-progress"]) == 3  # config
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("winnow: error: stage ingest: `inputs` must be")
 
@@ -452,7 +452,7 @@ def test_unreachable_ray_address_is_a_one_line_config_error(address, corpus, tmp
     cfg = _cfg(tmp_path / "run", corpus, executor="ray", executor_options={"address": address})
     path = write_config(tmp_path / "c.yaml", cfg)
     t0 = time.time()
-    assert main(["run", str(path), "--no-progress"]) == 2
+    assert main(["run", str(path), "--no-progress"]) == 3  # config
     assert time.time() - t0 < 15
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("winnow: error: executor_options.address: ")
