@@ -53,10 +53,20 @@ def cmd_run(args) -> int:
     from pipeline.runner import Runner
 
     cfg = _load(args)
+    if args.limit is not None:
+        _limit_inputs(cfg, args.limit)
     runner = Runner(cfg, force=args.force, progress=not args.no_progress)
     runner.run(upto=args.stage)
     print(format_funnel(cfg.run_dir))
     return 0
+
+
+def _limit_inputs(cfg, limit: int) -> None:
+    """`--limit N`: the source stage reads the first N records of each input (a quick trial run). It is a
+    stage parameter like any other, so the next run without it redoes the stage on the whole input."""
+    if limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {limit}")
+    cfg.stages[0]["limit"] = limit
 
 
 def cmd_select(args) -> int:
@@ -238,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "changed).")
     _add_run_args(r)
     r.add_argument("--force", action="store_true", help="redo the stages from scratch, cached scores included")
+    r.add_argument("--limit", type=int, metavar="N",
+                   help="read only the first N records of each input file (a quick trial; the next run without "
+                        "--limit reads everything again)")
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("select", help="re-apply thresholds of one stage from cached scores (no re-scoring)",
@@ -357,7 +370,7 @@ def _exit_code_of_unowned(e: BaseException, code: int) -> int:
     from pipeline.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_INTERNAL
 
     try:
-        from pipeline.ingest import InputError
+        from pipeline.ingest.records import InputError
     except ImportError:  # pragma: no cover - ingest is part of winnow
         InputError = ()  # noqa: N806
     chain, cur = [], e

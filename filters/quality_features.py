@@ -277,7 +277,7 @@ def gold_pages(path: str, gold_field: str, html_field: str = "html", id_field: s
     import gzip
     import json
 
-    from pipeline.ingest import extract_text
+    from pipeline.ingest.html import extract_text
 
     out = []
     opener = gzip.open if str(path).endswith(".gz") else open

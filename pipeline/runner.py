@@ -374,7 +374,11 @@ class Runner:
         args = [(spec, ctx_d, t, stage_fp) for t in tasks]
         labels = [t.get("label", str(i)) for i, t in enumerate(tasks)]
         results = run_all(self.executor, source_task, args, f"{spec['name']}", labels)
-        return [m for task_markers in results for m in task_markers]
+        markers = [m for task_markers in results for m in task_markers]
+        for m in markers:  # what a source task wants said (a detected text field, an unverifiable file)
+            for note in m.get("notes") or ():
+                self.log(f"[{spec['name']}] {note}")
+        return markers
 
     def _run_shards(self, stage, spec, layout, ctx_d, shards, score_fp, stage_fp, select_only) -> list[dict]:
         need_score = []

@@ -111,7 +111,7 @@ def test_an_unexpected_exception_is_an_internal_error_70(monkeypatch, capsys, tm
 def test_exit_code_follows_the_cause_of_a_task_failure():
     from experiments.cli import _exit_code_of_unowned
     from pipeline.executors import TaskError
-    from pipeline.ingest import InputError
+    from pipeline.ingest.records import InputError
 
     def failed_task(cause):
         try:

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.check import check_run
 from experiments.cli import main
-from pipeline.ingest import InputError
+from pipeline.ingest.records import InputError
 from pipeline.shards import read_json
 from tests.conftest import run_pipeline
 
@@ -46,12 +46,12 @@ def test_every_corrupt_line_is_kept_or_removed_with_reason(tmp_path):
     assert len(kept) + len(removed) == n_lines - 1  # the blank line is not a record...
     assert read_json(run / "ingest" / "stats.json")["counters"] == {"blank_lines": 1}  # ...but it is counted
     assert sorted(r["id"] for r in kept) == sorted(f"g{i}" for i in range(20) if i != 1)
-    by_line = {json.loads(r["metadata"])["record"]: r for r in removed}
+    by_line = {r["input_record"]: r for r in removed}
     expect = {2: "malformed", 3: "bad_encoding", 4: "missing_text", 5: "missing_text", 6: "empty",
               7: "malformed", 8: "malformed", 10: "too_long", 11: "bad_encoding"}
     assert {k: v["reason"] for k, v in by_line.items()} == expect
     assert all(r["detail"] for r in removed)
-    assert all(json.loads(r["metadata"])["file"] == "corrupt.jsonl" for r in removed)
+    assert all(r["input_file"] == "corrupt.jsonl" for r in removed)
     # the 50 MB document is not copied into the removed shard, only a preview
     assert len(by_line[10]["text"]) <= 2000
     assert check_run(run) == []

@@ -19,18 +19,11 @@ import pytest
 import zstandard
 
 from pipeline.config import ConfigError, load_config
-from pipeline.ingest import (
-    DEFAULT_LIMITS,
-    IngestStage,
-    InputError,
-    TooDeep,
-    WarcReader,
-    bounded_lines,
-    check_html_nesting,
-    html_nesting,
-    check_zstd_frames,
-    expand_inputs,
-)
+from pipeline.ingest.html import TooDeep, check_html, html_nesting
+from pipeline.ingest.readers.warc import WarcReader
+from pipeline.ingest.records import InputError
+from pipeline.ingest.stage import DEFAULT_LIMITS, IngestStage, expand_inputs
+from pipeline.ingest.streams import bounded_lines, check_zstd_frames
 from pipeline.shards import read_json
 from tests.conftest import run_pipeline
 
@@ -115,7 +108,7 @@ def test_zstd_frame_walk_accepts_whole_files_and_refuses_every_cut(tmp_path):
     blob = b"".join(frames)
     p = tmp_path / "multi.jsonl.zst"
     p.write_bytes(blob)
-    assert check_zstd_frames(str(p)) == 3
+    assert check_zstd_frames(str(p)) == (3, 2)  # frames 0 and 2 were written without a checksum
     boundaries = {len(frames[0]), len(frames[0]) + len(frames[1])}
     for cut in random.Random(0).sample(range(1, len(blob)), 150):
         p.write_bytes(blob[:cut])
@@ -175,12 +168,12 @@ def test_unconvertible_records_are_quarantined_one_row_each(tmp_path):
     run = _ingest(tmp_path, [{"path": str(src), "url_field": "url"}, {"path": str(bom)}])
     kept = {r["id"] for r in _rows(run, "kept")}
     assert kept == {"ok", "first"}  # the BOM is stripped: line 1 of bom.jsonl is a document
-    removed = {json.loads(r["metadata"])["record"]: (r["reason"], r["detail"]) for r in _rows(run, "removed")}
+    removed = {r["input_record"]: (r["reason"], r["detail"]) for r in _rows(run, "removed")}
     assert {k: v[0] for k, v in removed.items()} == {1: "bad_encoding", 2: "bad_encoding", 3: "bad_encoding",
                                                      4: "malformed", 5: "malformed"}
     assert "`id`" in removed[1][1] and "`url`" in removed[2][1] and "field name" in removed[3][1]
     assert "digits" in removed[4][1] and "nested too deeply" in removed[5][1]
-    assert all(json.loads(r["metadata"])["file"] == "bad.jsonl" for r in _rows(run, "removed"))
+    assert all(r["input_file"] == "bad.jsonl" for r in _rows(run, "removed"))
 
 
 def test_parquet_non_string_columns(tmp_path):
@@ -238,12 +231,13 @@ def test_deeply_nested_html_is_quarantined_not_extracted_for_minutes(tmp_path):
 def test_html_nesting_is_measured_on_the_parsed_tree_when_the_tag_scan_is_over():
     assert html_nesting("<div>" * 998) == (1000, sum(range(1, 1001)) + 2)  # implied <html>, <head>, <body>
     assert html_nesting("<li><p>x" * 5000)[0] == 4  # html, body, li, p: a new <li> closes the last one
-    check_html_nesting("<li><p>x" * 5000, max_depth=10, max_depth_sum=10 ** 9)
-    check_html_nesting("<div>" * 900, max_depth=1000, max_depth_sum=10 ** 9)
+    lim = lambda depth, total: {**DEFAULT_LIMITS, "max_html_depth": depth, "max_html_depth_sum": total}  # noqa: E731
+    check_html("<li><p>x" * 5000, lim(10, 10 ** 9))
+    check_html("<div>" * 900, lim(1000, 10 ** 9))
     with pytest.raises(TooDeep, match="max_html_depth=1,000"):
-        check_html_nesting("<div>" * 1100, max_depth=1000, max_depth_sum=10 ** 9)
+        check_html("<div>" * 1100, lim(1000, 10 ** 9))
     with pytest.raises(TooDeep, match="max_html_depth_sum=100"):
-        check_html_nesting("<div></div>" * 101, max_depth=1000, max_depth_sum=100)
+        check_html("<div></div>" * 101, lim(1000, 100))
 
 
 def test_yaml_alias_bomb_is_refused_in_one_line(tmp_path):
@@ -267,7 +261,7 @@ def test_an_archive_of_blank_lines_is_counted_not_written(tmp_path):
     stats = _stats(run)
     assert stats["docs_in"] == 1 and stats["kept"] == 1
     assert stats["counters"] == {"blank_lines": 20_002_000}
-    assert json.loads(_rows(run, "kept")[0]["metadata"])["record"] == 20_000_001  # line numbers stay true
+    assert _rows(run, "kept")[0]["input_record"] == 20_000_001  # line numbers stay true
 
 
 def test_bounded_lines_matches_a_plain_split_at_every_chunk_boundary():
@@ -347,7 +341,7 @@ def test_a_named_fifo_dangling_symlink_or_compressed_parquet_is_a_one_line_error
     assert "dangling symlink" in _refused(tmp_path, tmp_path / "link.jsonl")
     gz = tmp_path / "table.parquet.gz"
     gz.write_bytes(gzip.compress(b"PAR1"))
-    assert "compressed Parquet" in _refused(tmp_path, gz)
+    assert "compressed parquet file" in _refused(tmp_path, gz)
     for bad in ({"path": ["a", "b"]}, "just-a-string"):
         with pytest.raises(InputError, match="input #0"):
             expand_inputs([bad])
@@ -363,7 +357,7 @@ def test_a_run_folder_inside_the_input_glob_is_not_reingested(tmp_path):
         run = run_pipeline(cfg, tmp_path, "glob.yaml", force=True)
         assert _stats(run)["docs_in"] == 100, attempt
     tasks = expand_inputs(inputs, run_dir=src / "run")
-    assert [t["label"] for t in tasks] == ["in.parquet"]
-    assert tasks[0]["skipped"] == {"inside_run_dir": 2}  # the run's kept and removed shards
+    assert [t["label"] for t in tasks] == ["data/in.parquet"]  # named relative to the glob's folder
+    assert tasks[0]["skipped"] == {"inside_run_dir": 1}  # the run folder is not entered
     with pytest.raises(InputError, match="inside the run folder"):
         expand_inputs([{"path": str(src / "run" / "ingest" / "kept")}], run_dir=src / "run")

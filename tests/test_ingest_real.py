@@ -64,7 +64,7 @@ def test_ingest_counts_match_inputs(tmp_path, shared):
     with_markup = sum(("<div" in r["text"] or "<script" in r["text"]) for r in kept_web)
     assert with_markup / len(kept_web) < 0.02
     meta = json.loads(kept_web[0]["metadata"])
-    assert meta["extractor"] == "resiliparse" and meta["extractor_version"] and meta["file"] == "webpages-html.jsonl.gz"
+    assert meta["extractor"] == "resiliparse" and meta["extractor_version"] and kept_web[0]["input_file"] == "webpages-html.jsonl.gz"
 
     # WARC documents carry their URL; non-document records are counted, not dropped silently
     stats = read_json(run / "ingest" / "stats.json")

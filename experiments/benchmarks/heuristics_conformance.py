@@ -129,7 +129,7 @@ def run_reference(docs_path: Path, out_path: Path, repeat: int) -> None:
 
 def load_documents(per_source: int) -> list[tuple[str, str]]:
     """(source, text) for up to ``per_source`` non-blank documents of each source."""
-    from pipeline.ingest import extract_text
+    from pipeline.ingest.html import extract_text
 
     sources = (("usenet", SHARED / "raw" / "usenet-20news.jsonl.gz", "text"),
                ("wikipedia", SHARED / "ref" / "wikipedia-en.jsonl.gz", "text"),

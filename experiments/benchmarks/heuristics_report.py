@@ -29,7 +29,7 @@ from experiments.benchmarks import emit
 from filters.base import filter_class, normalise_decision
 from filters.langid import LanguageID
 from pipeline.document import Document
-from pipeline.ingest import extract_text
+from pipeline.ingest.html import extract_text
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FILTERS = ("gopher_quality", "gopher_repetition", "c4", "fineweb", "ratios")
