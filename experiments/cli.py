@@ -201,6 +201,61 @@ def cmd_quality_eval(args) -> int:
     return run(args, args.parser)
 
 
+def _weights(text: str) -> dict[str, float]:
+    """``web=0.7,wiki=0.3`` -> ``{"web": 0.7, "wiki": 0.3}``."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT[,SOURCE=WEIGHT...], got {part!r}")
+    return out
+
+
+def cmd_export(args) -> int:
+    from experiments.export import ExportSettings, export
+
+    s = ExportSettings(format=args.format, weights=args.weights, token_budget=args.token_budget, seed=args.seed,
+                       repeat=args.repeat, tokenizer=args.tokenizer, train_tokenizer=args.train_tokenizer,
+                       shard_docs=args.shard_docs, shard_tokens=args.shard_tokens, compress=args.gzip,
+                       force=args.force)
+    rec = export(args.run_dir, args.stage, args.to, s, log=_log)
+    tok = rec.get("tokenizer") or {}
+    extra = f", {tok['tokens']:,} tokens ({tok['dtype']})" if tok.get("tokens") is not None else ""
+    print(f"exported {rec['documents']:,} documents of {args.stage} as {args.format} to {args.to}{extra}")
+    return 0
+
+
+def add_export_command(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "export", help="write a stage's kept documents for training: JSONL, Parquet, a HF dataset or token shards",
+        description="Write the kept documents of STAGE in RUN_DIR to a new folder: JSON Lines or Parquet files, a "
+                    "Hugging Face dataset (datasets.load_from_disk opens it), or token shards for a training loop "
+                    "(flat uint16/uint32 token files, index.parquet, the tokenizer saved beside them). Optionally "
+                    "mix sources by weight and stop at a token budget (seeded draw). The folder gets export.json: "
+                    "the run, stage, settings, counts, checksums and the code that wrote it.")
+    e.add_argument("run_dir")
+    e.add_argument("--stage", required=True, help="the stage whose kept documents to export")
+    e.add_argument("--to", required=True, metavar="DIR", help="a new or empty folder")
+    e.add_argument("--format", choices=["jsonl", "parquet", "hf", "tokens"], default="jsonl")
+    e.add_argument("--tokenizer", metavar="PATH", help="a tokenizer.json, a folder holding one, or a transformers "
+                                                       "tokenizer (name or folder)")
+    e.add_argument("--train-tokenizer", type=int, metavar="VOCAB",
+                   help="instead: train a byte-level BPE of this vocabulary size on the stage's documents")
+    e.add_argument("--weights", type=_weights, metavar="SRC=W,...", help="per-source mixing weights (tokens)")
+    e.add_argument("--token-budget", type=int, metavar="N", help="stop at N tokens in all")
+    e.add_argument("--repeat", action="store_true", help="draw a source again when it is short of its share")
+    e.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    e.add_argument("--shard-docs", type=int, default=50_000, help="documents per JSONL/Parquet file")
+    e.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per token shard")
+    e.add_argument("--gzip", action="store_true", help="JSONL files as .jsonl.gz")
+    e.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
+    e.set_defaults(fn=cmd_export)
+
+
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("ablation", help="run the matched-model ablation described in a config's `experiment:`",
                        description="Run the pipeline, hold out evaluation text, train one tokenizer, draw token-budget "
@@ -309,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_train_quality)
 
     add_experiment_commands(sub)
+    add_export_command(sub)
     p.add_argument("--version", action=_VersionAction, help="print the winnow version and git commit, then exit")
     p.add_argument("--debug", action="store_true", help="on an error, print the traceback too (also WINNOW_DEBUG=1)")
     for command in sub.choices.values():  # `winnow run CONFIG --debug` works as well as `winnow --debug run`
