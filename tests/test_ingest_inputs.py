@@ -29,7 +29,10 @@ from pipeline.ingest.readers.base import Reader
 from pipeline.ingest.records import Record
 from pipeline.runner import Runner
 from pipeline.shards import read_json
-from tests.conftest import ROOT, run_pipeline, write_config
+from pipeline.ingest.stage import DEFAULT_LIMITS
+from tests.conftest import ROOT, write_config
+
+DEFAULT_MAX_HTML_CHARS = DEFAULT_LIMITS["max_html_chars"]
 
 
 def _ingest(tmp_path, inputs, run="run", log=None, **stage):
@@ -445,3 +448,18 @@ def test_quoted_angle_brackets_do_not_hide_attributes_from_the_scan():
             html_scan(html, max_attributes=2000, max_options=5000)
     # script bodies are not markup: a comparison in code is no tag
     html_scan("<script>" + "if (a <b && c) x();" * 5000 + "</script><p>text</p>", max_attributes=10, max_options=1)
+
+
+def test_pages_are_cut_to_the_size_the_extractor_handles_in_bounded_time(tmp_path):
+    from pipeline.ingest.html import TRAFILATURA_MAX_HTML_CHARS
+
+    page = "<html><body>" + '<p class="a-long-class-name another-class">Words in a paragraph.</p>\n' * 25_000 \
+        + "</body></html>"
+    assert TRAFILATURA_MAX_HTML_CHARS < len(page) < DEFAULT_MAX_HTML_CHARS
+    src = tmp_path / "big.jsonl"
+    src.write_text(json.dumps({"id": "big", "html": page}) + "\n")
+    metas = {}
+    for extractor in ("resiliparse", "trafilatura"):
+        run, _ = _ingest(tmp_path, [{"path": str(src), "html_field": "html"}], run=extractor, extractor=extractor)
+        metas[extractor] = json.loads(_rows(run, "kept")[0]["metadata"])
+    assert "html_truncated" not in metas["resiliparse"] and metas["trafilatura"]["html_truncated"] is True

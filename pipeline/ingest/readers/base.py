@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from typing import Any, ClassVar, Iterable, Iterator
 
-from pipeline.ingest.html import TooComplex, TooDeep, html_to_text
+from pipeline.ingest.html import TooComplex, TooDeep, html_char_cap, html_to_text
 from pipeline.ingest.records import PREVIEW_CHARS, Record, preview, utf8_clean
 
 #: Field names tried, in order, when an input does not set ``text_field``.
@@ -133,8 +133,9 @@ class Reader:
                           + preview(bad_key.encode("utf-8", "replace"))[:200], preview=raw_preview)
         text = value
         if self.html_field:
-            if len(value) > self.limits["max_html_chars"]:
-                value = value[: self.limits["max_html_chars"]]
+            cap = html_char_cap(self.limits, self.extractor)
+            if len(value) > cap:
+                value = value[:cap]
                 meta["html_truncated"] = True
             try:
                 text = html_to_text(value, self.extractor, self.limits)

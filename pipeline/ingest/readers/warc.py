@@ -12,7 +12,7 @@ import gzip
 import os
 from typing import Iterator
 
-from pipeline.ingest.html import TooComplex, TooDeep, decode_html, html_to_text
+from pipeline.ingest.html import TooComplex, TooDeep, decode_html, html_char_cap, html_to_text
 from pipeline.ingest.paths import require_regular_file
 from pipeline.ingest.readers.base import RECORD_ERRORS, Reader
 from pipeline.ingest.records import PREVIEW_CHARS, SKIPPED, InputError, Record, preview
@@ -277,6 +277,10 @@ class WarcReader(Reader):
         mime = ctype.split(";")[0].strip()
         if mime in HTML_TYPES or (not mime and payload.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))):
             html = decode_html(payload)
+            html_cap = html_char_cap(self.limits, self.extractor)
+            if len(html) > html_cap:
+                html = html[:html_cap]
+                meta["html_truncated"] = True
             try:
                 text = html_to_text(html, self.extractor, self.limits)
             except (TooDeep, TooComplex) as e:
