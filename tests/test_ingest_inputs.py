@@ -463,3 +463,10 @@ def test_pages_are_cut_to_the_size_the_extractor_handles_in_bounded_time(tmp_pat
         run, _ = _ingest(tmp_path, [{"path": str(src), "html_field": "html"}], run=extractor, extractor=extractor)
         metas[extractor] = json.loads(_rows(run, "kept")[0]["metadata"])
     assert "html_truncated" not in metas["resiliparse"] and metas["trafilatura"]["html_truncated"] is True
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    msg = _refused(tmp_path, [{"format": "hf", "name": "no-such-org/no-such-dataset"}])
+    assert "hf:no-such-org/no-such-dataset: cannot load the dataset" in msg

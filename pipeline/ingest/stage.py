@@ -272,7 +272,7 @@ class IngestStage(Stage):
 
     def input_fingerprint(self) -> str:
         """The tasks and the content of their files (hashes cached under each file's stat)."""
-        cache = ContentHashes(self.run_dir / self.name / "plan" / "input_hashes.json" if self.run_dir else None)
+        cache = ContentHashes(None)  # remembered across runs once the stage folder has a place for it
         parts = []
         for t in self.source_tasks():
             if t["path"] is None:  # a hub dataset: its name and settings are all there is to compare

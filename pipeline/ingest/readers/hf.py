@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from pipeline.ingest.readers.base import Reader
-from pipeline.ingest.records import SKIPPED, Record
+from pipeline.ingest.records import SKIPPED, InputError, Record
 from pipeline.params import of_type, optional
 
 
@@ -25,8 +25,12 @@ class HubReader(Reader):
 
         s = self.spec
         kwargs = {k: s[k] for k in ("data_files", "data_dir", "revision") if s.get(k)}
-        ds = load_dataset(s["name"], s.get("config"), split=s.get("split") or "train",
-                          streaming=s.get("streaming", True), **kwargs)
+        try:
+            ds = load_dataset(s["name"], s.get("config"), split=s.get("split") or "train",
+                              streaming=s.get("streaming", True), **kwargs)
+        except (OSError, ValueError, KeyError, ImportError) as e:  # not found, offline, no such split or config
+            raise InputError(f"hf:{s['name']}: cannot load the dataset ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:400]})") from e
         names = list(ds.features) if getattr(ds, "features", None) else None
         if names:
             self.choose_text_field(names, "features")
