@@ -18,18 +18,36 @@ examples:
   winnow select CONFIG --stage quality                     re-apply changed thresholds from cached scores
   winnow inspect runs/demo                                 the funnel: docs and chars per stage, removals by reason
   winnow inspect runs/demo --stage quality --removed --reason gopher_repetition -n 5
+  winnow inspect runs/demo --id ID                         one document through every stage, and why it was removed
   winnow check runs/demo                                   verify every shard against its manifest
 """
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
+def _add_run_args(p: argparse.ArgumentParser,
+                  stage_help: str = "run stages up to and including this one (default: all)") -> None:
     p.add_argument("config", help="pipeline YAML (inputs, ordered stages, filter parameters)")
-    p.add_argument("--stage", help="run stages up to and including this one (default: all)")
-    p.add_argument("--workers", type=int, help="parallel shard workers (default: config `workers`, else 1)")
+    p.add_argument("--stage", help=stage_help)
+    p.add_argument("--workers", type=_count(1), help="parallel shard workers (default: config `workers`, else 1)")
     p.add_argument("--executor", choices=["local", "ray"], help="where shard tasks run (default: config, else local)")
     p.add_argument("--address", help="Ray cluster address for --executor ray (e.g. `auto`)")
     p.add_argument("--run-dir", help="override the config's run_dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _count(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (``-n 0`` or ``--chars -5`` is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def _load(args):
@@ -73,7 +91,16 @@ def cmd_select(args) -> int:
     from pipeline.inspection import format_funnel
     from pipeline.runner import Runner
 
+    from pipeline.errors import InputProblem, UsageError
+
     cfg = _load(args)
+    if not args.stage:  # "every stage" has no meaning here: re-deciding one stage changes the next one's input
+        raise UsageError(f"winnow select needs --stage: the one stage whose thresholds you changed (stages of "
+                         f"{args.config}: {', '.join(cfg.stage_names())}); it never runs a scorer")
+    cfg.upto(args.stage)  # an unknown stage is named before anything is read
+    if not (Path(cfg.run_dir) / "pipeline.json").is_file():
+        raise InputProblem(f"run_dir {cfg.run_dir} holds no winnow run yet; `winnow select` re-decides from the "
+                           f"scores a run cached: `winnow run {args.config}` first")
     Runner(cfg, progress=not args.no_progress).run(select_only=args.stage)
     later = cfg.stage_names()[cfg.stage_names().index(args.stage) + 1:]
     print(format_funnel(cfg.run_dir))
@@ -98,27 +125,52 @@ def cmd_check(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from pipeline.inspection import format_clusters, format_document, format_funnel, iter_rows
+    import pyarrow as pa
 
-    run_dir = Path(args.run_dir)
+    from pipeline.errors import InputProblem
+    from pipeline.inspection import (format_clusters, format_document, format_funnel, format_trace, iter_rows,
+                                     open_run, read_failure, require_stage, trace_document)
+
+    run, names = open_run(args.run_dir)
+    if args.id is not None:
+        print(format_trace(trace_document(run.root, args.id), args.id, max_chars=args.chars))
+        return 0
     if args.clusters:
-
-        print(format_clusters(run_dir, args.stage or "minhash_dedup", args.n))
+        stage = args.stage or _first_dedup_stage(run)
+        if stage is None:
+            raise InputProblem(f"{run.root} has no dedup stage; name one with --stage")
+        require_stage(run, names, stage)
+        try:
+            print(format_clusters(run.root, stage, args.n))
+        except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+            raise read_failure(run, stage, e) from None
         return 0
     if not args.stage:
-        print(format_funnel(run_dir))
+        print(format_funnel(run.root))
         return 0
+    require_stage(run, names, args.stage)
     shown = 0
-    for row in iter_rows(run_dir, args.stage, removed=args.removed or bool(args.reason), reason=args.reason):
-        print(format_document(row, max_chars=args.chars))
-        print()
-        shown += 1
-        if shown >= args.n:
-            break
+    try:
+        for row in iter_rows(run.root, args.stage, removed=args.removed or bool(args.reason), reason=args.reason):
+            print(format_document(row, max_chars=args.chars))
+            print()
+            shown += 1
+            if shown >= args.n:
+                break
+    except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+        raise read_failure(run, args.stage, e) from None
     if not shown:
         what = f"removed with reason {args.reason!r}" if args.reason else ("removed" if args.removed else "kept")
         print(f"no {what} documents in stage {args.stage}")
     return 0
+
+
+def _first_dedup_stage(run) -> str | None:
+    """The first stage of a dedup kind, as pipeline.json records it (no stage name is assumed)."""
+    for s in run.pipeline().get("stages", []):
+        if isinstance(s, dict) and s.get("kind") in ("minhash_dedup", "exact_dedup"):
+            return s.get("name")
+    return None
 
 
 def cmd_filters(args) -> int:
@@ -184,8 +236,16 @@ def cmd_report(args) -> int:
     from experiments.report import write_report
     from pipeline.config import load_config
 
+    from pipeline.errors import InputProblem
+
     target = Path(args.target)
+    if not target.exists():
+        raise InputProblem(f"{args.target}: no such file or folder (give the ablation's config, or its output folder)")
     out = Path(experiment_settings(load_config(target))["out_dir"]) if target.is_file() else target
+    if not (out / "experiment.json").is_file():
+        what = "a pipeline run folder, not an ablation's" if (out / "pipeline.json").is_file() else "not an ablation folder"
+        raise InputProblem(f"{out}: {what} (no experiment.json); `winnow ablation CONFIG` writes one"
+                           + (" (into the config's experiment.out_dir)" if target.is_file() else ""))
     if args.export:
         from experiments.report import export_results
 
@@ -263,7 +323,7 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                                    "BLiMP) at checkpoints and write report.md. Resumes after an interruption.")
     a.add_argument("config")
     a.add_argument("--arm", action="append", help="train only this arm (repeatable)")
-    a.add_argument("--workers", type=int, help="pipeline worker processes")
+    a.add_argument("--workers", type=_count(1), help="pipeline worker processes")
     a.add_argument("--no-report", action="store_true")
     a.add_argument("--aa", action="store_true",
                    help="A/A check: train only the baseline arm and a copy of it with other seeds (same recipe), "
@@ -311,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("select", help="re-apply thresholds of one stage from cached scores (no re-scoring)",
                        description="Re-decide STAGE with the thresholds now in CONFIG, reading the scores cached "
                                    "by the last run. Never runs a scorer: fails if the scores are missing or stale.")
-    _add_run_args(s)
+    _add_run_args(s, stage_help="the stage to re-decide (required; stages before it must be up to date)")
     s.set_defaults(fn=cmd_select)
 
     c = sub.add_parser("check", help="verify a run folder against its manifests",
@@ -329,14 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="print the funnel, or sample documents of a stage",
                        description="Without --stage: documents and characters per stage and removals by reason. "
-                                   "With --stage: sample kept (default) or --removed documents.")
+                                   "With --stage: sample kept (default) or --removed documents. With --id: one "
+                                   "document's journey through the stages.")
     i.add_argument("run_dir")
     i.add_argument("--stage", help="stage to sample from")
     i.add_argument("--removed", action="store_true", help="show removed documents instead of kept ones")
     i.add_argument("--reason", help="only removed documents with this reason (or reason family, e.g. `gopher_quality`)")
-    i.add_argument("-n", type=int, default=5, help="how many documents (default 5)")
-    i.add_argument("--chars", type=int, default=1200, help="characters of text to show per document")
-    i.add_argument("--clusters", action="store_true", help="show duplicate clusters of a dedup stage")
+    i.add_argument("-n", type=_count(1), default=5, help="how many documents (default 5)")
+    i.add_argument("--chars", type=_count(0), default=1200, help="characters of text to show per document")
+    i.add_argument("--clusters", action="store_true",
+                   help="show duplicate clusters of a dedup stage (default: the run's first dedup stage)")
+    i.add_argument("--id", metavar="ID",
+                   help="follow one document through every stage: kept or removed at each, the rule that removed "
+                        "it, its scores and text length, and its text as it entered the stage that removed it")
     i.set_defaults(fn=cmd_inspect)
 
     f = sub.add_parser("filters", help="list the available filters and stage kinds, plug-ins included")

@@ -184,10 +184,37 @@ class ExecutorOptionError(ConfigProblem, ValueError):
     """A bad ``executor_options`` entry (the CLI prints it as one line, like a config error)."""
 
 
-def make_executor(kind: str, workers: int, progress: bool = True, options: dict | None = None):
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def local_workers(workers: int, log: Callable[[str], None] | None = None) -> int:
+    """``workers`` capped at the usable cores, with one warning line when capped.
+
+    Each local worker is a process that runs one shard at a time and loads the stage's models; more of them
+    than cores only adds start-up time and memory (``workers: 12`` on 2 cores turned 0.1 s into 22 s).
+    Processes are started on demand, so a stage with fewer pending shards starts fewer. ``WINNOW_MAX_WORKERS``
+    sets another cap (e.g. for a plug-in that waits on the network rather than computing).
+    """
+    env = os.environ.get("WINNOW_MAX_WORKERS", "")
+    cap = int(env) if env.isdigit() and int(env) > 0 else usable_cores()
+    if workers > cap:
+        limit = f"WINNOW_MAX_WORKERS={cap}" if env else f"the {cap} CPU core(s) this process may use"
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"winnow: warning: workers: {workers} is more than {limit}; using {cap}")
+        return cap
+    return workers
+
+
+def make_executor(kind: str, workers: int, progress: bool = True, options: dict | None = None,
+                  log: Callable[[str], None] | None = None):
     options = dict(options or {})
     if kind == "local":  # executor_options are Ray's; `--executor local` on a Ray config ignores them
-        return LocalExecutor(workers, progress)
+        return LocalExecutor(local_workers(workers, log), progress)
     if kind == "ray":
         unknown = sorted(set(options) - set(RAY_OPTIONS))
         if unknown:

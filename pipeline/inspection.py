@@ -10,13 +10,32 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from pipeline.document import REMOVED_FIELDS
+from pipeline.errors import InputProblem
 from pipeline.rundir import RunFolder
 from pipeline.shards import read_parquet
 
 
 def funnel(run_dir: Path) -> list[dict]:
-    return RunFolder(run_dir).funnel()
+    """``stats.json`` of every finished stage, in pipeline order; a damaged one is named, not a traceback."""
+    run = RunFolder(run_dir)
+    out = []
+    for name in run.stage_names():
+        try:
+            st = run.stats(name)
+        except (OSError, ValueError) as e:
+            raise InputProblem(f"{run.root / name / 'stats.json'} is damaged ({type(e).__name__}); "
+                               f"`winnow run CONFIG` rebuilds it from the finished shards") from None
+        if st is None:
+            continue
+        if not isinstance(st, dict) or not {"stage", "docs_in", "kept", "chars_in", "kept_chars",
+                                            "removed_by_reason", "wall_seconds"} <= set(st):
+            raise InputProblem(f"{run.root / name / 'stats.json'} is damaged (not the stage's statistics); "
+                               f"`winnow run CONFIG` rebuilds it from the finished shards")
+        out.append(st)
+    return out
 
 
 def _human(n: float) -> str:
@@ -145,4 +164,191 @@ def format_clusters(run_dir: Path, stage: str, n: int = 3, chars: int = 600, col
             lines.append(textwrap.indent(_word_diff(base, m["text"], color=color), "   │ "))
         if len(members) > 5:
             lines.append(f"   … and {len(members) - 5} more members")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# opening a run for reading, with one line for every way the path can be wrong
+
+
+def open_run(path: str | Path) -> tuple[RunFolder, list[str]]:
+    """The run at ``path`` and its stage names, or :class:`InputProblem` saying what ``path`` is instead.
+
+    A missing path, a file (a config is recognised and its run folder named), a folder that is not a run,
+    and a damaged ``pipeline.json`` each get their own line.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputProblem(f"{path}: no such folder")
+    if not p.is_dir():
+        if p.suffix in (".yaml", ".yml"):
+            hint = ""
+            try:
+                from pipeline.config import load_config
+
+                hint = f" (this config's run folder is {load_config(p).run_dir})"
+            except Exception:  # noqa: BLE001 - only a hint; the config may be broken
+                pass
+            raise InputProblem(f"{path} is a config file; give its run folder{hint}")
+        raise InputProblem(f"{path} is a file, not a run folder")
+    run = RunFolder(p)
+    if not run.pipeline_path.is_file():
+        raise InputProblem(f"{path}: not a winnow run folder (no pipeline.json)")
+    try:
+        names = run.stage_names()
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ValueError("no stage names")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputProblem(f"{run.pipeline_path} is damaged ({type(e).__name__}: {e}); "
+                           f"`winnow run CONFIG` writes it again") from None
+    return run, names
+
+
+def require_stage(run: RunFolder, names: list[str], stage: str) -> None:
+    """``stage`` is one of the run's stages and has finished, else one line saying which is not so."""
+    if stage not in names:
+        raise InputProblem(f"no stage {stage!r} in {run.root} (its stages: {', '.join(names)})")
+    if not run.is_finished(stage):
+        raise InputProblem(f"stage {stage!r} has not finished in {run.root} (no manifest.json); "
+                           f"`winnow run CONFIG --stage {stage}` runs it")
+    read_manifest(run, stage)
+
+
+def read_manifest(run: RunFolder, stage: str) -> dict:
+    """A finished stage's manifest, or one line naming it as damaged (a reader never guesses past it)."""
+    path = run.root / stage / "manifest.json"
+    try:
+        m = run.manifest(stage)
+        ok = isinstance(m, dict) and isinstance(m.get("shards"), list) and all(
+            isinstance(sh, dict) and isinstance(sh.get("name"), str) and all(
+                isinstance(sh.get(p), dict) and isinstance(sh[p].get("path"), str) and isinstance(sh[p].get("rows"), int)
+                for p in ("kept", "removed")) for sh in m["shards"])
+    except (OSError, ValueError) as e:
+        raise InputProblem(f"{path} is damaged ({type(e).__name__}); `winnow check {run.root}` says more, "
+                           f"`winnow run CONFIG` redoes the stage from its verified shards") from None
+    if not ok:
+        raise InputProblem(f"{path} is damaged (not a stage manifest); `winnow check {run.root}` says more, "
+                           f"`winnow run CONFIG` redoes the stage from its verified shards")
+    return m
+
+
+def read_failure(run: RunFolder, stage: str, e: Exception) -> InputProblem:
+    """A shard that cannot be read (missing, truncated, not Parquet), as one line pointing at `winnow check`."""
+    what = getattr(e, "filename", None) or " ".join(str(e).split())[:300]
+    return InputProblem(f"stage {stage}: cannot read a shard of {run.root} ({type(e).__name__}: {what}); "
+                        f"`winnow check {run.root}` lists what is missing or damaged")
+
+
+# ---------------------------------------------------------------------------
+# one document's journey through the stages (`winnow inspect RUN --id ID`)
+
+_BASE_COLUMNS = {"id", "text", "source", "metadata", *(f.name for f in REMOVED_FIELDS)}
+
+
+def _find_in_shard(path: Path, doc_id: str) -> dict | None:
+    """The row with ``doc_id`` in one Parquet shard (reads the id column, then one row group)."""
+    pf = pq.ParquetFile(path)
+    ids = pf.read(columns=["id"]).column("id")
+    idx = pc.index(ids, pa.scalar(doc_id, ids.type)).as_py()
+    if idx < 0:
+        return None
+    start = 0
+    for g in range(pf.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if idx < start + n:
+            return pf.read_row_group(g).slice(idx - start, 1).to_pylist()[0]
+        start += n
+    return None  # pragma: no cover - the index is always inside a row group
+
+
+def trace_document(run_dir: str | Path, doc_id: str) -> list[dict]:
+    """Where one document went, stage by stage: ``[{stage, status, row, shard}]``.
+
+    ``status`` is ``kept``, ``removed`` (``row`` is the removed row: reason, detail, scores, and the text
+    as it entered the stage), ``not reached`` (an earlier stage removed it) or ``not finished`` (the stage
+    has no manifest). A document keeps its shard name through every stage, so after the first stage
+    only that shard is read. :class:`InputProblem` when no stage knows the id.
+    """
+    run, names = open_run(run_dir)
+    out: list[dict] = []
+    shard: str | None = None
+    gone = False
+    for stage in names:
+        if gone:
+            out.append({"stage": stage, "status": "not reached"})
+            continue
+        if not run.is_finished(stage):
+            out.append({"stage": stage, "status": "not finished"})
+            gone = True
+            continue
+        entries = read_manifest(run, stage)["shards"]
+        try:
+            if shard is not None:
+                entries = [e for e in entries if e["name"] == shard]
+            found = None
+            for e in entries:
+                for part in ("kept", "removed"):
+                    row = _find_in_shard(run.root / stage / e[part]["path"], doc_id) if e[part]["rows"] else None
+                    if row is not None:
+                        found = {"stage": stage, "status": part, "row": row, "shard": e["name"]}
+                        break
+                if found:
+                    break
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as e:
+            raise read_failure(run, stage, e) from None
+        if found is None:
+            if shard is None:
+                raise InputProblem(f"no document with id {doc_id!r} in {run.root} (ids look like: "
+                                   f"{', '.join(repr(i) for i in _some_ids(run, stage))})")
+            out.append({"stage": stage, "status": "missing"})  # a damaged run: `winnow check` says more
+            gone = True
+            continue
+        shard = found["shard"]
+        gone = found["status"] == "removed"
+        out.append(found)
+    return out
+
+
+def _some_ids(run: RunFolder, stage: str, n: int = 3) -> list[str]:
+    for path in run.shard_files(stage, "kept", nonempty=True):
+        return pq.read_table(path, columns=["id"]).column("id").to_pylist()[:n]
+    return []
+
+
+def format_trace(trace: list[dict], doc_id: str, max_chars: int = 1200, width: int | None = None) -> str:
+    """The journey as a table (one line per stage: outcome, reason, text length, new scores), then the text:
+    the original text of a removed document as it entered the stage that removed it, else the final text."""
+    width = width or min(shutil.get_terminal_size((100, 20)).columns, 110)
+    lines = [f"Document {doc_id}", ""]
+    seen_cols: set[str] = set()
+    prev_chars = None
+    last = None
+    for t in trace:
+        row = t.get("row")
+        if row is None:
+            lines.append(f"  {t['stage']:<16}{t['status']}")
+            continue
+        last = t
+        chars = len(row.get("text") or "")
+        size = f"{chars:,} chars" + (f" (edited from {prev_chars:,})" if prev_chars is not None and
+                                     chars != prev_chars and t["status"] == "kept" else "")
+        head = f"  {t['stage']:<16}{t['status'].upper() if t['status'] == 'removed' else t['status']:<9}"
+        if t["status"] == "removed":
+            head += f"{row.get('reason')}" + (f" ({row['detail']})" if row.get("detail") else "") + f"; {size}"
+        else:
+            head += size
+        lines.append(head)
+        new = {k: v for k, v in row.items() if k not in _BASE_COLUMNS and k not in seen_cols and v is not None}
+        seen_cols |= {k for k in row if k not in _BASE_COLUMNS}
+        if new:
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in new.items())
+            lines.append(textwrap.fill(shown, width=width, initial_indent=" " * 27, subsequent_indent=" " * 27))
+        prev_chars = chars
+    if last is not None:
+        row = last["row"]
+        label = (f"text as it entered {last['stage']}, which removed it" if last["status"] == "removed"
+                 else f"text after {last['stage']}")
+        lines += ["", f"── {label} ({len(row.get('text') or ''):,} chars):"]
+        body = format_document({**row, "reason": None}, max_chars=max_chars, width=width).split("\n")
+        lines += [ln for ln in body if ln.startswith("   │")]
     return "\n".join(lines)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _docs(tmp_path: Path, n: int = 6) -> Path:
     src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"id": f"d{i}", "text": f"Document {i} has some words in it. " * (i + 1)}) + "\n"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": f"Document {i} is one of the texts that we have, and it is good to read. " * (i + 1)}) + "\n"
                            for i in range(n)))
     return src
 
@@ -308,12 +308,12 @@ def test_a_plain_function_is_refused_before_its_module_runs_and_a_marked_one_wor
     (tmp_path / "side_effects.py").write_text(
         "print('IMPORTED side_effects')\n"
         "def no_short(doc):\n"
-        "    return len(doc.text) > 40\n")
+        "    return len(doc.text) > 80\n")
     (tmp_path / "marked.py").write_text(
         "from filters.base import function_filter\n"
         "@function_filter\n"
         "def no_short(doc):\n"
-        "    return len(doc.text) > 40, 'short'\n")
+        "    return len(doc.text) > 80, 'short'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = _config(tmp_path)
     cfg["stages"][1]["filters"] = ["side_effects:no_short"]
@@ -338,3 +338,280 @@ def test_a_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
     cfg["stages"][1]["filters"] = ["broken_mod:F"]
     with pytest.raises(ConfigError, match=r"importing module 'broken_mod' failed: RuntimeError: no GPU here"):
         config_from_dict(cfg, base=tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# inspect, select and report on the wrong thing: one line each, exit 4 (or 2 for a bad option)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished three-stage run: ingest, a C4 stage (edits text) and a Gopher stage that removes documents."""
+    tmp = tmp_path_factory.mktemp("finished")
+    cfg = _config(tmp)
+    # C4 removes d0 and d1 (fewer than 3 sentences), Gopher d2 (51 words < 60); d3 to d5 are kept
+    cfg["stages"].append({"name": "g", "kind": "filter", "filters": [{"gopher_quality": {"min_words": 60}}]})
+    path = _write(tmp, cfg)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    return tmp / "run", path
+
+
+def _copy_run(finished, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished[0], run)
+    return run
+
+
+def test_select_without_stage_is_a_usage_error_that_runs_nothing(finished, capsys):
+    run, cfg = finished
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert main(["select", str(cfg), "--no-progress"]) == EXIT_USAGE
+    err = _one_line_error(capsys)
+    assert "winnow select needs --stage" in err and "stages of" in err and "ingest, q, g" in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_select_on_a_missing_run_dir_leaves_no_folder(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    assert main(["select", str(_write(tmp_path, cfg)), "--stage", "q", "--no-progress"]) == EXIT_INPUT
+    assert "holds no winnow run yet" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["inspect", "{tmp}/nope"], "nope: no such folder"),
+    (["inspect", "{cfg}"], "is a config file; give its run folder (this config's run folder is {run})"),
+    (["inspect", "{tmp}/docs.jsonl"], "docs.jsonl is a file, not a run folder"),
+    (["inspect", "/"], "/: not a winnow run folder (no pipeline.json)"),
+    (["inspect", "{tmp}"], "not a winnow run folder (no pipeline.json)"),
+    (["inspect", "{run}", "--stage", "dedup"], "no stage 'dedup' in {run} (its stages: ingest, q, g)"),
+    (["inspect", "{run}", "--clusters"], "has no dedup stage; name one with --stage"),
+    (["inspect", "{run}", "--id", "zz"], "no document with id 'zz' in {run} (ids look like: 'd0', 'd1', 'd2')"),
+    (["report", "{tmp}/missing.yaml"], "missing.yaml: no such file or folder"),
+    (["report", "{run}"], "a pipeline run folder, not an ablation's (no experiment.json)"),
+    (["report", "{run}", "--export", "{tmp}/exported"], "a pipeline run folder, not an ablation's"),
+])
+def test_inspect_and_report_on_the_wrong_path_say_what_it_is(finished, argv, expected, capsys):
+    run, cfg = finished
+    fill = {"tmp": str(run.parent), "run": str(run), "cfg": str(cfg)}
+    assert main([a.format(**fill) for a in argv]) == EXIT_INPUT
+    assert expected.format(**fill) in _one_line_error(capsys)
+    assert not (run.parent / "exported").exists()
+
+
+def test_inspect_an_unfinished_stage(finished, tmp_path, capsys):
+    run = _copy_run(finished, tmp_path)
+    (run / "g" / "manifest.json").unlink()
+    assert main(["inspect", str(run), "--stage", "g"]) == EXIT_INPUT
+    assert "stage 'g' has not finished" in _one_line_error(capsys)
+    assert main(["inspect", str(run), "--id", "d4"]) == 0
+    assert "g               not finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, argv, expected", [
+    (lambda r: (r / "pipeline.json").write_text('{"stages": 5}'), ["inspect", "{run}"],
+     "pipeline.json is damaged (TypeError"),
+    (lambda r: (r / "pipeline.json").write_text("{not json"), ["inspect", "{run}"], "pipeline.json is damaged"),
+    (lambda r: (r / "q" / "stats.json").write_text("garbage"), ["inspect", "{run}"],
+     "q/stats.json is damaged (JSONDecodeError)"),
+    (lambda r: (r / "q" / "manifest.json").write_text("[]"), ["inspect", "{run}", "--stage", "q"],
+     "q/manifest.json is damaged (not a stage manifest)"),
+    (lambda r: (r / "q" / "manifest.json").write_text('{"shards": "x"}'), ["inspect", "{run}", "--id", "d0"],
+     "q/manifest.json is damaged (not a stage manifest)"),
+    (lambda r: [p.unlink() for p in (r / "q" / "kept").glob("*.parquet")], ["inspect", "{run}", "--stage", "q"],
+     "stage q: cannot read a shard of {run} (FileNotFoundError"),
+    (lambda r: [p.write_bytes(p.read_bytes()[:100]) for p in (r / "g" / "removed").glob("*.parquet")],
+     ["inspect", "{run}", "--stage", "g", "--removed"], "stage g: cannot read a shard of {run}"),
+])
+def test_inspect_on_a_damaged_run_names_the_damage(finished, tmp_path, damage, argv, expected, capsys):
+    run = _copy_run(finished, tmp_path)
+    damage(run)
+    assert main([a.format(run=run) for a in argv]) == EXIT_INPUT
+    assert expected.format(run=run) in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv", [["-n", "0"], ["-n", "-1"], ["--chars", "-5"], ["-n", "x"]])
+def test_inspect_counts_must_be_sensible(finished, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["inspect", str(finished[0]), "--stage", "q", *argv])
+    assert e.value.code == EXIT_USAGE
+    assert "expected a whole number" in capsys.readouterr().err
+
+
+def test_workers_zero_on_the_command_line_is_a_usage_error(finished, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(finished[1]), "--workers", "0"])
+    assert e.value.code == EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------
+# inspect --id: one document's journey
+
+
+def test_inspect_id_traces_a_removed_document_to_its_stage_and_rule(finished, capsys):
+    from pipeline.inspection import trace_document
+
+    run, _ = finished
+    removed = {r["id"]: r for r in __import__("pipeline.inspection", fromlist=["iter_rows"]).iter_rows(
+        run, "g", removed=True)}
+    doc_id = sorted(removed)[0]
+    trace = trace_document(run, doc_id)
+    assert [t["stage"] for t in trace] == ["ingest", "q", "g"]
+    assert [t["status"] for t in trace] == ["kept", "kept", "removed"]
+    assert trace[-1]["row"]["reason"] == removed[doc_id]["reason"].strip() and \
+        trace[-1]["row"]["reason"].startswith("gopher_quality:")
+    assert main(["inspect", str(run), "--id", doc_id, "--chars", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert f"REMOVED  {removed[doc_id]['reason']}" in out and "gopher_word_count=" in out
+    assert "text as it entered g, which removed it" in out
+    assert removed[doc_id]["text"].split()[0] in out
+
+
+def test_inspect_id_of_a_kept_document_shows_every_stage_kept(finished, capsys):
+    run, _ = finished
+    from pipeline.inspection import iter_rows, trace_document
+
+    kept = next(iter(iter_rows(run, "g", removed=False)))
+    trace = trace_document(run, kept["id"])
+    assert [t["status"] for t in trace] == ["kept", "kept", "kept"]
+    assert trace[-1]["row"]["text"] == kept["text"]
+
+
+def test_inspect_id_marks_later_stages_not_reached(finished):
+    from pipeline.inspection import trace_document
+
+    run, _ = finished
+    import pyarrow.parquet as pq
+
+    m = json.loads((run / "q" / "manifest.json").read_text())
+    removed_by_q = [r for sh in m["shards"] if sh["removed"]["rows"]
+                    for r in pq.read_table(run / "q" / sh["removed"]["path"]).to_pylist()]
+    if not removed_by_q:
+        pytest.skip("C4 removed nothing in this corpus")
+    trace = trace_document(run, removed_by_q[0]["id"])
+    assert [t["status"] for t in trace] == ["kept", "removed", "not reached"]
+
+
+# ---------------------------------------------------------------------------
+# winnow ablation on a fresh run_dir runs the pipeline first
+
+
+def test_ablation_on_a_fresh_run_dir_runs_the_pipeline_before_making_its_folder(tmp_path, monkeypatch, capsys):
+    import experiments.data
+
+    class Reached(Exception):
+        pass
+
+    def stop(*a, **k):  # the pipeline is done and the ablation's own work begins: enough for this test
+        assert (tmp_path / "run" / "pipeline.json").is_file() and (tmp_path / "run" / "g").is_dir()
+        raise Reached
+
+    monkeypatch.setattr(experiments.data, "build_eval_sets", stop)
+    cfg = _config(tmp_path)
+    cfg["stages"].append({"name": "g", "kind": "filter", "filters": ["gopher_quality"]})
+    cfg["experiment"] = {"arms": [{"name": "raw", "stage": "ingest", "tokens": 1000},
+                                  {"name": "clean", "stage": "g", "tokens": 1000}],
+                         "compare": {"baseline": "raw", "candidate": "clean"}}
+    from experiments.ablation import run_ablation
+
+    with pytest.raises(Reached):
+        run_ablation(load_config(_write(tmp_path, cfg)), log=lambda m: None)
+    assert (tmp_path / "run" / "ablation").is_dir()  # made after the pipeline, inside run_dir, accepted on a rerun
+    with pytest.raises(Reached):
+        run_ablation(load_config(tmp_path / "c.yaml"), log=lambda m: None)
+
+
+# ---------------------------------------------------------------------------
+# make: from any folder, stage targets from the config
+
+
+def _make(args, cwd, **env):
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    e = {**os.environ, "PWD": str(cwd), **env}  # a shell sets PWD; subprocess's cwd= does not
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_make_resolves_config_against_the_callers_folder(tmp_path):
+    out = _make(["-n", "stage", "STAGE=q", "CONFIG=my.yaml"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"winnow run {tmp_path}/my.yaml --stage q" in out.stdout
+    out = _make(["-n", "check", "RUN_DIR=runs/x"], tmp_path)
+    assert f"winnow check {tmp_path}/runs/x" in out.stdout
+    out = _make(["-n", "all"], tmp_path)  # the default config is the repository's demo
+    assert f"winnow run {ROOT}/experiments/configs/demo.yaml" in out.stdout
+
+
+@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "winnow").exists(), reason="needs the repository's .venv")
+def test_make_runs_any_stage_named_in_the_config_and_refuses_others(tmp_path):
+    cfg = _config(tmp_path)
+    cfg["stages"][1]["name"] = "my_cleaning"  # no stage is called langid, quality or dedup here
+    _write(tmp_path, cfg, "mine.yaml")
+    old = ["-o", str(ROOT / ".venv" / ".installed")]  # never reinstall from a test
+    out = _make([*old, "my_cleaning", "CONFIG=mine.yaml"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "run" / "my_cleaning" / "manifest.json").is_file()
+    out = _make([*old, "langid", "CONFIG=mine.yaml"], tmp_path)
+    assert out.returncode != 0
+    assert "winnow: error: no stage named 'langid'; stages: ingest, my_cleaning" in out.stderr
+
+
+# ---------------------------------------------------------------------------
+# workers: capped at the cores, and never more processes than pending shards
+
+
+def test_workers_are_capped_at_the_usable_cores_with_a_warning(monkeypatch):
+    from pipeline import executors
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    monkeypatch.delenv("WINNOW_MAX_WORKERS", raising=False)
+    said = []
+    ex = executors.make_executor("local", 12, progress=False, log=said.append)
+    assert ex.workers == 2
+    assert said == ["winnow: warning: workers: 12 is more than the 2 CPU core(s) this process may use; using 2"]
+    said.clear()
+    assert executors.make_executor("local", 2, progress=False, log=said.append).workers == 2 and said == []
+    monkeypatch.setenv("WINNOW_MAX_WORKERS", "16")
+    assert executors.make_executor("local", 12, progress=False, log=said.append).workers == 12 and said == []
+
+
+def _square(x):
+    return x * x
+
+
+def test_no_more_worker_processes_than_pending_tasks(monkeypatch):
+    from pipeline import executors
+
+    monkeypatch.setenv("WINNOW_MAX_WORKERS", "8")
+    ex = executors.make_executor("local", 8, progress=False)
+    try:
+        assert executors.run_all(ex, _square, [(2,), (3,)], "t") == [4, 9]
+        assert 1 <= len(ex._pool._processes) <= 2  # spawned on demand: two tasks, at most two processes
+    finally:
+        ex.close()
+
+
+def test_progress_off_a_terminal_is_periodic_lines_without_carriage_returns(monkeypatch, capsys):
+    from pipeline import executors
+
+    monkeypatch.setattr(executors, "PROGRESS_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(executors._LineProgress.__init__, "__defaults__", (0.0, None))
+    bar = executors._progress(3, "langid", enabled=True)  # pytest's captured stderr is not a terminal
+    assert isinstance(bar, executors._LineProgress)
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("[langid] 1/3 shards (33%), 0m0") and lines[-1].startswith("[langid] 3/3 shards (100%)")
+    quiet = executors._LineProgress(3, "q", every=3600)  # short work prints nothing at all
+    for _ in range(3):
+        quiet.update(1)
+    quiet.close()
+    assert capsys.readouterr().err == ""
