@@ -118,6 +118,21 @@ def provenance() -> dict[str, Any]:
     return rec
 
 
+def config_record(path: str | Path | None) -> dict[str, Any] | None:
+    """The config a result came from: the path as the user gave it, where it resolved to, and the SHA-256 of
+    its bytes (so "same config?" is answerable after the file moved or was edited)."""
+    if path is None:
+        return None
+    import hashlib
+
+    p = Path(path)
+    try:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    except OSError:
+        digest = None
+    return {"path": str(path), "resolved": str(p.resolve()), "sha256": digest}
+
+
 def stamped(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with a fresh provenance under :data:`KEY`."""
     return {**record, KEY: provenance()}

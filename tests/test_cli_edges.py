@@ -158,6 +158,19 @@ def test_provenance_records_code_packages_host_and_date():
     assert without_provenance({"a": 1, "provenance": rec}) == {"a": 1}
 
 
+def test_config_record_keeps_the_path_as_given_and_hashes_the_bytes(tmp_path, monkeypatch):
+    import hashlib
+
+    from pipeline.provenance import config_record
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("seed: 1\n")
+    monkeypatch.chdir(tmp_path)
+    rec = config_record("sub/c.yaml")
+    assert rec == {"path": "sub/c.yaml", "resolved": str(tmp_path / "sub" / "c.yaml"),
+                   "sha256": hashlib.sha256(b"seed: 1\n").hexdigest()}
+
+
 # ---------------------------------------------------------------------------
 # Ctrl-C: one friendly line, no worker traceback
 
