@@ -3,8 +3,10 @@
 A document is a row with four fixed columns (``id``, ``text``, ``source``,
 ``metadata``); stages append annotation columns (scores, labels) beside them so
 that a later threshold can be re-applied without re-scoring. ``metadata`` is a
-JSON object stored as a string so shards keep one schema however heterogeneous
-the inputs are.
+JSON object, so shards keep one schema however heterogeneous the inputs are; it
+is stored with Parquet's JSON type, so DuckDB reads it as JSON
+(``metadata->>'url'``), ``datasets`` decodes it to a dict, and pyarrow and
+pandas give its text.
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ import pyarrow as pa
 #: Columns every shard starts with, in order.
 DOC_FIELDS = ("id", "text", "source", "metadata")
 
+#: JSON text, annotated as JSON in Parquet (the canonical ``arrow.json`` extension type).
+METADATA_TYPE = pa.json_(pa.string())
+
 DOC_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("text", pa.large_string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
-        pa.field("metadata", pa.string(), nullable=False),
+        pa.field("metadata", METADATA_TYPE, nullable=False),
     ]
 )
 

@@ -470,3 +470,17 @@ def test_a_hub_dataset_that_cannot_be_loaded_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     msg = _refused(tmp_path, [{"format": "hf", "name": "no-such-org/no-such-dataset"}])
     assert "hf:no-such-org/no-such-dataset: cannot load the dataset" in msg
+
+
+def test_metadata_is_stored_as_parquet_json(tmp_path):
+    import datasets
+
+    src = tmp_path / "m.jsonl"
+    src.write_bytes(_jsonl(_docs(3, url="http://example.com/", truth={"kind": "clean"})))
+    run, _ = _ingest(tmp_path, [{"path": str(src)}])
+    shard = sorted((run / "ingest" / "kept").glob("*.parquet"))[0]
+    schema = pq.ParquetFile(shard).schema
+    assert str(schema.column(schema.names.index("metadata")).logical_type) == "JSON"  # DuckDB: metadata->>'url'
+    ds = datasets.load_dataset("parquet", data_files=str(shard), split="train")
+    assert ds[0]["metadata"] == {"url": "http://example.com/", "truth": {"kind": "clean"}}  # decoded to a dict
+    assert pq.read_table(shard).column("input_record").type == pa.int64()
