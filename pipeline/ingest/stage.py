@@ -465,7 +465,7 @@ def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str
                         [f for f, _ in reader.fields_seen.most_common()])
     # skipped WARC records, blank lines, paths a glob or folder walk skipped: on the file's last shard marker
     counters = {**reader.counters, **{f"inputs_skipped:{k}": v for k, v in (task.get("skipped") or {}).items()}}
-    notes = list(reader.notes)
+    notes = [f"{task['label']}: {n}" for n in reader.notes]
     if reader.counters.get(UNCHECKED_ZSTD):
         notes.append(f"warning: {task['path']}: {reader.counters[UNCHECKED_ZSTD]:,} zstd frame(s) carry no content "
                      f"checksum, so corruption inside them cannot be detected (write with a checksum: "

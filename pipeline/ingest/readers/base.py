@@ -81,10 +81,11 @@ class Reader:
         found = next((f for f in TEXT_FIELDS if f in names), None)
         self.text_field = found or TEXT_FIELDS[0]
         if found:
-            self.notes.append(f"{where}: text from `{found}` (text_field not set; tried {', '.join(TEXT_FIELDS)})")
+            self.notes.append(f"text from `{found}` (text_field not set: the first of {', '.join(TEXT_FIELDS)} "
+                              f"in its {where})")
         else:
             shown = ", ".join(f"`{n}`" for n in names[:12]) or "none"
-            self.notes.append(f"{where}: none of {', '.join(TEXT_FIELDS)} found (fields: {shown}); "
+            self.notes.append(f"none of {', '.join(TEXT_FIELDS)} in its {where} (fields: {shown}); "
                               f"set `text_field:`")
 
     def safe_mapping(self, n: int, obj: Any, raw_preview: str) -> Record:
