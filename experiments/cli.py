@@ -352,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="winnow",
         description="winnow: turn a raw corpus into filtered, inspectable subsets (ingest -> exact dedup -> "
                     "MinHash dedup -> language ID -> heuristic filters -> model-based quality), then train "
-                    "matched models to compare them. Every stage writes kept/ and removed/ Parquet shards, "
-                    "stats.json and a checksummed manifest under the run folder.",
+                    "matched models to compare them. Every stage writes its kept and removed documents as Parquet "
+                    "shards, its funnel numbers and a checksummed manifest under the run folder.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_select)
 
     c = sub.add_parser("check", help="verify a run folder against its manifests",
-                       description="Check RUN_DIR against its pipeline.json: every stage present and finished "
+                       description="Check RUN_DIR against the pipeline it records: every stage present and finished "
                                    "(manifest written), every shard present with the checksum and row count of "
                                    "its manifest, removed rows carry a reason, rows in = kept + removed, and each "
                                    "stage's rows in = the previous stage's kept rows (per shard and in total). "

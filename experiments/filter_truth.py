@@ -60,16 +60,16 @@ def precision_recall(run_dir: str | Path, targets: dict[str, set[str]] | None = 
     """
     run_dir = Path(run_dir)
     targets = {**TARGETS, **(targets or {})}
-    pipeline = read_json(run_dir / "pipeline.json")
+    run = RunFolder(run_dir)
     out: list[dict] = []
-    for spec in pipeline["config"]["stages"]:
-        if spec.get("kind", spec["name"]) != "filter" or not RunFolder(run_dir).is_finished(spec["name"]):
+    for spec in run.stage_configs():
+        if spec.get("kind", spec["name"]) != "filter" or not run.is_finished(spec["name"]):
             continue
         filters = []
         for ref, params in parse_filter_specs(spec.get("filters")):
             f = filter_class(ref)(**params)
             if f.needs_plan():
-                f.plan_state = read_json(run_dir / spec["name"] / "plan" / f"{f.name}.json")
+                f.plan_state = read_json(run.plan_dir(spec["name"]) / f"{f.name}.json")
             filters.append(f)
         columns = [c for f in filters for c in f.columns]
         rows = [r for r in _stage_rows(run_dir, spec["name"], columns) if r["_kind"]]
@@ -133,9 +133,8 @@ def dedup_precision_recall(run_dir: str | Path, near_min_jaccard: float = 0.8) -
     true 5-gram Jaccard is at least ``near_min_jaccard`` (the default threshold).
     """
     run_dir = Path(run_dir)
-    pipeline = read_json(run_dir / "pipeline.json")
     out = []
-    for spec in pipeline["config"]["stages"]:
+    for spec in RunFolder(run_dir).stage_configs():
         kind = spec.get("kind", spec["name"])
         if kind not in DEDUP_KINDS or not RunFolder(run_dir).is_finished(spec["name"]):
             continue

@@ -43,7 +43,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     documents than this puts a warning in the manifest (``warnings``) for the caller to show.
     """
     out_dir = Path(out_dir)
-    manifest_path = out_dir / "manifest.json"
+    manifest_path = out_dir / "subset.json"
     tok_sha = sha256_file(tokenizer_path)
     recipe = {"stage": stage, "budget": budget, "seed": seed, "tokenizer_sha256": tok_sha, "sources": sources,
               "reference": reference, "doc_cap": doc_cap, "mix": mix}

@@ -31,7 +31,7 @@ earlier stages). It returns ``{column: value}`` for every column in
 
 Columns and types: ``columns`` maps each score column to ``"float"`` (float64),
 ``"int"`` (int64), ``"str"`` or ``"bool"``; the stage stores them in
-``scores/`` (cached under the scoring parameters) and beside every kept and
+the stage's scores cache (under the scoring parameters) and beside every kept and
 removed row. Column names are global within a stage: two filters may not write
 the same one.
 

@@ -143,12 +143,12 @@ def reference_ids(model_path_or_dir: str | Path) -> set[str]:
     return ids.get("hq", set()) | ids.get("ref", set())
 
 
-def _check_train_settings(defaults: dict, given: dict | None, what: str) -> dict:
+def check_train_settings(defaults: dict, given: dict | None, what: str) -> dict:
     """A filter's ``train:`` settings over its training defaults (the shared validator: typos name the nearest key)."""
     return validate(f"{what} train", given, defaults, noun="setting")
 
 
-class _ClassifierScorer:
+class ClassifierScorer:
     """P(hq) from a fastText softmax model, computed in float64 from the logit.
 
     fastText's own ``predict`` adds 1e-5 to float32 probabilities, so every
@@ -226,7 +226,7 @@ class QualityClassifier(Filter):
         frac = self.params["top_fraction"]
         if frac is not None and not 0 < frac <= 1:
             raise ValueError(f"quality_classifier: top_fraction must be in (0, 1], got {frac}")
-        _check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, self.params["train"], self.name)
+        check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, self.params["train"], self.name)
 
     def scoring_params(self) -> dict:
         """The model's checksum, not its training recipe, decides whether scores are current."""
@@ -235,7 +235,7 @@ class QualityClassifier(Filter):
         return p
 
     def setup(self) -> None:
-        self.scorer = _ClassifierScorer(load_fasttext(str(self.params["model_path"])), self.params["max_chars"])
+        self.scorer = ClassifierScorer(load_fasttext(str(self.params["model_path"])), self.params["max_chars"])
 
     def score_batch(self, docs):
         return [{"quality_score": float(s)} for s in self.scorer.scores([d.text for d in docs])]
@@ -295,7 +295,7 @@ class RefPerplexity(Filter):
         buckets = self.params["keep_buckets"]
         if buckets is not None and (not buckets or set(buckets) - set(BUCKETS)):
             raise ValueError(f"ref_perplexity: keep_buckets must be a non-empty subset of {list(BUCKETS)}")
-        _check_train_settings(LM_TRAIN_DEFAULTS, self.params["train"], self.name)
+        check_train_settings(LM_TRAIN_DEFAULTS, self.params["train"], self.name)
 
     def scoring_params(self) -> dict:
         p = {k: v for k, v in super().scoring_params().items() if k != "train"}
@@ -346,7 +346,7 @@ class CombinedScorer:
     Both logistic regressions live in one JSON file (see :mod:`filters.quality_features`).
     """
 
-    def __init__(self, model: dict, classifier: _ClassifierScorer | None, max_chars: int | None = None):
+    def __init__(self, model: dict, classifier: ClassifierScorer | None, max_chars: int | None = None):
         if model.get("format") != COMBINED_FORMAT:
             raise ValueError(f"not a {COMBINED_FORMAT} model (format {model.get('format')!r})")
         self.line_model = Logistic.from_json(model["line_model"])
@@ -406,7 +406,7 @@ class QualityCombined(Filter):
         frac = self.params["top_fraction"]
         if frac is not None and not 0 < frac <= 1:
             raise ValueError(f"quality_combined: top_fraction must be in (0, 1], got {frac}")
-        _check_train_settings(COMBINED_TRAIN_DEFAULTS, self.params["train"], self.name)
+        check_train_settings(COMBINED_TRAIN_DEFAULTS, self.params["train"], self.name)
 
     def scoring_params(self) -> dict:
         p = {k: v for k, v in super().scoring_params().items() if k != "train"}
@@ -418,7 +418,7 @@ class QualityCombined(Filter):
         import json
 
         model = json.loads(Path(self.params["model_path"]).read_text(encoding="utf-8"))
-        clf = _ClassifierScorer(load_fasttext(str(self.params["classifier_path"])))
+        clf = ClassifierScorer(load_fasttext(str(self.params["classifier_path"])))
         self.scorer = CombinedScorer(model, clf, self.params["max_chars"])
 
     def score_batch(self, docs):

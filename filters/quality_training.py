@@ -32,8 +32,8 @@ from filters.quality_model import (
     COMBINED_TRAIN_DEFAULTS,
     CombinedScorer,
     LM_TRAIN_DEFAULTS,
-    _check_train_settings,
-    _ClassifierScorer,
+    check_train_settings,
+    ClassifierScorer,
     fasttext_text,
     ids_path,
     load_fasttext,
@@ -153,7 +153,7 @@ def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_
     train_seconds = time.perf_counter() - t0
 
     valid = [(r[1], r[2] == "hq") for r, sp in zip(rows, splits) if sp == "valid"]
-    scorer = _ClassifierScorer(model)
+    scorer = ClassifierScorer(model)
     v_scores = scorer.scores([t for t, _ in valid])
     v_labels = np.array([y for _, y in valid], bool)
     accuracy = float(np.mean((v_scores >= 0.5) == v_labels)) if valid else float("nan")
@@ -270,7 +270,7 @@ def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_st
     s = settings
     if not s["labelled"]:
         raise ValueError("quality_combined train: `labelled` needs at least one file of hand-cleaned pages")
-    clf_settings = _check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, s["classifier"], "quality_combined classifier")
+    clf_settings = check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, s["classifier"], "quality_combined classifier")
     clf_settings["negatives_exclude_ids_from"] = list(clf_settings["negatives_exclude_ids_from"]) + [
         {"path": f["path"], "id_field": f.get("id_field", "id"), "require_field": f["gold_field"]}
         for f in s["labelled"]]
@@ -290,7 +290,7 @@ def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_st
         labels += gold_line_labels(p["text"], p["gold"])
     line_model = Logistic.fit(LINE_FEATURES, np.vstack(feats), np.array(labels, float), l2=s["l2"])
 
-    clf = _ClassifierScorer(load_fasttext(str(classifier_path)))
+    clf = ClassifierScorer(load_fasttext(str(classifier_path)))
     draft = CombinedScorer({"format": COMBINED_FORMAT, "line_model": line_model.to_json(),
                             "doc_model": Logistic(["fasttext_logit"], [0.0], 0.0, [0.0], [1.0]).to_json()}, clf)
     x_train = draft.features([p["text"] for p in train])
@@ -420,7 +420,7 @@ def quality_models_in_config(cfg) -> list[tuple[str, str, dict, dict]]:
         for ref, params in parse_filter_specs(stage.get("filters") or []):
             if ref in TRAINERS:
                 defaults = TRAINERS[ref][0]
-                settings = _check_train_settings(defaults, params.get("train"), ref)
+                settings = check_train_settings(defaults, params.get("train"), ref)
                 found.append((stage["name"], ref, params, _resolve_file_lists(settings, base)))
     return found
 

@@ -1,6 +1,6 @@
 """`winnow check RUN_DIR`: verify a run against its pipeline and its manifests.
 
-The run's ``pipeline.json`` lists the stages in order; every one must have a
+The run's pipeline record lists the stages in order; every one must have a
 folder and a manifest (a stage killed mid-way has markers but no manifest),
 and the chain must hold: each stage's rows in = the previous stage's kept
 rows, shard by shard and in total, and its input fingerprint = the previous
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipeline.rundir import MANIFEST, PIPELINE, RunFolder, StageFolder
 from pipeline.shards import check_name, read_json, sha256_file
 
 
@@ -40,44 +41,44 @@ def _load(path: Path, problems: list[str], what: str) -> dict | None:
 
 def check_run(run_dir: Path, deep: bool = True, allow_unstarted: bool = False) -> list[str]:
     """Return a list of problems (empty when the run is complete and consistent)."""
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     problems: list[str] = []
-    pj = run_dir / "pipeline.json"
-    if not pj.exists():
-        return [f"{run_dir}: no pipeline.json -- not a winnow run folder"]
-    pipeline = _load(pj, problems, "pipeline.json")
+    if not run.pipeline_path.exists():
+        return [f"{run_dir}: no {PIPELINE} -- not a winnow run folder"]
+    pipeline = _load(run.pipeline_path, problems, PIPELINE)
     if pipeline is None:
         return problems
     try:
         stages = [check_name(s["name"]) for s in pipeline["stages"]]
     except (KeyError, TypeError, ValueError) as e:
-        return [f"pipeline.json: bad stage list ({e})"]
+        return [f"{PIPELINE}: bad stage list ({e})"]
     if not stages:
-        return ["pipeline.json: no stages"]
+        return [f"{PIPELINE}: no stages"]
+    holder = run.lock_holder()
+    if holder is not None:
+        problems.append(f"a winnow process (pid {holder.get('pid', '?')}) is running in this folder now; "
+                        f"check again when it has finished")
 
-    finished = [(run_dir / name / "manifest.json").exists() for name in stages]
-    last_finished = max((i for i, f in enumerate(finished) if f), default=-1)
+    folders = [run.stage(name) for name in stages]
+    last_finished = max((i for i, f in enumerate(folders) if f.is_finished()), default=-1)
     prev: dict | None = None  # the previous stage's manifest, when it could be read
-    for i, name in enumerate(stages):
-        stage_dir = run_dir / name
-        mpath = stage_dir / "manifest.json"
-        if not mpath.exists():
-            if allow_unstarted and i > last_finished and not stage_dir.exists():
+    for i, (name, folder) in enumerate(zip(stages, folders)):
+        if not folder.is_finished():
+            if allow_unstarted and i > last_finished and not folder.root.exists():
                 continue
-            if not stage_dir.exists():
-                problems.append(f"{name}: stage folder missing (pipeline.json lists it)")
+            if not folder.root.exists():
+                problems.append(f"{name}: stage folder missing ({PIPELINE} lists it)")
             else:
-                done = len(list((stage_dir / "_done").glob("*.json"))) if (stage_dir / "_done").is_dir() else 0
-                problems.append(f"{name}: stage did not finish: no manifest.json ({done} shard markers; "
-                                f"killed or failed? `winnow run` resumes it)")
+                problems.append(f"{name}: stage did not finish: no {MANIFEST} ({folder.marker_count()} shard "
+                                f"markers; killed or failed? `winnow run` resumes it)")
             prev = None
             continue
-        m = _load(mpath, problems, f"{name}/manifest.json")
+        m = _load(folder.manifest_path, problems, f"{name}/{MANIFEST}")
         if m is None:
             prev = None
             continue
         try:
-            problems.extend(_check_stage(run_dir, name, m, prev, deep))
+            problems.extend(_check_stage(folder, m, prev, deep))
         except (KeyError, TypeError, ValueError, OSError) as e:
             problems.append(f"{name}: cannot check ({type(e).__name__}: {e}); manifest or shard malformed")
             prev = None
@@ -86,11 +87,11 @@ def check_run(run_dir: Path, deep: bool = True, allow_unstarted: bool = False) -
     return problems
 
 
-def _check_stage(run_dir: Path, name: str, m: dict, prev: dict | None, deep: bool) -> list[str]:
+def _check_stage(folder: StageFolder, m: dict, prev: dict | None, deep: bool) -> list[str]:
     problems: list[str] = []
-    stage_dir = run_dir / name
+    name = folder.name
     if m.get("stage") != name:
-        problems.append(f"{name}/manifest.json: names stage {m.get('stage')!r}")
+        problems.append(f"{name}/{MANIFEST}: names stage {m.get('stage')!r}")
     shards = m.get("shards") or []
     listed = set()
     total_in = total_kept = total_removed = 0
@@ -99,7 +100,7 @@ def _check_stage(run_dir: Path, name: str, m: dict, prev: dict | None, deep: boo
         for part in ("kept", "removed"):
             f = sh[part]
             listed.add(f["path"])
-            problems.extend(_check_file(stage_dir, name, f, part, deep))
+            problems.extend(_check_file(folder, f, part, deep))
         if sh["rows_in"] != sh["kept"]["rows"] + sh["removed"]["rows"]:
             problems.append(f"{name}/{sh['name']}: {sh['rows_in']} in != {sh['kept']['rows']} kept + "
                             f"{sh['removed']['rows']} removed")
@@ -119,19 +120,17 @@ def _check_stage(run_dir: Path, name: str, m: dict, prev: dict | None, deep: boo
             problems.append(f"{name}: computed from another version of {prev['stage']}'s output "
                             f"(stale; `winnow run` redoes it)")
     for part in ("kept", "removed"):
-        d = stage_dir / part
-        if d.exists():
-            for p in sorted(d.glob("*.parquet")):
-                if f"{part}/{p.name}" not in listed:
-                    problems.append(f"{name}/{part}/{p.name}: not in the manifest")
+        for rel in folder.unlisted_files(part, listed):
+            problems.append(f"{name}/{rel}: not in the manifest")
     t = m.get("totals") or {}
     if (t.get("rows_in"), t.get("kept"), t.get("removed")) != (total_in, total_kept, total_removed):
         problems.append(f"{name}: manifest totals {t} do not match its shards")
     return problems
 
 
-def _check_file(stage_dir: Path, name: str, f: dict, part: str, deep: bool) -> list[str]:
-    p = stage_dir / f["path"]
+def _check_file(folder: StageFolder, f: dict, part: str, deep: bool) -> list[str]:
+    name = folder.name
+    p = folder.path(f["path"])
     if not p.is_file():
         return [f"{name}/{f['path']}: missing"]
     if p.stat().st_size != f["bytes"]:

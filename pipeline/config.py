@@ -19,6 +19,7 @@ import yaml
 from pipeline.errors import ConfigProblem
 from pipeline.params import ParamError, validate
 from pipeline.shards import UnsafePathError, check_name
+from pipeline.stage import Stage, build_stage, spec_key, stage_class
 
 
 class ConfigError(ConfigProblem, ValueError):
@@ -35,6 +36,16 @@ class PipelineConfig:
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    #: Stage objects built when the config was loaded, by name: (spec key, stage).
+    built: dict[str, tuple[str, Stage]] = field(default_factory=dict, repr=False, compare=False)
+
+    def stage_object(self, spec: dict[str, Any]) -> Stage:
+        """The stage for one of this config's specs, built once (rebuilt only if the spec was changed since)."""
+        key = spec_key(spec)
+        hit = self.built.get(spec["name"])
+        if hit is None or hit[0] != key:
+            hit = self.built[spec["name"]] = (key, build_stage(spec))
+        return hit[1]
 
     def stage_names(self) -> list[str]:
         return [s["name"] for s in self.stages]
@@ -76,10 +87,8 @@ TOP_LEVEL_KEYS = {"run_dir": None, "stages": None, "seed": 0, "workers": 1, "exe
                   "executor_options": None, "description": None, "experiment": None}
 
 
-def _check_stages(stages: list[dict]) -> None:
-    """Every stage kind exists and accepts its parameters; only the first stage reads inputs."""
-    from pipeline.stage import build_stage, stage_class
-
+def _check_kinds(stages: list[dict]) -> None:
+    """Every stage kind exists; only the first stage reads inputs."""
     for i, spec in enumerate(stages):
         try:
             cls = stage_class(spec["kind"])
@@ -89,17 +98,26 @@ def _check_stages(stages: list[dict]) -> None:
             raise ConfigError(f"stage {spec['name']}: " + (
                 "the first stage must read the inputs (kind `ingest`, or another source stage)" if i == 0 else
                 f"a source stage (kind `{spec['kind']}`) can only come first"))
+
+
+def _build_stages(stages: list[dict]) -> dict[str, tuple[str, Stage]]:
+    """Build every stage once (each checks its parameters); the runner uses these objects."""
+    built = {}
     for spec in stages:
         try:
-            build_stage(spec)
+            built[spec["name"]] = (spec_key(spec), build_stage(spec))
         except (ValueError, TypeError, KeyError) as e:
             raise ConfigError(str(e) if str(e).startswith(("stage ", "filter ")) else f"stage {spec['name']}: {e}") from None
+    return built
 
 
 def _resolve_paths(stages: list[dict], base: Path) -> None:
     """Make input paths of the ingest stage absolute relative to the config file."""
     for s in stages:
-        for inp in s.get("inputs", []) or []:
+        inputs = s.get("inputs")
+        for inp in inputs if isinstance(inputs, list) else []:
+            if not isinstance(inp, dict):
+                continue  # the stage's own check names the mistake
             for key in ("path", "data_dir", "data_files"):
                 v = inp.get(key)
                 if isinstance(v, str) and not _looks_remote(v) and not Path(v).is_absolute():
@@ -108,7 +126,8 @@ def _resolve_paths(stages: list[dict], base: Path) -> None:
             v = s.get(key)
             if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
                 s[key] = str((base / v).resolve())
-        for entry in s.get("filters") or []:
+        filters = s.get("filters")
+        for entry in filters if isinstance(filters, list) else []:
             if isinstance(entry, dict):
                 for params in entry.values():
                     _resolve_filter_paths(params, base)
@@ -242,8 +261,9 @@ def config_from_dict(
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"stage names must be unique: {', '.join(sorted(dup))}")
-    _check_stages(stages)
+    _check_kinds(stages)
     _resolve_paths(stages, base)
+    built = _build_stages(stages)
     if not isinstance(raw.get("run_dir", ""), (str, Path)):
         raise ConfigError(f"run_dir: expected a folder path, got {type(raw['run_dir']).__name__}")
     run_dir = Path(raw.get("run_dir", "runs/default"))
@@ -268,4 +288,5 @@ def config_from_dict(
         executor=executor,
         executor_options=dict(raw.get("executor_options") or {}),
         raw=raw,
+        built=built,
     )

@@ -1,10 +1,10 @@
-"""A shard's outputs: split by a decision, check conservation, write kept/removed, then the marker.
+"""A shard's outputs: split by a decision, check conservation, write kept and removed rows, then the marker.
 
 The one place that writes a finished shard. The runner's shard tasks and
 source stages (ingest) both call :func:`write_shard_outputs`, so every stage
 gets the same guarantees: rows in = kept + removed, every removed row has a
-reason, files written atomically, the ``_done`` marker (which resume trusts,
-after :func:`marker_valid` re-checks size and hash) written last.
+reason, files written atomically, the shard's marker (which resume trusts,
+after :meth:`pipeline.rundir.StageFolder.valid_marker` re-checks size and hash) written last.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from pipeline.document import REMOVED_FIELDS
 from pipeline.errors import RunFailure
-from pipeline.shards import StageLayout, atomic_write_json, file_matches, read_json, write_parquet
+from pipeline.rundir import StageFolder
 from pipeline.stage import Decision
 
 
@@ -43,7 +43,7 @@ def _reason_counts(removed: pa.Table) -> dict[str, list[int]]:
 
 
 def write_shard_outputs(
-    layout: StageLayout,
+    folder: StageFolder,
     shard: str,
     rows_in: int,
     chars_in: int,
@@ -56,14 +56,14 @@ def write_shard_outputs(
     """Write one shard's kept and removed files, check conservation, then the marker."""
     if kept.num_rows + removed.num_rows != rows_in:
         raise ConservationError(
-            f"{layout.root.name}/{shard}: {rows_in} rows in but {kept.num_rows} kept + "
+            f"{folder.name}/{shard}: {rows_in} rows in but {kept.num_rows} kept + "
             f"{removed.num_rows} removed"
         )
     missing = [r for r in removed.column("reason").to_pylist() if not r] if removed.num_rows else []
     if missing:
-        raise ConservationError(f"{layout.root.name}/{shard}: {len(missing)} removed rows without a reason")
-    kf = write_parquet(layout.root, layout.kept(shard), kept)
-    rf = write_parquet(layout.root, layout.removed(shard), removed)
+        raise ConservationError(f"{folder.name}/{shard}: {len(missing)} removed rows without a reason")
+    kf = folder.write_part("kept", shard, kept)
+    rf = folder.write_part("removed", shard, removed)
     marker = {
         "shard": shard,
         "fingerprint": stage_fp,
@@ -77,29 +77,8 @@ def write_shard_outputs(
     }
     if extra:
         marker.update(extra)
-    atomic_write_json(layout.done_marker(shard), marker)
+    folder.write_marker(marker)
     return marker
-
-
-def marker_valid(layout: StageLayout, marker_path: Path, fp: str, files: tuple[str, ...] = ("kept", "removed")) -> dict | None:
-    """Return the marker if it matches ``fp`` and its files are intact (recorded size and hash).
-
-    Resume trusts a finished shard only after re-hashing its files, so a
-    truncated or altered shard is redone instead of being passed downstream.
-    """
-    if not marker_path.exists():
-        return None
-    try:
-        m = read_json(marker_path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(m, dict) or m.get("fingerprint") != fp:
-        return None
-    for key in files:
-        f = m.get(key)
-        if not isinstance(f, dict) or not file_matches(layout.root / f["path"], f):
-            return None
-    return m
 
 
 def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Table, pa.Table]:
@@ -129,6 +108,3 @@ def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Ta
     removed = removed.append_column(REMOVED_FIELDS[2], pa.array(details, pa.string()))
     return kept, removed
 
-
-# ---------------------------------------------------------------------------
-# what winnow writes in a stage folder (anything else is someone else's and is never deleted)

@@ -1,9 +1,9 @@
-"""Shard files: atomic Parquet/JSON writes, checksums and the stage layout.
+"""Shard files: atomic Parquet/JSON writes, checksums, and safe names and deletions.
 
 Every write goes to a temporary file in the same folder and is renamed into
 place, so a reader (or a resumed run) sees either the old file or the whole new
 one, never a torn file. Checksums are computed from the bytes written, not by
-reading the file back.
+reading the file back. File *names* inside a run folder belong to :mod:`pipeline.rundir`.
 """
 from __future__ import annotations
 
@@ -25,15 +25,42 @@ TMP_MARK = ".tmp-"
 PARQUET_OPTS = dict(compression="zstd", compression_level=3, row_group_size=2048)
 
 
+def temp_name(path: Path) -> Path:
+    """The temporary file a write of ``path`` goes to: ``NAME.tmp-<pid>-<8 hex>`` in the same folder."""
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+_TEMP_NAME = re.compile(re.escape(TMP_MARK) + r"\d+-[0-9a-f]{8}$")
+
+
+def is_temp_file_name(name: str) -> bool:
+    """True for a name :func:`atomic_write_bytes` gives its temporary files (and nothing a user would pick)."""
+    return bool(_TEMP_NAME.search(name))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file, fsync it, rename it over ``path``.
+
+    On any error (a full disk, a read-only folder) the temporary file is removed before the
+    error propagates, so a failed write leaves nothing behind but the old file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() or fsync() names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def canonical_json(obj: Any) -> str:
@@ -126,17 +153,6 @@ def sha256_file(path: Path) -> str:
     return _hash_file(path, hashlib.sha256())
 
 
-def clean_temp_files(folder: Path, root: Path | None = None) -> int:
-    """Delete temporary files a killed writer left behind (only inside ``root``); returns how many."""
-    n = 0
-    if Path(folder).exists():
-        for p in Path(folder).rglob(f"*{TMP_MARK}*"):
-            if p.is_file() and not p.is_symlink():
-                remove_inside(root or folder, p)
-                n += 1
-    return n
-
-
 # ---------------------------------------------------------------------------
 # names and deletions: nothing the runner writes or deletes leaves the run folder
 
@@ -188,48 +204,3 @@ def fingerprint(*parts: Any) -> str:
         h.update(json.dumps(p, sort_keys=True, default=str).encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()[:16]
-
-
-class StageLayout:
-    """Paths inside one stage's output folder.
-
-    ``kept/`` and ``removed/`` hold one Parquet file per shard; ``scores/``
-    caches per-document scores (aligned row-for-row with the input shard) so
-    thresholds can change without re-scoring; ``plan/`` holds the output of a
-    stage's global step (dedup clusters, quantile thresholds); ``_done/`` holds
-    one marker per finished shard, written last, which is what resume trusts.
-    """
-
-    #: what a stage folder may hold; anything else was not written by winnow
-    ENTRIES = ("kept", "removed", "scores", "plan", "_done", "manifest.json", "stats.json")
-
-    def __init__(self, run_dir: Path, stage_name: str):
-        self.run_dir = Path(run_dir)
-        self.root = self.run_dir / check_name(stage_name)
-
-    def kept(self, shard: str) -> str:
-        return f"kept/{check_name(shard, 'shard name')}.parquet"
-
-    def removed(self, shard: str) -> str:
-        return f"removed/{check_name(shard, 'shard name')}.parquet"
-
-    def scores(self, shard: str) -> str:
-        return f"scores/{check_name(shard, 'shard name')}.parquet"
-
-    def done_marker(self, shard: str) -> Path:
-        return self.root / "_done" / f"{check_name(shard, 'shard name')}.json"
-
-    def scores_marker(self, shard: str) -> Path:
-        return self.root / "scores" / "_done" / f"{check_name(shard, 'shard name')}.json"
-
-    @property
-    def plan_dir(self) -> Path:
-        return self.root / "plan"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "stats.json"

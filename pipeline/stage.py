@@ -1,11 +1,11 @@
 """The stage contract and the stage registry.
 
-A stage turns each input shard (the previous stage's ``kept/`` shard) into a
+A stage turns each input shard (the previous stage's kept shard) into a
 kept part and a removed part. It does so in up to three steps, which the runner
 schedules, caches and resumes:
 
 1. ``score(table)`` -- per shard, in parallel: compute per-document annotation
-   columns (filter scores, hashes, MinHash signatures). Cached in ``scores/``
+   columns (filter scores, hashes, MinHash signatures). Cached (the stage folder's scores)
    under a fingerprint of the *scoring* parameters only, so changing a
    threshold never re-scores.
 2. ``plan(ctx)`` -- optional, once per stage: a global step over all cached
@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from pipeline.params import validate
 from pipeline.registry import Registry
+from pipeline.rundir import StageFolder
 
 
 @dataclass
@@ -68,12 +69,41 @@ class StageContext:
     #: The run's executor, set only for ``plan``, so a global step can distribute itself (Ray).
     executor: Any = None
 
+    @property
+    def folder(self) -> StageFolder:
+        """This stage's folder (paths, markers)."""
+        return StageFolder(self.stage_dir.parent, self.stage_dir.name)
+
+    @property
+    def input_folder(self) -> StageFolder:
+        """The previous stage's folder, whose kept shards are this stage's input."""
+        if self.input_stage_dir is None:
+            raise ValueError("a source stage has no input stage")
+        return StageFolder(self.input_stage_dir.parent, self.input_stage_dir.name)
+
     def scores_path(self, shard: str) -> Path:
-        return self.stage_dir / "scores" / f"{shard}.parquet"
+        return self.folder.scores_path(shard)
 
     def input_path(self, shard: str) -> Path:
-        assert self.input_stage_dir is not None
-        return self.input_stage_dir / "kept" / f"{shard}.parquet"
+        return self.input_folder.input_path(shard)
+
+    def to_dict(self) -> dict:
+        """Plain values (what a task sends to a worker process); :meth:`from_dict` rebuilds it."""
+        return {"run_dir": str(self.run_dir), "stage_dir": str(self.stage_dir), "plan_dir": str(self.plan_dir),
+                "shards": list(self.shards), "seed": self.seed,
+                "input_stage_dir": str(self.input_stage_dir) if self.input_stage_dir else None}
+
+    @classmethod
+    def from_dict(cls, c: dict) -> "StageContext":
+        return cls(run_dir=Path(c["run_dir"]), stage_dir=Path(c["stage_dir"]), plan_dir=Path(c["plan_dir"]),
+                   shards=list(c["shards"]), seed=c["seed"],
+                   input_stage_dir=Path(c["input_stage_dir"]) if c.get("input_stage_dir") else None)
+
+    @classmethod
+    def for_stage(cls, folder: StageFolder, seed: int, shards: list[str] = (),
+                  input_folder: StageFolder | None = None) -> "StageContext":
+        return cls(run_dir=folder.run_dir, stage_dir=folder.root, plan_dir=folder.plan_dir, shards=list(shards),
+                   seed=seed, input_stage_dir=input_folder.root if input_folder else None)
 
 
 class Stage:
@@ -160,17 +190,33 @@ def stage_class(kind: str) -> type[Stage]:
 
 
 def build_stage(spec: dict[str, Any]) -> Stage:
+    """A new stage object for a config's stage ``spec`` (parameters checked). Prefer :func:`stage_for`."""
     params = {k: v for k, v in spec.items() if k not in ("name", "kind")}
     return stage_class(spec["kind"])(spec["name"], params)
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, default=str)
 
 
 _STAGE_CACHE: dict[str, Stage] = {}
 
 
-def cached_stage(spec: dict[str, Any]) -> Stage:
-    """The stage for ``spec``, built once per worker process (models load once, not per shard)."""
-    key = json.dumps(spec, sort_keys=True, default=str)
+def stage_for(spec: dict[str, Any]) -> Stage:
+    """The stage for ``spec``, built once per process (models load once, not per shard).
+
+    The config builds each stage when it is loaded (:meth:`pipeline.config.PipelineConfig.stage_object`)
+    and the runner hands that object here with :func:`use_stage`, so a run builds each stage once in
+    the main process and once in each worker process. One stage is cached at a time, which keeps a
+    worker's model memory bounded.
+    """
+    key = spec_key(spec)
     if key not in _STAGE_CACHE:
-        _STAGE_CACHE.clear()  # one stage per worker at a time keeps model memory bounded
-        _STAGE_CACHE[key] = build_stage(spec)
+        use_stage(spec, build_stage(spec))
     return _STAGE_CACHE[key]
+
+
+def use_stage(spec: dict[str, Any], stage: Stage) -> None:
+    """Make ``stage`` the one :func:`stage_for` returns for ``spec`` in this process."""
+    _STAGE_CACHE.clear()
+    _STAGE_CACHE[spec_key(spec)] = stage

@@ -2,11 +2,15 @@
 
 Read statically from the source (every ``import`` and ``from ... import``,
 including those inside functions), so a lazy import cannot hide an upward
-dependency or a cycle.
+dependency or a cycle. No exemptions: every module is on a floor and every
+import is checked. Also: no module imports another module's private
+(``_underscore``) name, and only :mod:`pipeline.rundir` knows the run folder's
+file names.
 """
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -104,6 +108,71 @@ def test_no_import_cycles():
         if n not in state:
             visit(n, [])
     assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def _private_imports() -> list[str]:
+    """``from project.module import _name`` and ``project.module._name`` between different modules."""
+    mods = _modules()
+    found = []
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = {}  # local name -> project module it refers to (``import pipeline.runner as r``)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__") and node.module != name:
+                        found.append(f"{name}: from {node.module} import {a.name}")
+                    if f"{node.module}.{a.name}" in mods:
+                        aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in PACKAGES:
+                        aliases[a.asname or a.name] = a.name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                base = node.value
+                dotted = []
+                while isinstance(base, ast.Attribute):
+                    dotted.append(base.attr)
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id in aliases:
+                    target = ".".join([aliases[base.id], *reversed(dotted)])
+                    if target in mods and target != name:
+                        found.append(f"{name}: {target}.{node.attr}")
+    return sorted(found)
+
+
+def test_no_module_imports_another_modules_private_name():
+    assert _private_imports() == []
+
+
+#: The run folder's file and folder names, as source text: only pipeline/rundir.py may spell them.
+RUN_FOLDER_NAMES = re.compile(r"(?<![\w.])manifest\.json|(?<![\w.])pipeline\.json|(?<![\w.])stats\.json|"
+                              r"\b_done\b|_plan_done|(?<![\w.])(?:kept|removed|scores)/")
+
+
+def test_only_the_run_folder_module_knows_its_file_names():
+    hits = []
+    for name, path in _modules().items():
+        if name == "pipeline.rundir":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if RUN_FOLDER_NAMES.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert hits == [], "run-folder file names outside pipeline/rundir.py:\n" + "\n".join(hits)
+
+
+def test_the_file_name_and_private_import_checks_can_fail(tmp_path, monkeypatch):
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "a.py").write_text("def _hidden():\n    pass\n")
+    (tmp_path / "filters" / "b.py").write_text("from pipeline.a import _hidden\nimport pipeline.a as m\nm._hidden()\n"
+                                               "P = run / 'x' / 'manifest.json'\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert _private_imports() == ["filters.b: from pipeline.a import _hidden", "filters.b: pipeline.a._hidden"]
+    with pytest.raises(AssertionError, match="filters/b.py:4"):
+        test_only_the_run_folder_module_knows_its_file_names()
 
 
 @pytest.mark.parametrize("name", ["inspect", "types", "random", "json", "io", "ast", "statistics"])

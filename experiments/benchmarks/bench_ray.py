@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from pipeline.shards import write_parquet
+from pipeline.rundir import RunFolder, StageFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = Path(os.environ.get("WINNOW_SHARED_DATA", ROOT.parent / "shared" / "data")) / "raw"
@@ -84,19 +84,16 @@ def overhead_once(executor: str, workers: int, tasks: int) -> None:
 def local_plan_peak(run_dir: str) -> None:
     """Child process: the local MinHash plan alone, its peak RSS (it holds every signature and bucket)."""
     from pipeline.dedup.minhash_plan import rss_mb, start_memory_window
-    from pipeline.rundir import RunFolder
-    from pipeline.runner import _ctx, _stage  # task helpers, as a worker uses them
-    from pipeline.shards import read_json
+    from pipeline.stage import StageContext, stage_for  # as a worker builds them
 
-    run = Path(run_dir)
-    pipeline = read_json(run / "pipeline.json")["config"]
-    spec = next(s for s in pipeline["stages"] if s["name"] == "minhash_dedup")
-    shards = [s["name"] for s in RunFolder(run).manifest("exact_dedup")["shards"]]
-    stage = _stage(spec)
+    run = RunFolder(run_dir)
+    spec = next(s for s in run.stage_configs() if s["name"] == "minhash_dedup")
+    shards = [s["name"] for s in run.manifest("exact_dedup")["shards"]]
+    stage = stage_for(spec)
     for _ in range(2):  # the first round warms up lazy imports, compiled kernels and arrow's pool, as in a worker
         with tempfile.TemporaryDirectory() as plan_dir:
-            ctx = _ctx({"run_dir": run_dir, "stage_dir": str(run / "minhash_dedup"), "plan_dir": plan_dir,
-                        "shards": shards, "seed": 0, "input_stage_dir": str(run / "exact_dedup")})
+            ctx = StageContext.for_stage(run.stage("minhash_dedup"), 0, shards, run.stage("exact_dedup"))
+            ctx.plan_dir = Path(plan_dir)
             start = start_memory_window()
             stage.plan(ctx)
     print(json.dumps({"start_rss_mb": start, "peak_rss_mb": rss_mb("VmHWM")}))
@@ -112,7 +109,7 @@ def write_synthetic_scores(stage_dir: Path, docs: int, shards: int, num_perm: in
     sig[copies] = np.where(changed, rng.integers(0, 2**32, size=changed.shape, dtype=np.uint32), sig[copies])
     names = [f"synthetic-{k:04d}" for k in range(shards)]
     for k, bounds in enumerate(np.array_split(np.arange(docs), shards)):
-        write_parquet(stage_dir, f"scores/{names[k]}.parquet", pa.table({
+        StageFolder(stage_dir.parent, stage_dir.name).write_part("scores", names[k], pa.table({
             "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig[bounds].ravel()), num_perm),
             "n_shingles": pa.array(np.full(len(bounds), 100), pa.int32()),
             "length": pa.array(np.full(len(bounds), 1000), pa.int64()),
@@ -128,7 +125,7 @@ def synthetic_plan_peak(stage_dir: str, executor: str, partitions: str) -> None:
     from pipeline.stage import StageContext
 
     stage_dir = Path(stage_dir)
-    shards = sorted(p.stem for p in (stage_dir / "scores").glob("*.parquet"))
+    shards = StageFolder(stage_dir.parent, stage_dir.name).shards_on_disk("scores")
     runner_executor = make_executor(executor, 2, progress=False,
                                     options={"shuffle_partitions": int(partitions)} if executor == "ray" else None)
     for round_shards in (shards[:1], shards):  # the first round warms up imports and workers
@@ -183,7 +180,7 @@ def main() -> None:
                 cfg_path = work / f"{executor}{workers}.yaml"
                 cfg_path.write_text(yaml.safe_dump(config(run_dir, executor, workers, args.usenet, args.web)))
                 timing = child("run", str(cfg_path))
-                stats = {s: json.loads((run_dir / s / "stats.json").read_text()) for s in STAGES}
+                stats = {s: RunFolder(run_dir).stats(s) for s in STAGES}
                 outcomes.add(json.dumps([(stats[s]["kept"], stats[s]["removed"]) for s in STAGES]))
                 docs = stats["ingest"]["docs_in"]
                 row = {"executor": executor, "workers": workers, "docs": docs, **timing,
@@ -193,7 +190,7 @@ def main() -> None:
                 if (executor, workers) not in best or row["total_s"] < best[(executor, workers)]["total_s"]:
                     best[(executor, workers)] = row
                 if (executor, workers) == ("ray", 2):
-                    shuffle = json.loads((run_dir / "minhash_dedup" / "plan" / "shuffle_stats.json").read_text())
+                    shuffle = json.loads((RunFolder(run_dir).plan_dir("minhash_dedup") / "shuffle_stats.json").read_text())
                 if (executor, workers) == ("local", 1):
                     local_plan = child("plan", str(run_dir))
             for e, w in [("local", 2), ("ray", 1), ("ray", 2)]:

@@ -1,7 +1,7 @@
 """What it costs to verify finished shards before a rerun trusts them.
 
 A rerun checks every finished shard of a stage it (re)runs: size + xxh3 of
-each kept/removed file against the shard's marker (``pipeline.runner.marker_valid``);
+each kept and removed file against the shard's marker (``StageFolder.valid_marker``);
 the "up to date" fast path only compares sizes (one ``stat`` per file);
 ``winnow check`` recomputes SHA-256 and reads row counts. This runs a real
 pipeline (English Wikipedia, ingest -> gopher_quality), then times each way of
@@ -23,8 +23,9 @@ from pathlib import Path
 
 from experiments.benchmarks.dedup_quality import DATA
 from pipeline.config import config_from_dict
-from pipeline.runner import Runner, marker_valid
-from pipeline.shards import StageLayout, file_matches, read_json, sha256_file
+from pipeline.rundir import StageFolder
+from pipeline.runner import Runner
+from pipeline.shards import file_matches, sha256_file
 
 
 def _best(fn, rounds: int) -> float:
@@ -54,25 +55,25 @@ def main() -> None:
     ]}, base=work)
     Runner(cfg, progress=False, log=lambda m: None).run()
 
-    layout = StageLayout(cfg.run_dir, "quality")
-    manifest = read_json(layout.manifest)
-    stage_seconds = read_json(layout.stats)["wall_seconds"]
+    folder = StageFolder(cfg.run_dir, "quality")
+    manifest = folder.manifest()
+    stage_seconds = folder.stats()["wall_seconds"]
     fp = manifest["fingerprint"]
     shards = [sh["name"] for sh in manifest["shards"]]
-    files = [(layout.root / sh[part]["path"], sh[part]) for sh in manifest["shards"] for part in ("kept", "removed")]
+    files = [(folder.path(sh[part]["path"]), sh[part]) for sh in manifest["shards"] for part in ("kept", "removed")]
     total = sum(rec["bytes"] for _, rec in files)
 
     def size_only():
         assert all(file_matches(p, rec, verify_hash=False) for p, rec in files)
 
     def resume_xxh3():  # what a rerun does per finished shard: read the marker, size + xxh3 of its files
-        assert all(marker_valid(layout, layout.done_marker(sh), fp) for sh in shards)
+        assert all(folder.valid_marker(sh, fp) for sh in shards)
 
     def sha256_all():  # what `winnow check` does per file (it also reads row counts and reasons)
         assert all(sha256_file(p) == rec["sha256"] for p, rec in files)
 
     rows = [("size only (up-to-date fast path)", _best(size_only, args.rounds)),
-            ("size + xxh3 (resume, marker_valid)", _best(resume_xxh3, args.rounds)),
+            ("size + xxh3 (resume, valid_marker)", _best(resume_xxh3, args.rounds)),
             ("size + SHA-256 (the alternative)", _best(sha256_all, args.rounds))]
     print(f"stage `quality` (gopher_quality) on {args.docs:,} Wikipedia articles: {len(shards)} shards, "
           f"{len(files)} files, {total / 1e6:.1f} MB of Parquet; computing them took {stage_seconds:.2f} s")

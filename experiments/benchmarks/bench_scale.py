@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.rundir import StageFolder
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "experiments" / "configs" / "demo.yaml"
 RESULTS = ROOT / "experiments" / "results"
@@ -222,9 +224,9 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _output_digest(stage_dir: Path) -> str:
+def _output_digest(folder: StageFolder) -> str:
     """SHA-256 over every shard's kept and removed checksums, from the stage manifest."""
-    m = json.loads((stage_dir / "manifest.json").read_text())
+    m = folder.manifest()
     h = hashlib.sha256()
     for s in m["shards"]:
         h.update(f"{s['name']} {s['kept']['sha256']} {s['removed']['sha256']}\n".encode())
@@ -271,14 +273,13 @@ def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shar
         raise RuntimeError(f"{executor}:{workers} on {docs:,} docs failed (exit {rc}):\n{''.join(stderr)[-3000:]}")
     stages = {}
     for s in stages_run:
-        sd = run_dir / s
-        st = json.loads((sd / "stats.json").read_text())
-        plan = sd / "plan" / "_plan_done.json"
+        sf = StageFolder(run_dir, s)
+        st = sf.stats()
         stages[s] = {
             "docs_in": st["docs_in"], "chars_in": st["chars_in"], "kept": st["kept"],
             "wall_s": st["wall_seconds"], "task_s": st["task_seconds"],
-            "plan_s": json.loads(plan.read_text())["seconds"] if plan.exists() else None,
-            "bytes_written": _dir_bytes(sd), "output_sha256": _output_digest(sd),
+            "plan_s": sf.plan_seconds(),
+            "bytes_written": _dir_bytes(sf.root), "output_sha256": _output_digest(sf),
             "peak_rss_mb": {k: round(v, 1) for k, v in mon.by_stage.get(s, {}).items()},
             "cpu_s": round(mon.cpu_by_stage.get(s, 0.0), 1),
         }
@@ -382,7 +383,7 @@ def render(rows: list[dict], cmd: str) -> str:
     lines += ["## Whole pipeline", "",
               "| docs | stages | executor | workers | wall s | start-up s | docs/s | docs/s per core | CPU s | "
               "docs per CPU s | peak RSS MiB: driver | largest worker | largest other | whole tree | "
-              "kept/removed shards identical |",
+              "kept and removed shards identical |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = next(x for x in rows if x["docs"] == r["docs"])  # the fullest first run at this size

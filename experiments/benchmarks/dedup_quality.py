@@ -198,7 +198,7 @@ def run_pipeline(rows: list[dict], workdir: Path, name: str, run: str, stage_par
     plan_dir = folder.plan_dir("minhash_dedup")
     summary = {**read_json(plan_dir / "summary.json"),
                "stage_seconds": folder.stats("minhash_dedup")["wall_seconds"], "cpu_seconds": cpu,
-               "plan_seconds": read_json(plan_dir / "_plan_done.json")["seconds"]}
+               "plan_seconds": folder.stage("minhash_dedup").plan_seconds()}
     shutil.rmtree(run_dir)
     return rep, reported, summary
 

@@ -25,10 +25,10 @@ from pipeline.ingest.readers import READERS, detect_folder, detect_format, reade
 from pipeline.ingest.readers.base import Reader
 from pipeline.ingest.records import PREVIEW_CHARS, SKIPPED, InputError, Record, printable_path
 from pipeline.ingest.streams import UNCHECKED_ZSTD, strip_compression
-from pipeline.outputs import marker_valid, text_chars, write_shard_outputs
+from pipeline.outputs import text_chars, write_shard_outputs
 from pipeline.params import ParamError, at_least, between, of_type, one_of, optional, validate
 from pipeline.registry import RegistryError
-from pipeline.shards import StageLayout, atomic_write_json, fingerprint, read_json, xxh3_file
+from pipeline.shards import atomic_write_json, fingerprint, read_json, xxh3_file
 from pipeline.stage import Stage, StageContext
 
 DEFAULT_LIMITS = {
@@ -396,20 +396,18 @@ def check_removed_share(task: dict, markers: list[dict], allowed: float, fields:
 
 def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str) -> list[dict]:
     """Ingest one input task into shards of ``shard_docs`` records, resuming finished shards."""
-    layout = StageLayout(ctx.run_dir, stage.name)
+    folder = ctx.folder
     limits = {**stage.limits, "extractor_meta": {}}
     for ex in EXTRACTORS:
         try:
             limits["extractor_meta"][ex] = extractor_info(ex)
         except Exception:  # extractor not installed: only fails if used
             pass
-    file_marker = layout.root / "_done" / f"file-{task['index']:05d}.json"
-    if file_marker.exists():
-        fm = read_json(file_marker)
-        if fm.get("fingerprint") == stage_fp and all(
-            marker_valid(layout, layout.done_marker(s), stage_fp) for s in fm["shards"]
-        ):
-            return [read_json(layout.done_marker(s)) for s in fm["shards"]]
+    fm = folder.read_source_marker(task["index"])
+    if fm is not None and fm.get("fingerprint") == stage_fp and isinstance(fm.get("shards"), list):
+        finished = [folder.valid_marker(s, stage_fp) for s in fm["shards"]]
+        if all(finished):
+            return finished
     spec = task["spec"]
     reader = reader_class(spec["format"])(task["path"], spec, limits)
     source = _source_name(task)
@@ -420,8 +418,8 @@ def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str
     # find how many leading shards of this file are already finished
     finished = []
     c = 0
-    while marker_valid(layout, layout.done_marker(shard_name(c)), stage_fp):
-        finished.append(read_json(layout.done_marker(shard_name(c))))
+    while (m := folder.valid_marker(shard_name(c), stage_fp)) is not None:
+        finished.append(m)
         c += 1
     parse_from = sum(m["rows_in"] for m in finished) + 1
 
@@ -439,7 +437,7 @@ def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str
         rt = pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA)
         # characters in = what the shard holds (removed rows keep a preview only)
         chars_in = text_chars(kt) + text_chars(rt)
-        m = write_shard_outputs(layout, shard_name(chunk), len(buf), chars_in, kt, rt, stage_fp,
+        m = write_shard_outputs(folder, shard_name(chunk), len(buf), chars_in, kt, rt, stage_fp,
                                 time.perf_counter() - t0)
         markers.append(m)
         buf, chunk, t0 = [], chunk + 1, time.perf_counter()
@@ -475,7 +473,7 @@ def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str
             markers[-1]["counters"] = dict(sorted(counters.items()))
         if notes:
             markers[-1]["notes"] = notes
-        atomic_write_json(layout.done_marker(markers[-1]["shard"]), markers[-1])
-    atomic_write_json(file_marker, {"fingerprint": stage_fp, "shards": [m["shard"] for m in markers],
-                                    "path": task["path"], "format": spec["format"]})
+        folder.write_marker(markers[-1])
+    folder.write_source_marker(task["index"], {"fingerprint": stage_fp, "shards": [m["shard"] for m in markers],
+                                               "path": task["path"], "format": spec["format"]})
     return markers
