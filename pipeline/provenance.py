@@ -1,5 +1,5 @@
 """Which code, on which machine, made a result: one record for every file winnow writes that a
-reader may need to trust later (``pipeline.json``, each stage's ``manifest.json``, reports,
+reader may need to trust later (the run record, each stage's manifest, reports,
 ``experiment.json``).
 
 :func:`provenance` gives the winnow version and git commit (``dirty`` when tracked files differ
