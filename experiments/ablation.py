@@ -137,23 +137,20 @@ def _reference_spec(arm: dict, cfg: PipelineConfig) -> dict:
         base = Path(cfg.path).parent if cfg.path else Path(".")
         path = arm["path"] if Path(arm["path"]).is_absolute() else str((base / arm["path"]).resolve())
         return {"path": path, **{k: arm.get(k, v) for k, v in REFERENCE_FIELDS.items()}}
-    from filters.quality_training import quality_models_in_config
+    from experiments.quality_models import trainable_filters
 
-    from filters.quality_model import CLASSIFIER_TRAIN_DEFAULTS
-
-    for _, _, _, settings in quality_models_in_config(cfg):
-        src = ({**CLASSIFIER_TRAIN_DEFAULTS, **settings["classifier"]} if isinstance(settings.get("classifier"), dict)
-               else settings)
-        if src.get("reference_path"):
-            return {"path": str(src["reference_path"]), **{k: src.get(k, v) for k, v in REFERENCE_FIELDS.items()}}
+    for _, f in trainable_filters(cfg):
+        ref = f.training_reference()
+        if ref and ref.get("path"):
+            return {"path": ref["path"], **{k: ref.get(k, v) for k, v in REFERENCE_FIELDS.items()}}
     raise ValueError(f"arm {arm.get('name', 'reference-only')}: kind reference-only needs `source` (a raw-pool "
                      "source) or `path` (an external JSONL), or a quality scorer with a reference_path in the config")
 
 
 def _trained_filter_model_paths(cfg: PipelineConfig) -> list[str]:
-    from filters.quality_training import quality_models_in_config
+    from experiments.quality_models import trainable_filters
 
-    return [params["model_path"] for _, _, params, _ in quality_models_in_config(cfg) if params.get("model_path")]
+    return [f.params["model_path"] for _, f in trainable_filters(cfg) if f.params.get("model_path")]
 
 
 def run_pipeline(cfg: PipelineConfig, log) -> None:
@@ -162,7 +159,7 @@ def run_pipeline(cfg: PipelineConfig, log) -> None:
 
     missing = [p for p in _trained_filter_model_paths(cfg) if not Path(p).exists()]
     if missing:
-        from filters.quality_training import train_quality
+        from experiments.quality_models import train_quality
 
         log(f"training quality scorers: {', '.join(missing)}")
         train_quality(cfg, log=log)

@@ -192,7 +192,7 @@ def cmd_filters(args) -> int:
 
 
 def cmd_train_quality(args) -> int:
-    from filters.quality_training import train_quality
+    from experiments.quality_models import train_quality
 
     train_quality(_load(args), only=args.only)
     return 0
@@ -424,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "training data comes from first. Each model is saved beside MODEL.manifest.json and "
                     "MODEL.ids.parquet (every document id used).")
     q.add_argument("config")
-    q.add_argument("--only", choices=["quality_classifier", "ref_perplexity", "quality_combined"], help="train only this kind of model")
+    q.add_argument("--only", metavar="FILTER",
+                   help="train only this filter's model (e.g. quality_classifier, ref_perplexity, quality_combined)")
     q.add_argument("--run-dir", help="override the config's run_dir")
     q.set_defaults(fn=cmd_train_quality)
 

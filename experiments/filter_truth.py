@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 
-from filters.base import filter_class, normalise_decision, parse_filter_specs
+from filters.apply import decide_filters
+from filters.stage import FilterStage
 from pipeline.rundir import RunFolder
-from pipeline.shards import read_json
 
 #: Truth kinds each filter family is meant to remove. Families not listed here
 #: (a model-based quality filter, a user's plugin) are judged against every
@@ -41,6 +41,7 @@ def _stage_rows(run_dir: Path, stage: str, columns: list[str]) -> list[dict]:
     for part in ("kept", "removed"):
         for row in RunFolder(run_dir).rows(stage, part=part):
             out = {c: row[c] for c in [*columns, "reason"] if c in row}
+            out["_id"] = row["id"]
             out["_kind"] = (json.loads(row.get("metadata") or "{}").get("truth") or {}).get("kind")
             rows.append(out)
     return rows
@@ -65,24 +66,21 @@ def precision_recall(run_dir: str | Path, targets: dict[str, set[str]] | None = 
     for spec in run.stage_configs():
         if spec.get("kind", spec["name"]) != "filter" or not run.is_finished(spec["name"]):
             continue
-        filters = []
-        for ref, params in parse_filter_specs(spec.get("filters")):
-            f = filter_class(ref)(**params)
-            if f.needs_plan():
-                f.plan_state = read_json(run.plan_dir(spec["name"]) / f"{f.name}.json")
-            filters.append(f)
+        stage = FilterStage(spec["name"], {k: v for k, v in spec.items() if k not in ("name", "kind")})
+        stage.load_plans(run.plan_dir(spec["name"]))
+        filters = stage.filters
         columns = [c for f in filters for c in f.columns]
         rows = [r for r in _stage_rows(run_dir, spec["name"], columns) if r["_kind"]]
-        for f in filters:
+        for f in filters:  # each filter on its own: its verdict on every document that reached the stage
+            verdicts = decide_filters({c: [r.get(c) for r in rows] for c in columns}, [r["_id"] for r in rows], [f])
             wanted = targets.get(f.name, LOW_QUALITY_KINDS)
             positives = sum(r["_kind"] in wanted for r in rows)
             by_rule: Counter = Counter()
             hits_by_rule: Counter = Counter()
             junk_by_rule: Counter = Counter()
             kinds_by_rule: dict[str, Counter] = {}
-            for r in rows:
-                keep, reason, _ = normalise_decision(f, f.decide(r))
-                if not keep:
+            for r, reason in zip(rows, verdicts.reasons):
+                if reason is not None:
                     by_rule[reason] += 1
                     hits_by_rule[reason] += r["_kind"] in wanted
                     junk_by_rule[reason] += r["_kind"] != "clean"

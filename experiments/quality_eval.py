@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from filters.base import filter_class, parse_filter_specs
+from filters.apply import apply_filters, filter_key
+from filters.metrics import roc_auc
+from filters.stage import FilterStage
 from filters.quality_features import gold_pages
 from pipeline.config import load_config
 from pipeline.document import Document
@@ -133,51 +135,48 @@ def builtin_sets(labels_dir: Path, demo_dir: Path, log=print) -> dict[str, Path]
 def config_scores(config_paths: list[str], docs: list[Document], log=print) -> tuple[dict[str, np.ndarray], dict]:
     """Every numeric column and pass/fail of every filter in the configs, on ``docs``.
 
-    A column name seen in an earlier config is not scored again. Filters whose
-    model is missing are skipped (listed in the second return value).
+    Each filter stage is applied exactly as the pipeline applies it (:func:`filters.apply.apply_filters`:
+    filters in order, text edits carried to later filters). A stage whose columns an earlier config
+    already scored is not scored again. Filters whose model is missing are skipped (listed in the second
+    return value). A filter with a global cut-off (top fraction) gives its score but no pass/fail: the
+    cut depends on the whole stage, not on one document.
     """
     scores: dict[str, np.ndarray] = {}
     info: dict = {"skipped": [], "seconds": {}}
     for config_path in config_paths:
         cfg = load_config(config_path)
-        for stage in cfg.stages:
-            if stage.get("kind") != "filter":
+        for spec in cfg.stages:
+            stage = cfg.stage_object(spec)
+            if not isinstance(stage, FilterStage):
                 continue
-            stage_pass = np.ones(len(docs), bool)
-            complete = True
-            for ref, params in parse_filter_specs(stage.get("filters") or []):
-                flt = filter_class(ref)(**params)
-                if all(c in scores for c in flt.columns):
-                    complete = False  # already scored from an earlier config; the stage verdict is theirs
-                    continue
+            if all(c in scores for f in stage.filters for c in f.columns):
+                continue  # scored from an earlier config; the stage verdict is theirs
+            usable = []
+            for f in stage.filters:
                 try:
-                    t0 = time.perf_counter()
-                    flt.ensure_setup()
-                    results = flt.score_batch(docs)
-                    info["seconds"][ref] = round(time.perf_counter() - t0, 2)
+                    f.ensure_setup()
                 except FileNotFoundError as e:
-                    info["skipped"].append(f"{ref} ({Path(config_path).name}): {e}")
-                    log(f"quality-eval: skipping {ref}: {e}")
-                    complete = False
+                    info["skipped"].append(f"{f.ref} ({Path(config_path).name}): {e}")
+                    log(f"quality-eval: skipping {f.ref}: {e}")
                     continue
-                for col, typ in flt.columns.items():
-                    if typ in ("float", "int", "bool"):
-                        scores[col] = np.array([np.nan if r.get(col) is None else float(r[col]) for r in results])
-                if flt.needs_plan():
-                    complete = False
-                    continue  # a top-fraction cut depends on the whole stage, not on one document
-                passed = np.array([_passes(flt, r) for r in results])
-                scores[f"{ref} pass"] = passed.astype(float)
-                stage_pass &= passed
-            n_filters = len(parse_filter_specs(stage.get("filters") or []))
-            if complete and n_filters > 1:
-                scores[f"{stage['name']} stage pass"] = stage_pass.astype(float)
+                usable.append(f)
+            t0 = time.perf_counter()
+            applied = apply_filters(docs, usable)
+            info["seconds"][spec["name"]] = round(time.perf_counter() - t0, 2)
+            for f in usable:
+                for col, typ in f.columns.items():
+                    if typ in ("float", "int", "bool") and col not in scores:
+                        scores[col] = np.array([np.nan if v is None else float(v)
+                                                for v in applied.scores.columns[col].to_pylist()])
+            judged = [f for f in usable if not f.needs_plan()]
+            for f in judged:
+                scores[f"{f.ref} pass"] = applied.verdicts.keep_by_filter[filter_key(f)].astype(float)
+            if len(judged) == len(stage.filters) > 1:
+                stage_pass = np.ones(len(docs), bool)
+                for f in judged:
+                    stage_pass &= applied.verdicts.keep_by_filter[filter_key(f)]
+                scores[f"{spec['name']} stage pass"] = stage_pass.astype(float)
     return scores, info
-
-
-def _passes(flt, row: dict) -> bool:
-    out = flt.decide(row)
-    return bool(out[0] if isinstance(out, tuple) else out)
 
 
 # ---------------------------------------------------------------------------
@@ -188,17 +187,6 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
 
     return rankdata(x, axis=-1)
-
-
-def auc_many(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC (Mann-Whitney, ties half) of each row of ``scores`` (resamples x docs) against ``labels`` (same shape)."""
-    labels = labels.astype(bool)
-    r = _ranks(scores)
-    n_pos = labels.sum(axis=-1)
-    n_neg = labels.shape[-1] - n_pos
-    u = (r * labels).sum(axis=-1) - n_pos * (n_pos + 1) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
 def spearman_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -228,8 +216,8 @@ def agreement(scores: dict[str, np.ndarray], label: np.ndarray | None, target: n
         s = np.where(finite, s, (s[finite].min() - 1.0) if finite.any() else 0.0)
         row: dict = {}
         if label is not None:
-            row["auc"] = float(auc_many(label[None, :], s[None, :])[0])
-            boot_auc[name] = auc_many(label[idx], s[idx])
+            row["auc"] = float(roc_auc(label[None, :], s[None, :])[0])
+            boot_auc[name] = roc_auc(label[idx], s[idx])
             row["auc_ci"] = [float(np.nanpercentile(boot_auc[name], 2.5)), float(np.nanpercentile(boot_auc[name], 97.5))]
         if target is not None:
             row["spearman"] = float(spearman_many(target[None, :], s[None, :])[0])
@@ -359,22 +347,18 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: The column each trainable filter decides on: its agreement is written into the model's manifest.
-DECISION_COLUMN = {"quality_combined": "quality_combined", "quality_classifier": "quality_score", "ref_perplexity": "ref_bpb"}
-
-
 def record_agreement(config_paths: list[str], results: dict) -> list[Path]:
     """Write each model's agreement with every labelled set into its training manifest (``agreement``)."""
-    from filters.quality_model import manifest_path
-    from filters.quality_training import quality_models_in_config
+    from experiments.quality_models import trainable_filters
+    from filters.quality_scorers import manifest_path
     from pipeline.shards import atomic_write_json
 
     written = []
     for config_path in config_paths:
-        for _, ref, params, _ in quality_models_in_config(load_config(config_path)):
-            path = manifest_path(params["model_path"])
-            column = DECISION_COLUMN[ref]
-            if not path.exists():
+        for _, f in trainable_filters(load_config(config_path)):
+            path = manifest_path(f.params["model_path"])
+            column = f.score_column
+            if not path.exists() or not column:
                 continue
             manifest = json.loads(path.read_text(encoding="utf-8"))
             manifest["agreement"] = {
@@ -390,12 +374,11 @@ def record_agreement(config_paths: list[str], results: dict) -> list[Path]:
 
 def train_missing(config_paths: list[str], log=print) -> None:
     """Train the quality models of each config whose model files are not all there."""
-    from filters.quality_training import quality_models_in_config, train_quality
+    from experiments.quality_models import missing_models, train_quality
 
     for config_path in config_paths:
         cfg = load_config(config_path)
-        files = [p[k] for _, _, p, _ in quality_models_in_config(cfg) for k in ("model_path", "classifier_path") if p.get(k)]
-        if files and not all(Path(f).exists() for f in files):
+        if missing_models(cfg):
             log(f"quality-eval: training the quality models of {config_path}")
             train_quality(cfg, log=log)
 
@@ -438,10 +421,10 @@ def run(args, ap: argparse.ArgumentParser) -> int:
     results = evaluate(args.configs, sets, args.resamples, log=log)
     command = "winnow quality-eval " + " ".join(args.configs) + "".join(f" --labels {x}" for x in args.labels)
     results["command"] = command
-    from filters.quality_training import quality_models_in_config
+    from experiments.quality_models import trainable_filters
 
-    combined = [p["model_path"] for c in args.configs for _, ref, p, _ in quality_models_in_config(load_config(c))
-                if ref == "quality_combined" and Path(p["model_path"]).exists()]
+    combined = [f.params["model_path"] for c in args.configs for _, f in trainable_filters(load_config(c))
+                if f.name == "quality_combined" and Path(f.params["model_path"]).exists()]
     if combined and (SHARED / "raw").exists():
         results["line_cleaning"] = {"model": Path(combined[0]).name, "sets": line_cleaning(combined[0])}
     for path in record_agreement(args.configs, results):

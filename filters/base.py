@@ -56,16 +56,22 @@ config -- no edit to winnow needed.
 from __future__ import annotations
 
 import inspect
+import json
+import math
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-import pyarrow as pa
 
-from pipeline.document import COLUMN_TYPES, Document, iter_documents
-from pipeline.shards import atomic_write_json, read_json, read_parquet
+from pipeline.document import Document
+from pipeline.errors import RunFailure
 from pipeline.params import validate
 from pipeline.registry import Registry
-from pipeline.stage import Decision, Stage, StageContext
+from pipeline.rundir import RunFolder
+
+
+class FilterError(RunFailure, ValueError):
+    """A filter broke its contract or failed on a document; the message names the filter (and the document)."""
 
 
 class Filter:
@@ -86,10 +92,21 @@ class Filter:
     #: Optional value checks per parameter (``pipeline.params``: between, at_least, one_of, ...).
     checks: ClassVar[dict[str, Any]] = {}
 
+    #: A filter that needs a trained model declares its training settings here (the ``train:``
+    #: parameter overrides them) and implements :meth:`train`, as dolma's taggers own theirs:
+    #: ``winnow train-quality`` finds every such filter of a config through the one registry.
+    train_defaults: ClassVar[dict[str, Any] | None] = None
+    #: The one column ``decide`` reads, for filters that decide on a single score (reports use it).
+    score_column: ClassVar[str] = ""
+
     def __init__(self, **params: Any):
+        if not self.name:  # a plug-in class without a `name`: its reasons still name it
+            self.name = type(self).__name__
         self.params = validate(f"filter {self.name}", params, self.defaults, self.checks,
                                allow_unknown=getattr(self, "accept_any_params", False), infer=True)
         self._ready = False
+        if self.trainable():
+            self.train_settings()  # a typo in `train:` fails when the config loads, not after hours of work
 
     # -- scoring ------------------------------------------------------------
     def setup(self) -> None:
@@ -122,6 +139,31 @@ class Filter:
         """Keep? Optionally with the rule name, and a human-readable detail."""
         raise NotImplementedError
 
+    # -- training (filters with ``train_defaults`` only) ----------------------
+    @classmethod
+    def trainable(cls) -> bool:
+        return cls.train_defaults is not None
+
+    def train_settings(self) -> dict[str, Any]:
+        """The ``train:`` parameter over :attr:`train_defaults` (typos name the nearest setting)."""
+        return validate(f"{self.name} train", self.params.get("train"), self.train_defaults or {}, noun="setting")
+
+    def model_files(self) -> list[str]:
+        """The files :meth:`train` writes (a missing one means: train first)."""
+        return [p for p in (self.params.get("model_path"),) if p]
+
+    def training_stages(self) -> list[str]:
+        """Stages whose kept documents training reads, besides the raw (first) stage; they run first."""
+        return []
+
+    def training_reference(self) -> dict | None:
+        """Where training's positive documents come from: ``{path, text_field, id_field, min_chars}``."""
+        return None
+
+    def train(self, ctx: "TrainContext") -> dict:
+        """Train the model, write :meth:`model_files` atomically, return its training manifest."""
+        raise NotImplementedError(f"filter {self.name} has no model to train")
+
     # -- config helpers -----------------------------------------------------
     def scoring_params(self) -> dict:
         return {k: v for k, v in self.params.items() if k not in self.decision_params}
@@ -132,16 +174,99 @@ class Filter:
         return rule if rule.startswith(self.name + ":") or rule == self.name else f"{self.name}:{rule}"
 
 
-def normalise_decision(f: Filter, out: Any) -> tuple[bool, str | None, str | None]:
-    """Accept ``bool``, ``(bool, rule)`` or ``(bool, rule, detail)``; return (keep, reason, detail)."""
-    detail = None
-    if isinstance(out, tuple):
+@dataclass
+class TrainContext:
+    """What :meth:`Filter.train` may read: the run whose stages :meth:`Filter.training_stages` named
+    (brought up to date by the caller), and where the raw corpus is."""
+
+    #: The run folder; its raw stage and every stage in ``training_stages()`` are finished.
+    run: RunFolder
+    #: The config's first stage: the raw corpus, whose documents are never positives.
+    raw_stage: str
+    #: The stage the filter belongs to.
+    stage: str
+    log: Callable[[str], None] = print
+
+
+def top_fraction_plan(values: np.ndarray, fraction: float) -> dict:
+    """Cut-off keeping the highest-scoring ``ceil(fraction * n)`` documents of the whole stage.
+
+    Deterministic (a sort of the scores). Documents tied with the cut-off are all
+    kept, so ``kept`` may exceed ``target`` by the size of that tie; both are
+    recorded. Missing scores rank last.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = np.where(np.isnan(v), -np.inf, v)
+    n = int(v.shape[0])
+    target = min(n, int(math.ceil(fraction * n - 1e-9)))
+    cutoff = float(np.sort(v)[n - target]) if target else math.inf
+    return {"fraction": fraction, "docs": n, "target": target, "cutoff": cutoff, "kept": int((v >= cutoff).sum())}
+
+
+class ThresholdOrTopFraction:
+    """The decision of a filter with one score, higher = better: keep ``score >= threshold``, or the
+    ``top_fraction`` of the whole stage (a global step records the cut-off). Mix into a Filter whose
+    ``score_column`` names the score and whose defaults have ``threshold`` and ``top_fraction``."""
+
+    def check_cut(self) -> None:
+        if self.params["threshold"] is not None and self.params["top_fraction"] is not None:
+            raise ValueError(f"{self.name}: set `threshold` or `top_fraction`, not both")
+        frac = self.params["top_fraction"]
+        if frac is not None and not 0 < frac <= 1:
+            raise ValueError(f"{self.name}: top_fraction must be in (0, 1], got {frac}")
+
+    def needs_plan(self) -> bool:
+        return self.params["top_fraction"] is not None
+
+    def plan(self, columns):
+        return top_fraction_plan(columns[self.score_column].astype(np.float64), self.params["top_fraction"])
+
+    def decide(self, s):
+        col = self.score_column
+        score = s[col]
+        score = -math.inf if score is None or math.isnan(score) else score
+        if self.params["top_fraction"] is not None:
+            cutoff = self.plan_state["cutoff"]
+            if score >= cutoff:
+                return True
+            return False, "below_top_fraction", \
+                f"{col} {score:.4f} < cut-off {cutoff:.4f} (top {self.params['top_fraction']:g})"
+        if self.params["threshold"] is not None and score < self.params["threshold"]:
+            return False, "below_threshold", f"{col} {score:.4f} < {self.params['threshold']:g}"
+        return True
+
+
+def decision_rules(f: Filter, out: Any, doc_id: str | None = None) -> tuple[bool, list[str], str | None]:
+    """``decide``'s answer as (keep, reasons, detail).
+
+    ``decide`` returns ``True``, ``(False, rule)`` or ``(False, rule, detail)``; ``rule`` may be a list (every
+    rule the document fails). Reasons are ``name:rule``, the filter's name alone when no rule is given.
+    Anything else (``None``: a forgotten ``return True``) is a :class:`FilterError`.
+    """
+    if isinstance(out, (bool, np.bool_)):
+        keep, rule, detail = bool(out), None, None
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], (bool, np.bool_)):
         keep = bool(out[0])
         rule = out[1] if len(out) > 1 else None
         detail = out[2] if len(out) > 2 else None
     else:
-        keep, rule = bool(out), None
-    return keep, (None if keep else f.reason(rule)), (None if keep else detail)
+        shown = repr(out) if len(repr(out)) <= 60 else repr(out)[:57] + "..."
+        where = f" for document {doc_id!r}" if doc_id is not None else ""
+        raise FilterError(f"filter {f.name}: decide returned {shown}{where}; expected True, (False, rule) or "
+                          f"(False, rule, detail)")
+    if keep:
+        return True, [], None
+    rules = list(rule) if isinstance(rule, (list, tuple)) else [rule]
+    reasons = [f.reason(r) for r in rules if r] or [f.reason(None)]
+    if detail is not None and not isinstance(detail, str):
+        detail = json.dumps(detail, sort_keys=True, default=str)
+    return False, reasons, detail
+
+
+def normalise_decision(f: Filter, out: Any) -> tuple[bool, str | None, str | None]:
+    """``decide``'s answer as (keep, reason, detail): the first rule only (see :func:`decision_rules`)."""
+    keep, reasons, detail = decision_rules(f, out)
+    return keep, (reasons[0] if reasons else None), detail
 
 
 # ---------------------------------------------------------------------------
@@ -164,9 +289,10 @@ def function_filter(fn: Callable[[Document], Any] | None = None, name: str | Non
         accept_any_params = True
 
         def score(self, doc):
-            keep, reason, _ = normalise_decision(self, fn(doc))
-            rule = None if keep else reason
-            return {f"{fname}__keep": keep, f"{fname}__rule": rule}
+            out = fn(doc)  # doc -> bool | (bool, reason): any truthy value keeps
+            keep = bool(out[0] if isinstance(out, tuple) else out)
+            rule = out[1] if isinstance(out, tuple) and len(out) > 1 and not keep else None
+            return {f"{fname}__keep": keep, f"{fname}__rule": None if keep else self.reason(rule)}
 
         def decide(self, s):
             return bool(s[f"{fname}__keep"]), s[f"{fname}__rule"]
@@ -241,106 +367,3 @@ def parse_filter_specs(entries: list) -> list[tuple[str, dict]]:
         else:
             raise ValueError(f"filter entries are `name` or `{{name: {{params}}}}`, got {e!r}")
     return out
-
-
-# ---------------------------------------------------------------------------
-# the stage that runs a list of filters
-
-
-def _column(values: list, typ: str) -> pa.Array:
-    t = COLUMN_TYPES.get(typ, pa.float64())
-    if typ in ("float", None):
-        values = [None if v is None else float(v) for v in values]
-    return pa.array(values, type=t)
-
-
-class FilterStage(Stage):
-    """Runs filters in config order; a document is removed by the first filter it fails.
-
-    Every filter scores every document (not only those earlier filters passed),
-    so per-rule removal rates are independent and any threshold can change later.
-    """
-
-    kind = "filter"
-
-    def __init__(self, name: str, params: dict):
-        super().__init__(name, params)
-        self.validated({"filters": None})
-        self.filters: list[Filter] = []
-        seen: dict[str, str] = {}
-        for ref, p in parse_filter_specs(params.get("filters")):
-            f = filter_class(ref)(**p)
-            f.ref = ref  # type: ignore[attr-defined]
-            for col in f.columns:
-                if col in seen:
-                    raise ValueError(f"stage {name}: column {col!r} written by both {seen[col]} and {ref}")
-                seen[col] = ref
-            self.filters.append(f)
-        if not self.filters:
-            raise ValueError(f"stage {name}: a filter stage needs `filters:`")
-        self.edits_text = any(f.edits_text for f in self.filters)
-
-    def scoring_config(self) -> dict:
-        return {"filters": [[f.ref, f.scoring_params()] for f in self.filters]}
-
-    def decision_config(self) -> dict:
-        return {"filters": [[f.ref, f.params] for f in self.filters]}
-
-    def needs_plan(self) -> bool:
-        return any(f.needs_plan() for f in self.filters)
-
-    def describe(self) -> str:
-        shown = []
-        for f in self.filters:
-            decision = ", ".join(f"{k}={f.params[k]}" for k in f.decision_params if k in f.params)
-            shown.append(f"{f.ref}({decision})" if decision else f.ref)
-        return "filters: " + "; ".join(shown)
-
-    def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
-        docs = list(iter_documents(table))
-        cols: dict[str, pa.Array] = {}
-        for f in self.filters:
-            f.ensure_setup()
-            results = f.score_batch(docs) if docs else []
-            if f.edits_text:
-                for d, r in zip(docs, results):
-                    if "text" in r:
-                        d.text = r["text"]
-            for col, typ in f.columns.items():
-                cols[col] = _column([r.get(col) for r in results], typ)
-            for d, r in zip(docs, results):  # later filters may read earlier scores
-                d.annotations.update({k: v for k, v in r.items() if k != "text"})
-        if self.edits_text:
-            cols["text"] = pa.array([d.text for d in docs], pa.large_string())
-        cols["id"] = table.column("id")
-        return pa.table(cols)
-
-    def plan(self, ctx: StageContext) -> None:
-        for f in self.filters:
-            if not f.needs_plan():
-                continue
-            parts = [read_parquet(ctx.scores_path(s), columns=list(f.columns)) for s in ctx.shards]
-            columns = {c: np.concatenate([p.column(c).to_numpy(zero_copy_only=False) for p in parts])
-                       if parts else np.array([]) for c in f.columns}
-            atomic_write_json(ctx.plan_dir / f"{f.name}.json", f.plan(columns))
-
-    def decide(self, table: pa.Table, scores: pa.Table, ctx: StageContext) -> Decision:
-        for f in self.filters:
-            if f.needs_plan():
-                f.plan_state = read_json(ctx.plan_dir / f"{f.name}.json")
-        names = [c for c in scores.column_names if c not in ("id", "text")]
-        data = {c: scores.column(c).to_pylist() for c in names}
-        reasons: list[str | None] = []
-        details: list[str | None] = []
-        for i in range(table.num_rows):
-            row = {c: data[c][i] for c in names}
-            reason = detail = None
-            for f in self.filters:
-                keep, reason, detail = normalise_decision(f, f.decide(row))
-                if not keep:
-                    break
-            reasons.append(reason)
-            details.append(detail)
-        columns = {c: scores.column(c) for c in names}
-        text = scores.column("text") if "text" in scores.column_names else None
-        return Decision(reasons=reasons, columns=columns, details=details, text=text)

@@ -33,10 +33,22 @@ from typing import Any
 
 import numpy as np
 
-from filters.base import Filter
-from filters.quality_features import DOC_FEATURES, Logistic, batch_doc_features, batch_line_features
+from filters.base import Filter, ThresholdOrTopFraction, TrainContext
+from filters.quality_features import Logistic, batch_line_features
+from filters.quality_scorers import (
+    COMBINED_FORMAT,
+    ClassifierScorer,
+    CombinedScorer,
+    load_fasttext,
+    manifest_path,
+    model_sha256,
+    reference_ids,
+    training_ids,
+)
 from pipeline.params import validate
-from pipeline.shards import read_parquet, sha256_file
+
+__all__ = ["QualityClassifier", "RefPerplexity", "QualityCombined", "LineCleaner", "CLASSIFIER_TRAIN_DEFAULTS",
+           "COMBINED_TRAIN_DEFAULTS", "LM_TRAIN_DEFAULTS", "manifest_path", "training_ids", "reference_ids"]
 
 DEFAULT_REFERENCE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ref" / "wikipedia-en.jsonl.gz")
 
@@ -88,126 +100,16 @@ LM_TRAIN_DEFAULTS = {
 }
 
 
-def fasttext_text(text: str, max_chars: int | None = None) -> str:
-    """One line, lowercased, single spaces: fastText reads one example per line, and case
-    carries little quality signal at this training size."""
-    if max_chars:
-        text = text[:max_chars]
-    return " ".join(text.lower().split())
+class QualityClassifier(ThresholdOrTopFraction, Filter):
+    """fastText quality classifier (DCLM): quality_score = P(hq); keep by threshold or top fraction.
 
-
-def _file_sha256(path: str) -> str:
-    """SHA-256 of a model file, cached by (path, size, mtime): the scoring fingerprint needs it
-    on every run and select, and hashing is all it costs -- the model is not loaded."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"quality model not found: {p}; train it with `winnow train-quality CONFIG`")
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = sha256_file(p)
-    return _SHA_CACHE[key]
-
-
-_SHA_CACHE: dict[tuple, str] = {}
-
-
-def manifest_path(model_path: str | Path) -> Path:
-    return Path(str(model_path) + ".manifest.json")
-
-
-def ids_path(model_path: str | Path) -> Path:
-    return Path(str(model_path) + ".ids.parquet")
-
-
-def _model_files(model_path_or_dir: str | Path) -> list[Path]:
-    p = Path(model_path_or_dir)
-    if p.is_dir():
-        return sorted(Path(str(m)[: -len(".manifest.json")]) for m in p.glob("*.manifest.json"))
-    return [p]
-
-
-def training_ids(model_path_or_dir: str | Path) -> dict[str, set[str]]:
-    """Ids each model was trained or validated on, by label (``hq``/``lq``/``ref``)."""
-    out: dict[str, set[str]] = {}
-    for m in _model_files(model_path_or_dir):
-        t = read_parquet(ids_path(m), columns=["id", "label"])
-        for doc_id, label in zip(t.column("id").to_pylist(), t.column("label").to_pylist()):
-            out.setdefault(label, set()).add(doc_id)
-    return out
-
-
-def reference_ids(model_path_or_dir: str | Path) -> set[str]:
-    """Reference documents used by the model(s) at this path: exclude them from evaluation sets."""
-    ids = training_ids(model_path_or_dir)
-    return ids.get("hq", set()) | ids.get("ref", set())
-
-
-def check_train_settings(defaults: dict, given: dict | None, what: str) -> dict:
-    """A filter's ``train:`` settings over its training defaults (the shared validator: typos name the nearest key)."""
-    return validate(f"{what} train", given, defaults, noun="setting")
-
-
-class ClassifierScorer:
-    """P(hq) from a fastText softmax model, computed in float64 from the logit.
-
-    fastText's own ``predict`` adds 1e-5 to float32 probabilities, so every
-    confident document reads 1.00001 and a top-fraction cut would be one big tie.
-    With two labels the softmax is a sigmoid of ``(w_hq - w_lq) . h``, where ``h``
-    is the averaged input vector (words and bigrams) that ``get_sentence_vector``
-    returns for supervised models.
+    Trained by ``winnow train-quality``: positives from the reference corpus's train split,
+    negatives from the raw corpus after ``train.negatives_from_stage`` (see CLASSIFIER_TRAIN_DEFAULTS).
     """
-
-    def __init__(self, model, max_chars: int | None = None):
-        labels = [lab.replace("__label__", "") for lab in model.get_labels()]
-        if sorted(labels) != ["hq", "lq"]:
-            raise ValueError(f"quality classifier needs labels hq and lq, has {labels}")
-        out = model.get_output_matrix().astype(np.float64)
-        self.direction = out[labels.index("hq")] - out[labels.index("lq")]
-        self.model = model
-        self.max_chars = max_chars
-
-    def logits(self, texts: list[str]) -> np.ndarray:
-        vecs = np.stack([self.model.get_sentence_vector(fasttext_text(t, self.max_chars)) for t in texts]) \
-            if texts else np.zeros((0, self.direction.shape[0]))
-        return vecs.astype(np.float64) @ self.direction
-
-    def scores(self, texts: list[str]) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits(texts)))
-
-
-_FASTTEXT_MODELS: dict[str, Any] = {}
-
-
-def load_fasttext(path: str):
-    """One fastText model per process; workers reuse it across shards."""
-    if path not in _FASTTEXT_MODELS:
-        import fasttext
-
-        _FASTTEXT_MODELS[path] = fasttext.load_model(path)
-    return _FASTTEXT_MODELS[path]
-
-
-def top_fraction_plan(values: np.ndarray, fraction: float) -> dict:
-    """Cut-off keeping the highest-scoring ``ceil(fraction * n)`` documents of the whole stage.
-
-    Deterministic (a sort of the scores). Documents tied with the cut-off are all
-    kept, so ``kept`` may exceed ``target`` by the size of that tie; both are
-    recorded. Missing scores rank last.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    v = np.where(np.isnan(v), -np.inf, v)
-    n = int(v.shape[0])
-    target = min(n, int(math.ceil(fraction * n - 1e-9)))
-    cutoff = float(np.sort(v)[n - target]) if target else math.inf
-    return {"fraction": fraction, "docs": n, "target": target, "cutoff": cutoff, "kept": int((v >= cutoff).sum())}
-
-
-class QualityClassifier(Filter):
-    """fastText quality classifier (DCLM): quality_score = P(hq); keep by threshold or top fraction."""
 
     name = "quality_classifier"
     columns = {"quality_score": "float"}
+    score_column = "quality_score"
     defaults = {
         "model_path": None,
         "max_chars": 20000,     # scored prefix: bounds time on huge documents
@@ -216,22 +118,18 @@ class QualityClassifier(Filter):
         "train": None,          # settings for `winnow train-quality` (see CLASSIFIER_TRAIN_DEFAULTS)
     }
     decision_params = ("threshold", "top_fraction")
+    train_defaults = CLASSIFIER_TRAIN_DEFAULTS
 
     def __init__(self, **params):
         super().__init__(**params)
         if not self.params["model_path"]:
             raise ValueError("quality_classifier needs `model_path` (trained by `winnow train-quality CONFIG`)")
-        if self.params["threshold"] is not None and self.params["top_fraction"] is not None:
-            raise ValueError("quality_classifier: set `threshold` or `top_fraction`, not both")
-        frac = self.params["top_fraction"]
-        if frac is not None and not 0 < frac <= 1:
-            raise ValueError(f"quality_classifier: top_fraction must be in (0, 1], got {frac}")
-        check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, self.params["train"], self.name)
+        self.check_cut()
 
     def scoring_params(self) -> dict:
         """The model's checksum, not its training recipe, decides whether scores are current."""
         p = {k: v for k, v in super().scoring_params().items() if k != "train"}
-        p["model_sha256"] = _file_sha256(p["model_path"])
+        p["model_sha256"] = model_sha256(p["model_path"])
         return p
 
     def setup(self) -> None:
@@ -243,23 +141,23 @@ class QualityClassifier(Filter):
     def score(self, doc):
         return self.score_batch([doc])[0]
 
-    def needs_plan(self) -> bool:
-        return self.params["top_fraction"] is not None
+    # -- training
+    def training_stages(self) -> list[str]:
+        return [self.train_settings()["negatives_from_stage"]]
 
-    def plan(self, columns):
-        return top_fraction_plan(columns["quality_score"].astype(np.float64), self.params["top_fraction"])
+    def training_reference(self) -> dict:
+        return _reference_of(self.train_settings())
 
-    def decide(self, s):
-        score = s["quality_score"]
-        score = -math.inf if score is None or math.isnan(score) else score
-        if self.params["top_fraction"] is not None:
-            cutoff = self.plan_state["cutoff"]
-            if score >= cutoff:
-                return True
-            return False, "below_top_fraction", f"quality_score {score:.4f} < cut-off {cutoff:.4f} (top {self.params['top_fraction']:g})"
-        if self.params["threshold"] is not None and score < self.params["threshold"]:
-            return False, "below_threshold", f"quality_score {score:.4f} < {self.params['threshold']:g}"
-        return True
+    def train(self, ctx: TrainContext) -> dict:
+        from filters.quality_training import train_classifier
+
+        return train_classifier(self.params["model_path"], self.train_settings(), ctx.run.root, ctx.raw_stage,
+                                log=ctx.log)
+
+
+def _reference_of(settings: dict) -> dict:
+    return {"path": str(settings["reference_path"]), "text_field": settings["text_field"],
+            "id_field": settings["id_field"], "min_chars": settings["min_chars"]}
 
 
 _LMS: dict[str, Any] = {}
@@ -287,6 +185,8 @@ class RefPerplexity(Filter):
         "train": None,          # settings for `winnow train-quality` (see LM_TRAIN_DEFAULTS)
     }
     decision_params = ("max_bpb", "keep_buckets")
+    score_column = "ref_bpb"
+    train_defaults = LM_TRAIN_DEFAULTS
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -295,11 +195,19 @@ class RefPerplexity(Filter):
         buckets = self.params["keep_buckets"]
         if buckets is not None and (not buckets or set(buckets) - set(BUCKETS)):
             raise ValueError(f"ref_perplexity: keep_buckets must be a non-empty subset of {list(BUCKETS)}")
-        check_train_settings(LM_TRAIN_DEFAULTS, self.params["train"], self.name)
+
+    def training_reference(self) -> dict:
+        return _reference_of(self.train_settings())
+
+    def train(self, ctx: TrainContext) -> dict:
+        from filters.quality_training import train_reference_lm
+
+        return train_reference_lm(self.params["model_path"], self.train_settings(), ctx.run.root, ctx.raw_stage,
+                                  log=ctx.log)
 
     def scoring_params(self) -> dict:
         p = {k: v for k, v in super().scoring_params().items() if k != "train"}
-        p["model_sha256"] = _file_sha256(p["model_path"])
+        p["model_sha256"] = model_sha256(p["model_path"])
         return p
 
     def setup(self) -> None:
@@ -337,44 +245,7 @@ class RefPerplexity(Filter):
         return True
 
 
-COMBINED_FEATURES = ("fasttext_logit", "line_content_frac") + DOC_FEATURES
-
-
-class CombinedScorer:
-    """fastText logit + learned line-level content fraction + cheap document statistics -> P(good).
-
-    Both logistic regressions live in one JSON file (see :mod:`filters.quality_features`).
-    """
-
-    def __init__(self, model: dict, classifier: ClassifierScorer | None, max_chars: int | None = None):
-        if model.get("format") != COMBINED_FORMAT:
-            raise ValueError(f"not a {COMBINED_FORMAT} model (format {model.get('format')!r})")
-        self.line_model = Logistic.from_json(model["line_model"])
-        self.doc_model = Logistic.from_json(model["doc_model"])
-        self.classifier = classifier
-        self.max_chars = max_chars
-
-    def features(self, texts: list[str]) -> np.ndarray:
-        """(docs x COMBINED_FEATURES): the whole batch in one vectorised pass."""
-        texts = [t[: self.max_chars] if self.max_chars else t for t in texts]
-        logits = self.classifier.logits(texts) if self.classifier is not None else np.zeros(len(texts))
-        _, doc, feats = batch_line_features(texts)
-        chars = np.exp(feats[:, 0]) - 1
-        p_content = self.line_model.predict(feats) if len(feats) else np.zeros(0)
-        total = np.bincount(doc, weights=chars, minlength=len(texts))
-        frac = np.bincount(doc, weights=p_content * chars, minlength=len(texts)) / np.maximum(total, 1)
-        return np.column_stack([np.clip(logits, -20.0, 20.0), frac, batch_doc_features(doc, feats, len(texts))])
-
-    def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(combined P(good), feature matrix) for ``texts``."""
-        x = self.features(texts)
-        return self.doc_model.predict(x[:, [COMBINED_FEATURES.index(n) for n in self.doc_model.names]]), x
-
-
-COMBINED_FORMAT = "winnow-quality-combined-v1"
-
-
-class QualityCombined(Filter):
+class QualityCombined(ThresholdOrTopFraction, Filter):
     """A small learned model over quality signals; keep by threshold or top fraction.
 
     Columns: ``quality_combined`` (P(good page), the decision score),
@@ -395,23 +266,20 @@ class QualityCombined(Filter):
         "train": None,             # see COMBINED_TRAIN_DEFAULTS
     }
     decision_params = ("threshold", "top_fraction")
+    score_column = "quality_combined"
+    train_defaults = COMBINED_TRAIN_DEFAULTS
 
     def __init__(self, **params):
         super().__init__(**params)
         if not self.params["model_path"] or not self.params["classifier_path"]:
             raise ValueError("quality_combined needs `model_path` and `classifier_path` "
                              "(trained by `winnow train-quality CONFIG`)")
-        if self.params["threshold"] is not None and self.params["top_fraction"] is not None:
-            raise ValueError("quality_combined: set `threshold` or `top_fraction`, not both")
-        frac = self.params["top_fraction"]
-        if frac is not None and not 0 < frac <= 1:
-            raise ValueError(f"quality_combined: top_fraction must be in (0, 1], got {frac}")
-        check_train_settings(COMBINED_TRAIN_DEFAULTS, self.params["train"], self.name)
+        self.check_cut()
 
     def scoring_params(self) -> dict:
         p = {k: v for k, v in super().scoring_params().items() if k != "train"}
-        p["model_sha256"] = _file_sha256(p["model_path"])
-        p["classifier_sha256"] = _file_sha256(p["classifier_path"])
+        p["model_sha256"] = model_sha256(p["model_path"])
+        p["classifier_sha256"] = model_sha256(p["classifier_path"])
         return p
 
     def setup(self) -> None:
@@ -432,24 +300,27 @@ class QualityCombined(Filter):
     def score(self, doc):
         return self.score_batch([doc])[0]
 
-    def needs_plan(self) -> bool:
-        return self.params["top_fraction"] is not None
+    # -- training: the fastText part (DCLM recipe), then the line and document models
+    def train_settings(self) -> dict:
+        s = super().train_settings()
+        s["classifier"] = validate(f"{self.name} train classifier", s["classifier"], CLASSIFIER_TRAIN_DEFAULTS,
+                                   noun="setting")
+        return s
 
-    def plan(self, columns):
-        return top_fraction_plan(columns["quality_combined"].astype(np.float64), self.params["top_fraction"])
+    def model_files(self) -> list[str]:
+        return [self.params["model_path"], self.params["classifier_path"]]
 
-    def decide(self, s):
-        score = s["quality_combined"]
-        score = -math.inf if score is None or math.isnan(score) else score
-        if self.params["top_fraction"] is not None:
-            cutoff = self.plan_state["cutoff"]
-            if score >= cutoff:
-                return True
-            return False, "below_top_fraction", \
-                f"quality_combined {score:.4f} < cut-off {cutoff:.4f} (top {self.params['top_fraction']:g})"
-        if self.params["threshold"] is not None and score < self.params["threshold"]:
-            return False, "below_threshold", f"quality_combined {score:.4f} < {self.params['threshold']:g}"
-        return True
+    def training_stages(self) -> list[str]:
+        return [self.train_settings()["classifier"]["negatives_from_stage"]]
+
+    def training_reference(self) -> dict:
+        return _reference_of(self.train_settings()["classifier"])
+
+    def train(self, ctx: TrainContext) -> dict:
+        from filters.quality_training import train_combined
+
+        return train_combined(self.params["model_path"], self.train_settings(), ctx.run.root, ctx.raw_stage,
+                              log=ctx.log, classifier_path=self.params["classifier_path"])
 
 
 class LineCleaner(Filter):
@@ -475,7 +346,7 @@ class LineCleaner(Filter):
 
     def scoring_params(self) -> dict:
         p = super().scoring_params()
-        p["model_sha256"] = _file_sha256(p["model_path"])
+        p["model_sha256"] = model_sha256(p["model_path"])
         return p
 
     def setup(self) -> None:

@@ -1,7 +1,9 @@
-"""Training the model-based quality scorers (``winnow train-quality CONFIG``).
+"""Training the model-based quality scorers: what each quality filter's ``train()`` calls.
 
 Kept apart from :mod:`filters.quality_model`, which only loads and scores: a
-worker scoring shards never imports the training code.
+worker scoring shards never imports the training code. The stages the training
+data comes from are brought up to date by the caller (``winnow train-quality``,
+:mod:`experiments.quality_models`), never from here.
 
 Held-out rule: documents that :func:`pipeline.heldout.reference_split` marks
 ``eval`` are never trained on -- neither as reference positives nor as
@@ -23,17 +25,13 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from filters.base import parse_filter_specs
+from filters.metrics import roc_auc
 from filters.quality_features import LINE_FEATURES, Logistic, gold_line_labels, gold_pages, line_features
-from filters.quality_model import (
-    CLASSIFIER_TRAIN_DEFAULTS,
+from filters.quality_scorers import (
     COMBINED_FEATURES,
     COMBINED_FORMAT,
-    COMBINED_TRAIN_DEFAULTS,
-    CombinedScorer,
-    LM_TRAIN_DEFAULTS,
-    check_train_settings,
     ClassifierScorer,
+    CombinedScorer,
     fasttext_text,
     ids_path,
     load_fasttext,
@@ -42,26 +40,6 @@ from filters.quality_model import (
 from pipeline.heldout import SPLIT_RULE, order_key, reference_split, sample_indices, unit_interval
 from pipeline.rundir import RunFolder
 from pipeline.shards import atomic_write_json, sha256_file, write_parquet
-
-def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney U statistic, ties counted half (average ranks)."""
-    labels = np.asarray(labels, bool)
-    scores = np.asarray(scores, float)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over runs of equal scores
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
 
 def iter_reference(path: str, text_field: str = "text", id_field: str = "id",
                    min_chars: int = 0) -> Iterator[tuple[str, str, str]]:
@@ -157,7 +135,7 @@ def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_
     v_scores = scorer.scores([t for t, _ in valid])
     v_labels = np.array([y for _, y in valid], bool)
     accuracy = float(np.mean((v_scores >= 0.5) == v_labels)) if valid else float("nan")
-    auc = auc_score(v_labels, v_scores)
+    auc = roc_auc(v_labels, v_scores)
 
     write_parquet(model_path.parent, ids_path(model_path).name, pa.table({
         "id": [r[0] for r in rows], "label": [r[2] for r in rows],
@@ -270,7 +248,7 @@ def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_st
     s = settings
     if not s["labelled"]:
         raise ValueError("quality_combined train: `labelled` needs at least one file of hand-cleaned pages")
-    clf_settings = check_train_settings(CLASSIFIER_TRAIN_DEFAULTS, s["classifier"], "quality_combined classifier")
+    clf_settings = dict(s["classifier"])  # complete: the filter filled in the classifier's defaults
     clf_settings["negatives_exclude_ids_from"] = list(clf_settings["negatives_exclude_ids_from"]) + [
         {"path": f["path"], "id_field": f.get("id_field", "id"), "require_field": f["gold_field"]}
         for f in s["labelled"]]
@@ -309,13 +287,13 @@ def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_st
         for name, cols in groups.items():
             idx = [COMBINED_FEATURES.index(c) for c in cols]
             m = doc_model if name == "all" else Logistic.fit(cols, x_train[:, idx], y_train, l2=s["l2"])
-            directions[name] = round(auc_score(y_held, m.predict(x_held[:, idx])), 4)
+            directions[name] = round(roc_auc(y_held, m.predict(x_held[:, idx])), 4)
         line_feats, line_labels = [], []
         for p in held:
             _, f = line_features(p["text"])
             line_feats.append(f)
             line_labels += gold_line_labels(p["text"], p["gold"])
-        line_auc = auc_score(np.array(line_labels, bool), line_model.predict(np.vstack(line_feats)))
+        line_auc = roc_auc(np.array(line_labels, bool), line_model.predict(np.vstack(line_feats)))
     else:
         line_auc = float("nan")
     fit_seconds = time.perf_counter() - t0
@@ -389,63 +367,3 @@ def train_reference_lm(model_path: str | Path, settings: dict, run_dir: Path, ra
     log(f"reference LM: order {s['order']} on {len(pick):,} documents ({lm.trained_bytes / 1e6:.1f} MB) "
         f"in {train_seconds:.1f}s -> {model_path}")
     return manifest
-
-
-TRAINERS = {"quality_classifier": (CLASSIFIER_TRAIN_DEFAULTS, train_classifier),
-            "ref_perplexity": (LM_TRAIN_DEFAULTS, train_reference_lm),
-            "quality_combined": (COMBINED_TRAIN_DEFAULTS, train_combined)}
-
-
-def _resolve_file_lists(settings: dict, base: Path | None) -> dict:
-    """``path`` entries of file lists (labelled pages, excluded ids) are relative to the config's folder."""
-    def fix(specs):
-        return [{**f, "path": str((base / f["path"]).resolve())}
-                if base is not None and not Path(f["path"]).is_absolute() else dict(f) for f in specs or []]
-
-    out = dict(settings)
-    if "labelled" in out:
-        out["labelled"] = fix(out["labelled"])
-    if "negatives_exclude_ids_from" in out:
-        out["negatives_exclude_ids_from"] = fix(out["negatives_exclude_ids_from"])
-    if isinstance(out.get("classifier"), dict):
-        out["classifier"] = _resolve_file_lists(out["classifier"], base)
-    return out
-
-
-def quality_models_in_config(cfg) -> list[tuple[str, str, dict, dict]]:
-    """``(stage, filter, filter params, train settings)`` for every trainable filter in a config."""
-    found = []
-    base = Path(cfg.path).parent if getattr(cfg, "path", None) else None
-    for stage in cfg.stages:
-        for ref, params in parse_filter_specs(stage.get("filters") or []):
-            if ref in TRAINERS:
-                defaults = TRAINERS[ref][0]
-                settings = check_train_settings(defaults, params.get("train"), ref)
-                found.append((stage["name"], ref, params, _resolve_file_lists(settings, base)))
-    return found
-
-
-def train_quality(cfg, only: str | None = None, log=print) -> list[dict]:
-    """Bring the stages the training data comes from up to date, then train every model."""
-    from pipeline.runner import Runner
-
-    models = [m for m in quality_models_in_config(cfg) if only in (None, m[1])]
-    if not models:
-        raise ValueError("no quality_classifier or ref_perplexity filter in this config")
-    names = cfg.stage_names()
-    negatives = [m[3].get("negatives_from_stage") or (m[3].get("classifier") or {}).get("negatives_from_stage")
-                 for m in models]
-    negatives = [n if n else CLASSIFIER_TRAIN_DEFAULTS["negatives_from_stage"] if m[1] == "quality_combined" else None
-                 for n, m in zip(negatives, models)]
-    needed = [names[0]] + [n for n in negatives if n]
-    for stage in needed:
-        if stage not in names:
-            raise ValueError(f"negatives_from_stage {stage!r} is not a stage of this config ({', '.join(names)})")
-    Runner(cfg, progress=False).run(upto=max(needed, key=names.index))
-    out = []
-    for (stage, ref, params, settings), neg_stage in zip(models, negatives):
-        if names.index(stage) <= names.index(neg_stage or names[0]):
-            raise ValueError(f"{ref} in stage {stage}: negatives must come from an earlier stage")
-        extra = {"classifier_path": params["classifier_path"]} if ref == "quality_combined" else {}
-        out.append(TRAINERS[ref][1](params["model_path"], settings, cfg.run_dir, names[0], log=log, **extra))
-    return out

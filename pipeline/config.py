@@ -134,14 +134,20 @@ def _resolve_paths(stages: list[dict], base: Path) -> None:
 
 
 def _resolve_filter_paths(params: Any, base: Path) -> None:
-    """In filter parameters (and nested mappings), `*_path` values are relative to the config
-    file, whether or not the file exists yet (a model `winnow train-quality` will write)."""
+    """In filter parameters (and nested mappings and lists of mappings, e.g. a model's `train:` file
+    lists), `path` and `*_path` values are relative to the config file, whether or not the file exists
+    yet (a model `winnow train-quality` will write)."""
+    if isinstance(params, list):
+        for item in params:
+            _resolve_filter_paths(item, base)
+        return
     if not isinstance(params, dict):
         return
     for key, v in params.items():
-        if isinstance(v, dict):
+        if isinstance(v, (dict, list)):
             _resolve_filter_paths(v, base)
-        elif key.endswith("_path") and isinstance(v, str) and not _looks_remote(v) and not Path(v).is_absolute():
+        elif (key == "path" or key.endswith("_path")) and isinstance(v, str) and not _looks_remote(v) \
+                and not Path(v).is_absolute():
             params[key] = str((base / v).resolve())
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from filters.base import FilterStage, normalise_decision
+from filters.base import normalise_decision
+from filters.stage import FilterStage
 from filters.c4 import C4
 from filters.fineweb import FineWeb
 from filters.gopher import GopherQuality, GopherRepetition

@@ -9,9 +9,11 @@ import random
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import mannwhitneyu, spearmanr
 
-from experiments.quality_eval import agreement, auc_many, gold_labelled, read_labelled, spearman_many
+from experiments.quality_eval import agreement, gold_labelled, read_labelled, spearman_many
+from experiments.quality_models import train_quality
+from filters.metrics import roc_auc
 from filters.quality_features import (
     LINE_FEATURES,
     Logistic,
@@ -20,8 +22,8 @@ from filters.quality_features import (
     gold_pages,
     line_features,
 )
-from filters.quality_model import LineCleaner, QualityCombined, manifest_path, training_ids
-from filters.quality_training import auc_score, train_quality
+from filters.quality_model import LineCleaner, QualityCombined
+from filters.quality_scorers import manifest_path, training_ids
 from pipeline.config import load_config
 from pipeline.document import Document
 from pipeline.heldout import reference_split
@@ -74,7 +76,7 @@ def test_logistic_regression_learns_the_sign_and_round_trips_through_json():
     y = (x[:, 0] - 2 * x[:, 2] + 0.3 * rng.normal(size=400)) > 0
     m = Logistic.fit(["a", "b", "c"], x, y, l2=1.0)
     assert m.weights[0] > 0 and m.weights[2] < 0 and abs(m.weights[1]) < abs(m.weights[2]) / 5
-    assert auc_score(y, m.predict(x)) > 0.97
+    assert roc_auc(y, m.predict(x)) > 0.97
     again = Logistic.from_json(json.loads(json.dumps(m.to_json())))
     assert np.array_equal(again.predict(x), m.predict(x))
     assert np.array_equal(Logistic.fit(["a", "b", "c"], x, y).weights, m.weights)  # deterministic
@@ -86,7 +88,9 @@ def test_bootstrap_agreement_matches_direct_statistics():
     label = (target > 0.5).astype(float)
     good = target + 0.3 * rng.normal(size=300)
     noise = rng.normal(size=300)
-    assert auc_many(label[None], good[None])[0] == pytest.approx(auc_score(label, good))
+    u = mannwhitneyu(good[label == 1], good[label == 0]).statistic  # an independent AUC: U / (n1 * n0)
+    assert roc_auc(label, good) == pytest.approx(u / ((label == 1).sum() * (label == 0).sum()))
+    assert roc_auc(label[None], good[None])[0] == pytest.approx(roc_auc(label, good))
     assert spearman_many(target[None], good[None])[0] == pytest.approx(spearmanr(target, good).statistic)
     out = agreement({"length": noise, "good": good}, label, target, resamples=300)
     lo, hi = out["good"]["auc_ci"]
@@ -208,8 +212,8 @@ def test_line_model_from_real_gold_pages_finds_main_content_on_unseen_pages(shar
     other = gold_pages(str(shared / "raw" / "webpages-html.jsonl.gz"), "article_body_gold")
     xo = np.vstack([line_features(p["text"])[1] for p in other])
     yo = np.concatenate([gold_line_labels(p["text"], p["gold"]) for p in other])
-    assert auc_score(yo, model.predict(xo)) > 0.72
-    assert auc_score(yo, xo[:, LINE_FEATURES.index("log_chars")]) < auc_score(yo, model.predict(xo))
+    assert roc_auc(yo, model.predict(xo)) > 0.72
+    assert roc_auc(yo, xo[:, LINE_FEATURES.index("log_chars")]) < roc_auc(yo, model.predict(xo))
 
 
 def test_labelled_sets_are_well_formed_and_held_out(shared, tmp_path):

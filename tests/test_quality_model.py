@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 
 from filters.ngram_lm import ByteNgramLM
-from filters.quality_model import (
-    QualityClassifier,
-    RefPerplexity,
-    manifest_path,
-    reference_ids,
-    top_fraction_plan,
-    training_ids,
-)
-from filters.quality_training import auc_score, iter_reference, train_quality
+from experiments.quality_models import train_quality
+from filters.base import top_fraction_plan
+from filters.metrics import roc_auc
+from filters.quality_model import QualityClassifier, RefPerplexity
+from filters.quality_scorers import manifest_path, reference_ids, training_ids
+from filters.quality_training import iter_reference
 from pipeline.heldout import EVAL_PERCENT, reference_split
 from pipeline.config import load_config
 from pipeline.runner import Runner
@@ -75,11 +72,11 @@ def _load(tmp_path, cfg, name="config.yaml"):
 
 
 def test_auc_matches_hand_computed_values():
-    assert auc_score([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
-    assert auc_score([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
-    assert auc_score([1, 0], [0.5, 0.5]) == 0.5
+    assert roc_auc([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert roc_auc([1, 0], [0.5, 0.5]) == 0.5
     # pairs (pos, neg): (0.8,0.7) win, (0.8,0.9) loss, (0.6,0.7) loss, (0.6,0.9) loss -> 1/4
-    assert auc_score([1, 0, 1, 0], [0.8, 0.7, 0.6, 0.9]) == 0.25
+    assert roc_auc([1, 0, 1, 0], [0.8, 0.7, 0.6, 0.9]) == 0.25
 
 
 def test_reference_split_is_fixed_and_about_ten_percent():

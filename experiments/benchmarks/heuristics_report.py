@@ -26,7 +26,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from experiments.benchmarks import emit
-from filters.base import filter_class, normalise_decision
+from filters.apply import apply_filters, score_filters
+from filters.base import filter_class
 from filters.langid import LanguageID
 from pipeline.document import Document
 from pipeline.ingest.html import extract_text
@@ -62,19 +63,16 @@ def load(name: str, limit: int | None) -> list[Document]:
 
 
 def english(docs: list[Document]) -> list[Document]:
-    f = LanguageID()
-    scores = f.score_batch(docs)
-    return [d for d, s in zip(docs, scores) if f.decide(s) is True]
+    keep = apply_filters(docs, [LanguageID()]).verdicts.keep
+    return [d for d, k in zip(docs, keep) if k]
 
 
 def reasons_for(texts: list[str]) -> dict[str, list[str | None]]:
     """filter -> reason per document (None = kept); runs in a worker process."""
     out = {}
     for name in FILTERS:
-        f = filter_class(name)()
-        f.ensure_setup()
-        out[name] = [normalise_decision(f, f.decide(f.score(Document(str(i), t))))[1]
-                     for i, t in enumerate(texts)]
+        docs = [Document(str(i), t) for i, t in enumerate(texts)]
+        out[name] = apply_filters(docs, [filter_class(name)()]).verdicts.reasons
     return out
 
 
@@ -112,10 +110,10 @@ def c4_line_rates(docs: list[Document]) -> dict[str, float]:
     f = C4()
     f.ensure_setup()
     dropped, lines = Counter(), 0
-    for d in docs:
-        s = f.score(d)
-        lines += s["c4_lines_kept"] + sum(s[f"c4_lines_{r}"] for r in LINE_RULES)
-        dropped.update({r: s[f"c4_lines_{r}"] for r in LINE_RULES})
+    cols = score_filters([Document(d.id, d.text) for d in docs], [f]).rows()
+    for k in range(len(docs)):
+        lines += cols["c4_lines_kept"][k] + sum(cols[f"c4_lines_{r}"][k] for r in LINE_RULES)
+        dropped.update({r: cols[f"c4_lines_{r}"][k] for r in LINE_RULES})
     return {r: dropped[r] / max(lines, 1) for r in LINE_RULES}
 
 

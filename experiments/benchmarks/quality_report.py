@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from filters.base import filter_class
-from filters.quality_training import quality_models_in_config
+from experiments.quality_models import trainable_filters
 from pipeline.config import load_config
 from pipeline.document import Document
 from pipeline.heldout import order_key
@@ -35,9 +35,9 @@ SCORE = "quality_combined"
 
 
 def _quality_stage(cfg) -> tuple[str, dict]:
-    for stage, ref, params, _ in quality_models_in_config(cfg):
-        if ref == "quality_combined":
-            return stage, params
+    for stage, f in trainable_filters(cfg):
+        if f.name == "quality_combined":
+            return stage, f.params
     raise ValueError("no quality_combined filter in this config")
 
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.baseline_config:
         base_cfg = load_config(args.baseline_config)
-        base = [p for _, ref, p, _ in quality_models_in_config(base_cfg) if ref == "quality_classifier"][0]
+        base = [f.params for _, f in trainable_filters(base_cfg) if f.name == "quality_classifier"][0]
         pick = sorted(range(len(rows)), key=lambda i: order_key(args.seed, rows[i]["id"], "timing"))[: args.timing_docs]
         docs = [Document(id=rows[i]["id"], text=rows[i]["text"], source=rows[i]["source"]) for i in pick]
         combined = filter_class("quality_combined")(**{k: v for k, v in params.items() if k != "train"})
