@@ -2,7 +2,8 @@
 # (`make -C path/to/winnow ...` or `make -f path/to/winnow/Makefile ...`).
 #   make demo                      generate the synthetic web and run the whole pipeline on it
 #   make bench-scale               the pipeline's cost from 10k to 1M documents, local and Ray (hours; SIZES=, RUNS=)
-#   make test                      run the test suite
+#   make test                      the fast test lane: every test not marked slow (a few minutes)
+#   make test-all                  every test, slow ones and those needing ../shared/data included (CI)
 #   make all CONFIG=my.yaml        run every stage of a config
 #   make STAGE_NAME CONFIG=my.yaml run one stage of the config (and whatever it needs before it), e.g. `make langid`:
 #                                  any stage name of the config is a target (`make stage STAGE=name` too)
@@ -29,7 +30,7 @@ RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
 # the demo config reads the generated synthetic web
 DEMO_DEP = $(if $(filter $(CONFIG_PATH),$(DEMO_CONFIG)),demo-corpus,)
 
-.PHONY: install demo demo-corpus bench-scale test ablation report quality-eval all stage check inspect clean
+.PHONY: install demo demo-corpus bench-scale test test-all ablation report quality-eval all stage check inspect clean
 
 install: $(VENV)/.installed
 
@@ -82,8 +83,15 @@ QUALITY_CONFIGS ?= $(ROOT)/experiments/configs/ablation_real.yaml $(ROOT)/experi
 quality-eval: install demo-corpus
 	$(WINNOW) quality-eval --train-missing $(foreach c,$(QUALITY_CONFIGS),$(call from_caller,$(c)))
 
+# the fast lane: tests marked `slow` (SIGKILL resume, Ray, training on real data, null-simulation
+# calibration) are left to test-all; tests marked `shared_data` run when ../shared/data is there and are
+# listed as not run otherwise
 test: install
-	cd $(ROOT) && $(VENV)/bin/pytest -q
+	cd $(ROOT) && $(VENV)/bin/pytest -q -m "not slow"
+
+# everything; missing ../shared/data is an error here, not a skip (.ci/run calls this)
+test-all: install
+	cd $(ROOT) && WINNOW_REQUIRE_SHARED_DATA=1 $(VENV)/bin/pytest -q
 
 # every stage of the config; `stage STAGE=name`: up to and including that stage (finished stages are skipped)
 all: install $(DEMO_DEP)

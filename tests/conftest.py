@@ -1,4 +1,11 @@
-"""Shared fixtures: where the real data lives, and a small helper to run a pipeline."""
+"""Shared fixtures and the test lanes.
+
+Two lanes (README, "Two commands"): ``make test`` runs every test not marked ``slow`` (the fast lane,
+a few minutes on two cores); ``make test-all`` runs everything (``.ci/run`` calls it). A test that
+needs the real data in ``../shared/data`` is marked ``shared_data``: without the data it is not run,
+and the summary says how many were left out and why -- never a silent skip. ``make test-all`` sets
+``WINNOW_REQUIRE_SHARED_DATA=1``, which turns missing data into an error.
+"""
 from __future__ import annotations
 
 import os
@@ -8,8 +15,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WINNOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
+REQUIRE_SHARED = os.environ.get("WINNOW_REQUIRE_SHARED_DATA", "") not in ("", "0")
 
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"real data not found at {SHARED}")
+_left_out: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [i.nodeid for i in items if "shared" in getattr(i, "fixturenames", ())
+                and i.get_closest_marker("shared_data") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use the `shared` fixture must be marked shared_data: " + ", ".join(unmarked))
+    if SHARED.exists():
+        return
+    need = [i for i in items if i.get_closest_marker("shared_data") is not None]
+    if need and REQUIRE_SHARED:
+        raise pytest.UsageError(f"{len(need)} selected tests need the real data at {SHARED}, which is missing "
+                                f"(set WINNOW_SHARED_DATA to its folder)")
+    if need:
+        config.hook.pytest_deselected(items=need)
+        items[:] = [i for i in items if i.get_closest_marker("shared_data") is None]
+        _left_out.extend(i.nodeid for i in need)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _left_out:
+        terminalreporter.write_line(
+            f"NOTE: {len(_left_out)} tests marked shared_data were not run: the real data is not at {SHARED} "
+            f"(set WINNOW_SHARED_DATA, or see README: Data).", yellow=True)
 
 
 def write_config(path: Path, cfg: dict) -> Path:
@@ -32,6 +64,5 @@ def run_pipeline(cfg: dict, tmp: Path, name: str = "config.yaml", **kw):
 
 @pytest.fixture
 def shared() -> Path:
-    if not SHARED.exists():
-        pytest.skip(f"real data not found at {SHARED}")
+    """The real data folder; only for tests marked shared_data (they do not run without it)."""
     return SHARED

@@ -32,6 +32,7 @@ def _shard_bytes(run):
         str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("manifest.json"))}
 
 
+@pytest.mark.slow
 def test_same_bytes_with_one_and_two_workers(tmp_path, corpus):
     a = run_pipeline(_cfg(tmp_path / "a", corpus, 1), tmp_path, "a.yaml")
     b = run_pipeline(_cfg(tmp_path / "b", corpus, 2), tmp_path, "b.yaml")

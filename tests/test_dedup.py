@@ -14,10 +14,10 @@ from pipeline.inspection import format_clusters
 from pipeline.config import config_from_dict
 from pipeline.runner import Runner
 from pipeline.shards import read_json, read_parquet
+from tests.conftest import SHARED
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-USENET = DATA / "raw" / "usenet-20news.jsonl.gz"
-needs_data = pytest.mark.skipif(not USENET.exists(), reason="needs ../shared/data")
+USENET = SHARED / "raw" / "usenet-20news.jsonl.gz"
+needs_data = pytest.mark.shared_data
 
 
 def usenet_posts(n: int) -> list[dict]:
@@ -162,6 +162,7 @@ def test_lsh_candidates_equal_datasketch(corpus):
 
 
 @needs_data
+@pytest.mark.slow
 def test_planted_near_duplicates_found(corpus):
     rd = run(config(corpus, "mh"))
     removed = removed_rows(rd)
@@ -178,6 +179,7 @@ def test_planted_near_duplicates_found(corpus):
 
 
 @needs_data
+@pytest.mark.slow
 def test_one_and_two_workers_give_identical_bytes(corpus):
     one = output_bytes(run(config(corpus, "w1", workers=1)))
     two = output_bytes(run(config(corpus, "w2", workers=2)))
@@ -199,6 +201,7 @@ def test_new_threshold_reclusters_without_rehashing(corpus, monkeypatch):
 
 
 @needs_data
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_output(corpus):
     reference = output_bytes(run(config(corpus, "resume-ref")))
     rd = run(config(corpus, "resume"))
@@ -273,6 +276,7 @@ def assert_recall_and_precision(recall: dict, reported_j: list[float], threshold
     assert reported_j and min(reported_j) >= threshold  # precision 1.00: every removal is a true near-duplicate
 
 
+@pytest.mark.slow
 def test_synthetic_web_near_duplicates_recall_and_precision(tmp_path):
     """The demo web's planted copies (true 5-gram Jaccard recorded in truth) at or above the threshold."""
     from experiments.synthetic_web import generate
@@ -288,6 +292,7 @@ def test_synthetic_web_near_duplicates_recall_and_precision(tmp_path):
 
 
 @needs_data
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_usenet_planted_near_duplicates_recall_and_precision(tmp_path):
     """Real Usenet posts with copies planted at measured Jaccard 0.6-1.0, among 1,500 other real posts."""

@@ -25,6 +25,7 @@ def _shift(runs, metric, by):
         it["bits"] = it["bits"] + np.float32(by) * it["bytes"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", list(DESIGNS))
 def test_false_as_good_as_rate_at_the_margin_is_at_most_nominal(design, capsys):
     seeds_a, seeds_b, share, paired = DESIGNS[design]

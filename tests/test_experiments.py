@@ -38,6 +38,7 @@ def tok(run):
     return load_tokenizer(path), path
 
 
+@pytest.mark.slow
 def test_subsets_meet_the_token_budget_exactly_and_skip_held_out_docs(run, tok, tmp_path):
     run_dir, _ = run
     t, path = tok
@@ -78,6 +79,7 @@ def test_contamination_check_finds_planted_copies(run, tok, tmp_path):
 TINY = {"arch": "llama", "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "context": 32}
 
 
+@pytest.mark.slow
 def test_blimp_scoring_on_a_tiny_model(tok):
     t, _ = tok
     model = build_model(TINY, t.get_vocab_size(), seed=0).eval()
@@ -93,7 +95,7 @@ def test_blimp_scoring_on_a_tiny_model(tok):
     assert again == r
 
 
-@pytest.mark.skipif(not (SHARED / "eval" / "blimp.jsonl.gz").exists(), reason="BLiMP not available")
+@pytest.mark.shared_data
 def test_blimp_sample_is_stratified_and_fixed():
     a = load_blimp(SHARED / "eval" / "blimp.jsonl.gz", per_paradigm=3, seed=0)
     b = load_blimp(SHARED / "eval" / "blimp.jsonl.gz", per_paradigm=3, seed=0)
@@ -184,6 +186,7 @@ def test_batches_repeat_epochs_for_a_small_subset():
     assert sorted((first_epoch // 10).tolist()) == list(range(99))  # every window once per epoch
 
 
+@pytest.mark.slow
 def test_ablation_arms_get_equal_optimiser_steps(run, tmp_path):
     run_dir, d = run
     cfg = {"run_dir": str(run_dir), "stages": [

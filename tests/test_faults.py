@@ -391,6 +391,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
 def test_workers_exit_when_the_parent_is_killed(corpus, tmp_path):
     cfg = _cfg(tmp_path / "run", corpus)

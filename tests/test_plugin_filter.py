@@ -50,6 +50,7 @@ def test_readme_example_runs_from_config(tmp_path, monkeypatch):
     assert reasons(tmp_path / "run") == {"loud": "shouting:too_loud"}
 
 
+@pytest.mark.slow
 def test_module_outside_winnow_in_a_separate_process(tmp_path):
     """`winnow run` as a user runs it: the plugin is found only through PYTHONPATH."""
     plugin_dir = tmp_path / "plugins"

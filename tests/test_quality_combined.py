@@ -201,6 +201,8 @@ def test_combined_training_learns_content_holds_out_pages_and_recuts_without_sco
 # real data
 
 
+@pytest.mark.shared_data
+@pytest.mark.slow
 def test_line_model_from_real_gold_pages_finds_main_content_on_unseen_pages(shared):
     pages = gold_pages(str(shared / "raw" / "webpages2-html.jsonl.gz"), "gold_text")[:900]
     assert len(pages) == 900 and all(0 <= p["content_fraction"] <= 1 for p in pages)
@@ -216,6 +218,8 @@ def test_line_model_from_real_gold_pages_finds_main_content_on_unseen_pages(shar
     assert roc_auc(yo, xo[:, LINE_FEATURES.index("log_chars")]) < roc_auc(yo, model.predict(xo))
 
 
+@pytest.mark.shared_data
+@pytest.mark.slow
 def test_labelled_sets_are_well_formed_and_held_out(shared, tmp_path):
     rows = gold_labelled(shared / "raw" / "webpages2-html.jsonl.gz", "gold_text", held_out_only=True)
     assert rows and all(reference_split(r["id"]) == "eval" for r in rows)

@@ -182,6 +182,7 @@ def test_retrained_model_changes_the_scoring_fingerprint(toy):
     assert "train" not in after and "top_fraction" not in after
 
 
+@pytest.mark.shared_data
 def test_reference_lm_ranks_held_out_wikipedia_above_usenet(shared):
     wiki = _first(iter_reference(str(shared / "ref" / "wikipedia-en.jsonl.gz"), min_chars=500), 400)
     train = [t for _, t, split in wiki if split == "train"][:300]

@@ -20,7 +20,7 @@ from pipeline.check import check_run
 from experiments.cli import main
 from pipeline.runner import Runner
 from pipeline.shards import read_json
-from tests.conftest import SHARED, needs_shared, run_pipeline
+from tests.conftest import SHARED, run_pipeline
 from tests.test_dedup import config as dedup_config
 from tests.test_dedup import corpus, output_bytes  # noqa: F401  (corpus is a fixture)
 
@@ -28,6 +28,8 @@ ray = pytest.importorskip("ray")
 
 from pipeline.executors import TaskError  # noqa: E402
 from pipeline.executors import RayExecutor  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 STAGES = ["ingest", "exact_dedup", "minhash_dedup", "langid", "quality"]
 TIMING_KEYS = {"wall_seconds", "task_seconds", "docs_per_second"}
@@ -75,7 +77,7 @@ def outcome(run: Path, stage: str) -> dict:
             "plan": read_json(plan) if plan.exists() else None}
 
 
-@needs_shared
+@pytest.mark.shared_data
 def test_ray_run_matches_local(tmp_path, ray_cluster):
     local = run_pipeline(real_config(tmp_path / "local", "local"), tmp_path, "local.yaml")
     distributed = run_pipeline(real_config(tmp_path / "ray", "ray"), tmp_path, "ray.yaml")
@@ -95,7 +97,7 @@ def test_ray_run_matches_local(tmp_path, ray_cluster):
     assert all(t["peak_rss_mb"] > 0 for t in shuffle["tasks"])
 
 
-@needs_shared
+@pytest.mark.shared_data
 @pytest.mark.parametrize("params", [{}, {"verify": False}, {"keep": "longest", "threshold": 0.5, "bands": 16, "rows": 8}],
                          ids=["default", "no-verify", "longest-low-threshold"])
 def test_distributed_minhash_plan_is_byte_identical(corpus, ray_cluster, params):  # noqa: F811
@@ -112,7 +114,7 @@ def test_distributed_minhash_plan_is_byte_identical(corpus, ray_cluster, params)
     assert output_bytes(local) == output_bytes(distributed)
 
 
-@needs_shared
+@pytest.mark.shared_data
 def test_ray_rerun_resumes(tmp_path, ray_cluster):
     """A second Ray run over a finished one redoes nothing, like the local executor."""
     cfg = real_config(tmp_path / "run", "ray")
@@ -124,7 +126,7 @@ def test_ray_rerun_resumes(tmp_path, ray_cluster):
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*.parquet")} == before
 
 
-@needs_shared
+@pytest.mark.shared_data
 def test_cli_executor_ray(tmp_path, ray_cluster, monkeypatch):
     """`winnow run CONFIG --executor ray --address auto` runs on Ray (here: the session Ray already has)."""
     import yaml

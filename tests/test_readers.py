@@ -5,10 +5,11 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import zstandard
 
 from pipeline.shards import read_json
-from tests.conftest import needs_shared, run_pipeline
+from tests.conftest import run_pipeline
 
 
 def _kept(run, stage="ingest"):
@@ -65,7 +66,7 @@ def test_huggingface_datasets_offline_with_limit(tmp_path, monkeypatch):
     assert {r["id"] for r in kept if r["source"] == "hf-local"} == {str(i) for i in range(20)}
 
 
-@needs_shared
+@pytest.mark.shared_data
 def test_warc_html_extraction_and_record_types(tmp_path, shared):
     warc = shared / "raw" / "crawl-fixtures" / "resiliparse" / "warcfile.warc.gz"
     for extractor in ("resiliparse", "trafilatura"):

@@ -54,6 +54,7 @@ DESIGNS = {  # name: (seeds A, seeds B, shared share, paired)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", list(DESIGNS))
 def test_verdict_false_positive_rate_under_the_null_is_at_most_nominal(design, capsys):
     """Null experiments through the same function the report's verdict uses: primary at 5%, secondary Holm."""
@@ -117,6 +118,7 @@ def test_blimp_interval_resamples_paradigms_not_pairs():
     assert (hi - lo) > 4 * (phi - plo)
 
 
+@pytest.mark.slow
 def test_tokens_to_match_reads_the_decayed_curves_and_never_extrapolates():
     xs = [1e5, 2e5, 4e5, 8e5]
     curve = lambda a: [a * x ** -0.1 for x in xs]
@@ -193,6 +195,7 @@ def test_aa_mode_makes_a_copy_arm_with_its_own_seeds_and_the_report_finds_no_dif
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["demo_ablation_results", "demo_aa_results"])
 def test_committed_results_rebuild_their_report_exactly(name, tmp_path):
     """The committed demo results hold per-run, per-item values: the report rebuilds from them alone."""

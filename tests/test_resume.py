@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 from pipeline.check import check_run
-from tests.conftest import ROOT, needs_shared, run_pipeline, write_config
+import pytest
 
-pytestmark = needs_shared
+from tests.conftest import ROOT, run_pipeline, write_config
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 def _config(run_dir: Path, shared: Path) -> dict:

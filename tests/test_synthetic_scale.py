@@ -5,7 +5,11 @@ import gzip
 import json
 from collections import Counter
 
+import pytest
+
 from experiments.synthetic_web import MIX, write_corpus, write_large_corpus
+
+pytestmark = pytest.mark.slow
 
 
 def _docs(folder):
