@@ -174,9 +174,18 @@ def _first_dedup_stage(run) -> str | None:
 
 
 def cmd_filters(args) -> int:
-    from filters.base import available_filters
-
+    from filters.base import available_filters, describe_filter, filter_class
+    from pipeline.errors import UsageError
     from pipeline.stage import STAGES
+
+    if args.name:
+        try:
+            cls = filter_class(args.name)
+        except KeyError as e:
+            raise UsageError(str(e)) from None
+        origin = available_filters().get(args.name, (None, None))[1]
+        print(describe_filter(cls, origin))
+        return 0
 
     print("Filters (use in a `kind: filter` stage's `filters:` list):")
     for name, (cls, origin) in available_filters().items():
@@ -404,7 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "it, its scores and text length, and its text as it entered the stage that removed it")
     i.set_defaults(fn=cmd_inspect)
 
-    f = sub.add_parser("filters", help="list the available filters and stage kinds, plug-ins included")
+    f = sub.add_parser("filters", help="list the available filters and stage kinds, or describe one filter",
+                       description="Without NAME: every filter and stage kind winnow can find, plug-ins included. "
+                                   "With NAME: that filter's description, parameters (defaults, units, accepted "
+                                   "values, which ones only decide), score columns and their types.")
+    f.add_argument("name", nargs="?", metavar="NAME", help="a filter name (or package.module:Name) to describe")
     f.set_defaults(fn=cmd_filters)
 
     d = sub.add_parser("demo-corpus", help="write the synthetic web corpus the demo runs on",

@@ -26,8 +26,10 @@ What ``score(doc)`` sees: a :class:`pipeline.document.Document` -- ``doc.id``,
 e.g. C4's line removal), ``doc.source``, ``doc.metadata`` (the JSON metadata
 parsed: ``url``, ``file``, ``record``, WARC headers, ingest's extractor) and
 ``doc.annotations`` (score columns of earlier filters in the same stage and of
-earlier stages). It returns ``{column: value}`` for every column in
-``columns``; ``None`` is a missing value.
+earlier stages). It returns ``{column: value}`` for the columns in
+``columns`` (a missing key or ``None`` is a missing value; any other key is an
+error, and so is a value of another type than its column's: nothing is cast).
+A filter with ``edits_text = True`` may also return ``"text"``.
 
 Columns and types: ``columns`` maps each score column to ``"float"`` (float64),
 ``"int"`` (int64), ``"str"`` or ``"bool"``; the stage stores them in
@@ -39,10 +41,17 @@ What ``decide(s)`` sees: one document's score columns of *the whole stage*
 (``s[col]``, Python values, ``None`` where missing) -- never the text, so a
 decision can be re-made from cached scores alone. It returns ``True`` (keep),
 ``(False, rule)`` or ``(False, rule, detail)``; the removal reason is
-``name:rule``. A threshold goes into ``decision_params``: those parameters are
+``name:rule`` (the name alone without a rule). ``rule`` may be a list: every rule
+the document fails, all of which land in the removed row's ``failed_rules``.
+Anything else (``None``, a forgotten ``return True``) is an error naming the
+document. A threshold goes into ``decision_params``: those parameters are
 left out of the scoring fingerprint. A global cut-off (keep the top 10%)
 implements ``needs_plan``/``plan(columns)``; ``decide`` then reads
 ``self.plan_state``.
+
+A filter that needs a trained model declares ``train_defaults`` (its ``train:``
+settings) and implements ``train(ctx)``; ``winnow train-quality`` finds it.
+:mod:`filters.apply` is where all of this is called and checked.
 
 When to write a Stage instead (:class:`pipeline.stage.Stage`): when a decision
 needs more than one document at a time beyond a cut-off over score columns --
@@ -367,3 +376,83 @@ def parse_filter_specs(entries: list) -> list[tuple[str, dict]]:
         else:
             raise ValueError(f"filter entries are `name` or `{{name: {{params}}}}`, got {e!r}")
     return out
+
+
+# ---------------------------------------------------------------------------
+# describing a filter (`winnow filters NAME`)
+
+
+def _param_notes(cls: type) -> dict[str, str]:
+    """The comment after each key of the class's ``defaults = {...}`` (units and meaning), read from its source."""
+    import re
+    import textwrap
+
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    notes: dict[str, str] = {}
+    inside = False
+    for line in src.splitlines():
+        if re.match(r"\s*defaults\s*=\s*\{", line):
+            inside = True
+        if inside:
+            m = re.match(r"""\s*(?:defaults\s*=\s*\{\s*)?["'](\w+)["']\s*:.*?#\s*(.+?)\s*$""", line)
+            if m:
+                notes[m.group(1)] = m.group(2)
+            if line.rstrip().endswith("}"):
+                break
+    return notes
+
+
+def _accepted(check: Any) -> str:
+    """What a parameter check accepts, in its own words (a check describes itself when it refuses)."""
+    try:
+        said = check(object())
+    except Exception:
+        return ""
+    return said if isinstance(said, str) else ""
+
+
+def describe_filter(cls: type[Filter], origin: str | None = None) -> str:
+    """Everything a config author needs about one filter: what it does, its parameters (defaults, units,
+    accepted values, which ones only decide), its columns and their types, and whether it edits text
+    or trains a model."""
+    import textwrap
+
+    doc = inspect.cleandoc(cls.__doc__ or "(no docstring)")
+    first, _, rest = doc.partition("\n")
+    out = [f"{cls.name or cls.__name__} -- {first}" + (f"  [{origin}]" if origin else "")]
+    if rest.strip():
+        out += ["", textwrap.indent(rest.strip(), "  ")]
+    notes = _param_notes(cls)
+    out += ["", f"Parameters (in a filter stage: `- {cls.name or cls.__name__}: {{name: value}}`):"]
+    if not cls.defaults:
+        out.append("  (none)")
+    width = max([len(k) for k in cls.defaults] + [4])
+    for key, default in cls.defaults.items():
+        role = "decides only (changing it re-decides from cached scores)" if key in cls.decision_params \
+            else "training settings (see below)" if key == "train" and cls.train_defaults is not None \
+            else "scoring (changing it re-scores)"
+        extra = [notes[key]] if key in notes else []
+        if key in (cls.checks or {}):
+            accepted = _accepted(cls.checks[key])
+            if accepted:
+                extra.append(f"accepts {accepted}")
+        out.append(f"  {key:<{width}}  default {default!r:<12}  {role}" + (f"; {'; '.join(extra)}" if extra else ""))
+    out += ["", "Columns (beside every kept and removed row of the stage, and in its score cache):"]
+    if cls.columns:
+        width = max(len(c) for c in cls.columns)
+        out += [f"  {c:<{width}}  {t}" for c, t in cls.columns.items()]
+    else:
+        out.append("  (none)")
+    out += ["", "Removal reasons: `" + (cls.name or cls.__name__) + ":<rule>` (a removed row lists every rule it "
+            "fails in `failed_rules`)."]
+    if cls.edits_text:
+        out.append("Edits text: later filters and stages see the edited text; a removed document keeps the text it "
+                   "entered the stage with, the edited one in `edited_text`.")
+    if cls.train_defaults is not None:
+        out += ["", "Trains a model (`winnow train-quality CONFIG`); its `train:` settings and their defaults:"]
+        width = max([len(k) for k in cls.train_defaults] + [4])
+        out += [f"  {k:<{width}}  {v!r}" for k, v in cls.train_defaults.items()]
+    return "\n".join(out)

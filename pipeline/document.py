@@ -38,6 +38,12 @@ REMOVED_FIELDS = [
     pa.field("detail", pa.string()),
 ]
 
+#: On removed rows of a stage that edits text (line cleaning): the text after the stage's edits
+#: (null where unchanged). The row's ``text`` is the text it entered the stage with.
+EDITED_TEXT = "edited_text"
+#: On removed rows of a filter stage: every rule the document fails (its ``reason`` is the first).
+FAILED_RULES = "failed_rules"
+
 #: Arrow types for annotation columns, by the short names filters declare.
 COLUMN_TYPES = {
     "float": pa.float64(),

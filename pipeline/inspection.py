@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.document import REMOVED_FIELDS
+from pipeline.document import EDITED_TEXT, FAILED_RULES, REMOVED_FIELDS
 from pipeline.errors import InputProblem
 from pipeline.rundir import RunFolder
 from pipeline.shards import read_parquet
@@ -86,7 +86,14 @@ def format_document(row: dict, max_chars: int = 1200, width: int | None = None) 
         if row.get("detail"):
             head += f" ({row['detail']})"
     lines = [head[:width]]
-    skip = {"id", "text", "source", "metadata", "stage", "reason", "detail"}
+    failed = row.get(FAILED_RULES) or []
+    if len(failed) > 1:
+        lines.append(textwrap.fill("fails: " + ", ".join(failed), width=width, initial_indent="   ",
+                                   subsequent_indent="   "))
+    if row.get(EDITED_TEXT) is not None:
+        lines.append(f"   text as it entered the stage ({len(row.get('text') or ''):,} characters); after the "
+                     f"stage's edits: {len(row[EDITED_TEXT]):,} characters")
+    skip = {"id", "text", "source", "metadata", "stage", "reason", "detail", FAILED_RULES, EDITED_TEXT}
     ann = {k: v for k, v in row.items() if k not in skip and v is not None}
     if ann:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(ann.items())[:12])

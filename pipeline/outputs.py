@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.document import REMOVED_FIELDS
+from pipeline.document import EDITED_TEXT, REMOVED_FIELDS
 from pipeline.errors import RunFailure
 from pipeline.rundir import StageFolder
 from pipeline.stage import Decision
@@ -82,12 +82,14 @@ def write_shard_outputs(
 
 
 def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Table, pa.Table]:
-    """Split ``table`` into kept and removed rows according to a decision."""
+    """Split ``table`` into kept and removed rows according to a decision.
+
+    Kept rows carry the decision's edited text; a removed row keeps the text it came with (what a person
+    inspecting it needs), and the edited text goes in ``edited_text`` (null where the edit changed nothing).
+    """
     n = table.num_rows
     if len(d.reasons) != n:
         raise ConservationError(f"stage {stage_name}: decide returned {len(d.reasons)} reasons for {n} rows")
-    if d.text is not None:
-        table = table.set_column(table.column_names.index("text"), "text", pa.array(d.text, pa.large_string()))
     for name, arr in d.columns.items():
         arr = arr if isinstance(arr, (pa.Array, pa.ChunkedArray)) else pa.array(arr)
         if name in table.column_names:
@@ -98,6 +100,13 @@ def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Ta
     kept = table.filter(mask)
     inv = pc.invert(mask)
     removed = table.filter(inv)
+    if d.text is not None:
+        text = d.text if isinstance(d.text, (pa.Array, pa.ChunkedArray)) else pa.array(d.text, pa.large_string())
+        text = text.cast(pa.large_string())
+        kept = kept.set_column(kept.column_names.index("text"), "text", text.filter(mask))
+        edited = text.filter(inv)
+        unchanged = pc.equal(edited, removed.column("text").cast(pa.large_string()))
+        removed = removed.append_column(EDITED_TEXT, pc.if_else(unchanged, pa.scalar(None, pa.large_string()), edited))
     for name, arr in d.removed_columns.items():
         arr = arr if isinstance(arr, (pa.Array, pa.ChunkedArray)) else pa.array(arr)
         removed = removed.append_column(name, arr.filter(inv))
@@ -107,4 +116,3 @@ def apply_decision(table: pa.Table, d: Decision, stage_name: str) -> tuple[pa.Ta
     removed = removed.append_column(REMOVED_FIELDS[1], pa.array(rm_reasons, pa.string()))
     removed = removed.append_column(REMOVED_FIELDS[2], pa.array(details, pa.string()))
     return kept, removed
-

@@ -39,8 +39,9 @@ class Decision:
     (``family:rule``) for removed rows. ``columns`` are added to both kept and
     removed rows (scores travel with documents); ``removed_columns`` only to
     removed rows (e.g. ``duplicate_of``); ``details`` is a free-text or JSON
-    explanation per removed row. ``text`` replaces the document text (line-level
-    edits) when given.
+    explanation per removed row. ``text`` is the edited document text (line-level
+    edits), when given: it replaces the text of kept rows; removed rows keep the text
+    they entered the stage with, and get the edited one in ``edited_text``.
     """
 
     reasons: list[str | None]

@@ -253,3 +253,88 @@ def test_a_contract_error_in_a_run_is_one_line_naming_filter_and_document(tmp_pa
         Runner(load_config(cfg), progress=False, log=lambda m: None).run()
     msg = str(e.value)
     assert "\n" not in msg and "filter typo_in_run: score returned key 'count'" in msg and "document 'a'" in msg
+
+
+# ---------------------------------------------------------------------------
+# what a filter stage writes: original text on removed rows, every failed rule, no text in the cache
+
+
+def test_removed_documents_keep_the_text_they_entered_with(run):
+    _, folder = run
+    before = {r["id"]: r["text"] for r in folder.rows("ingest", ["id", "text"])}
+    removed = list(folder.rows("quality", part="removed"))
+    assert removed and all(r["text"] == before[r["id"]] for r in removed)
+    edited = [r for r in removed if r["edited_text"] is not None]
+    # C4 removed whole pages after dropping lines: the edit is there, beside the original
+    assert edited and all(r["edited_text"] != r["text"] and len(r["edited_text"]) < len(r["text"]) for r in edited)
+    assert any(r["reason"] == "c4:too_few_sentences" and r["edited_text"] is not None for r in edited)
+    # kept rows carry the edited text, which is what the next stage and the training subsets read
+    kept = {r["id"]: r["text"] for r in folder.rows("quality", ["id", "text"])}
+    assert sum(kept[i] != before[i] for i in kept) > 20
+
+
+def test_every_rule_a_removed_document_fails_is_listed(run):
+    _, folder = run
+    removed = list(folder.rows("quality", part="removed"))
+    assert all(r["failed_rules"][0] == r["reason"] for r in removed)
+    several = [r for r in removed if len(r["failed_rules"]) > 1]
+    assert several, "no document failed two filters: the column would not show more than the reason"
+    families = {rule.split(":")[0] for r in several for rule in r["failed_rules"]}
+    assert len(families) >= 2
+
+
+def test_the_score_cache_does_not_copy_the_text(run):
+    _, folder = run
+    stage = folder.stage("quality")
+    shard = stage.manifest()["shards"][0]["name"]
+    scores = stage.read_scores(shard)
+    assert "text" not in scores.column_names and "text_spans" in scores.column_names
+    spans = [s for s in scores.column("text_spans").to_pylist() if s is not None]
+    assert spans and all(len(s) % 2 == 0 for s in spans)
+    assert scores.column("text_edited").null_count == scores.num_rows  # every C4 edit is a selection of spans
+
+
+def test_select_rebuilds_the_edited_text_from_the_cache(run, tmp_path):
+    """A new threshold re-decides without scoring; the kept texts are rebuilt from the spans, identical."""
+    import shutil
+
+    import yaml
+
+    cfg_path, folder = run
+    copy = tmp_path / "run"
+    shutil.copytree(folder.root, copy)
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["run_dir"] = str(copy)
+    raw["stages"][1]["filters"] = ["c4", "gopher_repetition", {"gopher_quality": {"min_words": 60}}, "fineweb"]
+    cfg = load_config(write_config(tmp_path / "c.yaml", raw))
+    Runner(cfg, progress=False, log=lambda m: None).run(select_only="quality")
+    after = {r["id"]: r["text"] for r in RunFolder(copy).rows("quality", ["id", "text"])}
+    before = {r["id"]: r["text"] for r in folder.rows("quality", ["id", "text"])}
+    assert set(after) <= set(before) and len(after) < len(before)
+    assert all(after[i] == before[i] for i in after)
+
+
+def test_text_spans_round_trip_and_fall_back_when_not_a_selection():
+    from filters.stage import apply_spans, text_spans
+
+    original = "  Title\nA first line.\n\nmenu | login\nA second line.  \n"
+    for edited in ["A first line.\nA second line.", "Title\nA second line.", "", original, "\n\nA first line."]:
+        spans = text_spans(original, edited)
+        assert spans is not None and apply_spans(original, spans) == edited, edited
+    assert text_spans(original, "A FIRST line.") is None  # rewritten, not selected: stored whole
+
+
+def test_winnow_filters_name_describes_parameters_and_columns(capsys):
+    from experiments.cli import main
+
+    assert main(["filters", "gopher_quality"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("gopher_quality -- Gopher quality rules")
+    assert "min_words" in out and "default 50" in out and "decides only" in out
+    assert "tokenizer" in out and "scoring (changing it re-scores)" in out
+    assert "gopher_word_count" in out and "int" in out
+    assert main(["filters", "c4"]) == 0 and "Edits text" in capsys.readouterr().out
+    assert main(["filters", "quality_classifier"]) == 0
+    assert "Trains a model" in capsys.readouterr().out
+    assert main(["filters", "gopher_qualty"]) == 2
+    assert "did you mean gopher_quality?" in capsys.readouterr().err
