@@ -177,7 +177,7 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     s = experiment_settings(cfg)
     out = Path(s["out_dir"])
     t_start = time.perf_counter()
-    run_pipeline(cfg, log)  # first: the output folder (inside run_dir by default) must not precede pipeline.json
+    run_pipeline(cfg, log)  # first: the output folder (inside run_dir by default) must not precede the run record
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. held-out evaluation sets, decided before anything is drawn for training

@@ -88,17 +88,17 @@ def _limit_inputs(cfg, limit: int) -> None:
 
 
 def cmd_select(args) -> int:
-    from pipeline.inspection import format_funnel
-    from pipeline.runner import Runner
-
     from pipeline.errors import InputProblem, UsageError
+    from pipeline.inspection import format_funnel
+    from pipeline.rundir import RunFolder
+    from pipeline.runner import Runner
 
     cfg = _load(args)
     if not args.stage:  # "every stage" has no meaning here: re-deciding one stage changes the next one's input
         raise UsageError(f"winnow select needs --stage: the one stage whose thresholds you changed (stages of "
                          f"{args.config}: {', '.join(cfg.stage_names())}); it never runs a scorer")
     cfg.upto(args.stage)  # an unknown stage is named before anything is read
-    if not (Path(cfg.run_dir) / "pipeline.json").is_file():
+    if not RunFolder(cfg.run_dir).is_run():
         raise InputProblem(f"run_dir {cfg.run_dir} holds no winnow run yet; `winnow select` re-decides from the "
                            f"scores a run cached: `winnow run {args.config}` first")
     Runner(cfg, progress=not args.no_progress).run(select_only=args.stage)
@@ -166,7 +166,7 @@ def cmd_inspect(args) -> int:
 
 
 def _first_dedup_stage(run) -> str | None:
-    """The first stage of a dedup kind, as pipeline.json records it (no stage name is assumed)."""
+    """The first stage of a dedup kind, as the run records it (no stage name is assumed)."""
     for s in run.pipeline().get("stages", []):
         if isinstance(s, dict) and s.get("kind") in ("minhash_dedup", "exact_dedup"):
             return s.get("name")
@@ -244,15 +244,15 @@ def cmd_report(args) -> int:
     from experiments.ablation import experiment_settings
     from experiments.report import write_report
     from pipeline.config import load_config
-
     from pipeline.errors import InputProblem
+    from pipeline.rundir import RunFolder
 
     target = Path(args.target)
     if not target.exists():
         raise InputProblem(f"{args.target}: no such file or folder (give the ablation's config, or its output folder)")
     out = Path(experiment_settings(load_config(target))["out_dir"]) if target.is_file() else target
     if not (out / "experiment.json").is_file():
-        what = "a pipeline run folder, not an ablation's" if (out / "pipeline.json").is_file() else "not an ablation folder"
+        what = "a pipeline run folder, not an ablation's" if RunFolder(out).is_run() else "not an ablation folder"
         raise InputProblem(f"{out}: {what} (no experiment.json); `winnow ablation CONFIG` writes one"
                            + (" (into the config's experiment.out_dir)" if target.is_file() else ""))
     if args.export:

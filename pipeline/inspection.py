@@ -19,20 +19,20 @@ from pipeline.shards import read_parquet
 
 
 def funnel(run_dir: Path) -> list[dict]:
-    """``stats.json`` of every finished stage, in pipeline order; a damaged one is named, not a traceback."""
+    """The statistics of every finished stage, in pipeline order; a damaged file is named, not a traceback."""
     run = RunFolder(run_dir)
     out = []
     for name in run.stage_names():
         try:
             st = run.stats(name)
         except (OSError, ValueError) as e:
-            raise InputProblem(f"{run.root / name / 'stats.json'} is damaged ({type(e).__name__}); "
+            raise InputProblem(f"{run.stage(name).stats_path} is damaged ({type(e).__name__}); "
                                f"`winnow run CONFIG` rebuilds it from the finished shards") from None
         if st is None:
             continue
         if not isinstance(st, dict) or not {"stage", "docs_in", "kept", "chars_in", "kept_chars",
                                             "removed_by_reason", "wall_seconds"} <= set(st):
-            raise InputProblem(f"{run.root / name / 'stats.json'} is damaged (not the stage's statistics); "
+            raise InputProblem(f"{run.stage(name).stats_path} is damaged (not the stage's statistics); "
                                f"`winnow run CONFIG` rebuilds it from the finished shards")
         out.append(st)
     return out
@@ -182,7 +182,7 @@ def open_run(path: str | Path) -> tuple[RunFolder, list[str]]:
     """The run at ``path`` and its stage names, or :class:`InputProblem` saying what ``path`` is instead.
 
     A missing path, a file (a config is recognised and its run folder named), a folder that is not a run,
-    and a damaged ``pipeline.json`` each get their own line.
+    and a damaged run record each get their own line.
     """
     p = Path(path)
     if not p.exists():
@@ -200,7 +200,7 @@ def open_run(path: str | Path) -> tuple[RunFolder, list[str]]:
         raise InputProblem(f"{path} is a file, not a run folder")
     run = RunFolder(p)
     if not run.pipeline_path.is_file():
-        raise InputProblem(f"{path}: not a winnow run folder (no pipeline.json)")
+        raise InputProblem(f"{path}: not a winnow run folder (no {run.pipeline_path.name})")
     try:
         names = run.stage_names()
         if not names or not all(isinstance(n, str) for n in names):
@@ -216,14 +216,14 @@ def require_stage(run: RunFolder, names: list[str], stage: str) -> None:
     if stage not in names:
         raise InputProblem(f"no stage {stage!r} in {run.root} (its stages: {', '.join(names)})")
     if not run.is_finished(stage):
-        raise InputProblem(f"stage {stage!r} has not finished in {run.root} (no manifest.json); "
+        raise InputProblem(f"stage {stage!r} has not finished in {run.root} (no {run.stage(stage).manifest_path.name}); "
                            f"`winnow run CONFIG --stage {stage}` runs it")
     read_manifest(run, stage)
 
 
 def read_manifest(run: RunFolder, stage: str) -> dict:
     """A finished stage's manifest, or one line naming it as damaged (a reader never guesses past it)."""
-    path = run.root / stage / "manifest.json"
+    path = run.stage(stage).manifest_path
     try:
         m = run.manifest(stage)
         ok = isinstance(m, dict) and isinstance(m.get("shards"), list) and all(

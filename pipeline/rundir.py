@@ -11,6 +11,8 @@ one folder per stage. :class:`StageFolder` owns one stage's folder::
     <stage>/plan/_plan_done.json        marker: the plan is finished
     <stage>/_done/<shard>.json          marker: the shard is finished, written last; resume trusts it
     <stage>/_done/file-<n>.json         marker: a source stage finished input file n
+    <stage>/_cache/<name>               what a stage remembers between runs (e.g. input content hashes): winnow's,
+                                        never a shard, never swept as stale
     <stage>/manifest.json               every shard file with its rows and SHA-256, written when the stage ends
     <stage>/stats.json                  the stage's funnel numbers
 
@@ -64,6 +66,7 @@ DONE = "_done"
 MANIFEST = "manifest.json"
 STATS = "stats.json"
 PLAN_MARKER = "_plan_done.json"
+CACHE = "_cache"
 PIPELINE = "pipeline.json"
 #: Held (``flock``) by the process running the pipeline; another ``winnow run`` on the folder is refused.
 LOCK = ".winnow.lock"
@@ -148,6 +151,15 @@ class StageFolder:
     def source_marker_path(self, index: int) -> Path:
         """A source stage's marker for one finished input (``_done/file-<index>.json``)."""
         return self.root / DONE / f"file-{int(index):05d}.json"
+
+    def cache_path(self, name: str) -> Path:
+        """A file the stage keeps between runs (``_cache/<name>``), e.g. a source stage's input hashes.
+
+        Winnow's own: never judged foreign, never deleted as stale (``--force`` deletes it with the folder).
+        """
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
+            raise ValueError(f"cache file name {name!r} is not a plain file name")
+        return self.root / CACHE / name
 
     @property
     def plan_dir(self) -> Path:
@@ -319,7 +331,7 @@ class StageFolder:
             return []
         out: list[Path] = []
         marked = self._marked_stems()
-        sub_dirs = {PARTS[0], PARTS[1], SCORES, DONE, PLAN}
+        sub_dirs = {PARTS[0], PARTS[1], SCORES, DONE, PLAN, CACHE}
         for p in sorted(root.iterdir()):
             if p.name in sub_dirs and p.is_dir() and not p.is_symlink():
                 continue

@@ -310,3 +310,14 @@ def test_a_marker_naming_a_damaged_file_is_not_trusted(reference, tmp_path):
     assert folder.valid_marker(shard, m["fingerprint"]) is None
     folder.marker_path(shard).write_text(json.dumps({**marker, "kept": "not a file record"}))
     assert folder.valid_marker(shard, m["fingerprint"]) is None
+
+
+def test_a_stage_cache_file_is_ours_and_survives_a_rerun(reference, corpus, tmp_path):
+    run = _copy(reference, tmp_path)
+    cache = StageFolder(run, "length").cache_path("hashes.json")
+    cache.parent.mkdir()
+    cache.write_text("{}")
+    _run(_cfg(run, corpus, min_chars=400), tmp_path)  # re-decides the stage: not foreign, not stale
+    assert cache.read_text() == "{}" and check_run(run) == []
+    with pytest.raises(ValueError, match="not a plain file name"):
+        StageFolder(run, "length").cache_path("../escape.json")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import InputProblem
 
-#: Characters of a removed record's raw input kept in ``removed/`` (the record itself may be huge).
+#: Characters of a removed record's raw input kept in its removed row (the record itself may be huge).
 PREVIEW_CHARS = 2000
 
 
