@@ -465,6 +465,7 @@ def test_pages_are_cut_to_the_size_the_extractor_handles_in_bounded_time(tmp_pat
     assert "html_truncated" not in metas["resiliparse"] and metas["trafilatura"]["html_truncated"] is True
 
 
+@pytest.mark.slow  # datasets' own network timeouts (about 25 s)
 def test_a_hub_dataset_that_cannot_be_loaded_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
