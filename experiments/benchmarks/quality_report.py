@@ -26,6 +26,8 @@ import numpy as np
 
 from filters.base import filter_class
 from experiments.quality_models import trainable_filters
+from filters.quality_scorers import manifest_path
+from filters.stage import FilterStage
 from pipeline.config import load_config
 from pipeline.document import Document
 from pipeline.heldout import order_key
@@ -110,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
               f"kept by {stage}": Counter(r["source"] for r in kept)}
     order = list(counts)
 
-    manifest_file = Path(params["model_path"] + ".manifest.json")
+    manifest_file = manifest_path(params["model_path"])
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
-    plan_file = run.plan_dir(stage) / "quality_combined.json"
+    plan_file = FilterStage.plan_file(run.plan_dir(stage), filter_class("quality_combined")(**{
+        k: v for k, v in params.items() if k != "train"}))
     plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
 
     rule = f"top fraction {params['top_fraction']}" if params.get("top_fraction") else f"threshold {params.get('threshold')}"
