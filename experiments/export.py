@@ -406,6 +406,12 @@ def export(run_dir: str | Path, stage: str, dest: str | Path, s: ExportSettings,
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
     _destination(dest, s.force)
+    if s.weights:  # before any tokenizer is loaded or trained: a typo in a source name is one line, at once
+        sources = {d["source"] for d in _kept(run, stage, ["source"])}
+        unknown = sorted(set(s.weights) - sources)
+        if unknown:
+            raise ExportSettingError(f"weights name sources that stage {stage} does not have: {', '.join(unknown)} "
+                                     f"(sources: {', '.join(sorted(sources))})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
