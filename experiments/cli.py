@@ -85,6 +85,8 @@ def _limit_inputs(cfg, limit: int) -> None:
     if limit < 0:
         raise ValueError(f"--limit must be >= 0, got {limit}")
     cfg.stages[0]["limit"] = limit
+    first = cfg.raw["stages"][0]  # recorded in the run's pipeline record too
+    cfg.raw["stages"][0] = {**first, "limit": limit} if isinstance(first, dict) else {"name": first, "limit": limit}
 
 
 def cmd_select(args) -> int:

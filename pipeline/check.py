@@ -77,6 +77,8 @@ def check_run(run_dir: Path, deep: bool = True, allow_unstarted: bool = False) -
         if m is None:
             prev = None
             continue
+        if i == 0 and deep:
+            problems.extend(_check_inputs(run, name, m))
         try:
             problems.extend(_check_stage(folder, m, prev, deep))
         except (KeyError, TypeError, ValueError, OSError) as e:
@@ -85,6 +87,30 @@ def check_run(run_dir: Path, deep: bool = True, allow_unstarted: bool = False) -
             continue
         prev = m
     return problems
+
+
+def _check_inputs(run: RunFolder, name: str, m: dict) -> list[str]:
+    """A source stage's inputs, as the run's config names them, must still have the content it read
+    (an input edited in place, even with its size and mtime restored, is found by its content hash).
+    Inputs that cannot be read here (the run folder was copied to another machine) are not compared."""
+    from pipeline.errors import WinnowError
+    from pipeline.stage import build_stage
+
+    try:
+        entry = next(s for s in run.stage_configs() if (s.get("name") if isinstance(s, dict) else s) == name)
+        spec = dict(entry) if isinstance(entry, dict) else {"name": entry}
+        spec.setdefault("kind", spec["name"])
+        stage = build_stage(spec)
+        if not stage.reads_inputs:
+            return []
+        stage.run_dir, stage.remember_inputs = run.root, False
+        current = stage.input_fingerprint(stage.source_tasks())
+    except (WinnowError, OSError, ValueError, KeyError, TypeError, StopIteration):
+        return []
+    if current != m.get("input_fingerprint"):
+        return [f"{name}: its inputs changed since it ran (their content differs from what it read); "
+                f"`winnow run` reads them again"]
+    return []
 
 
 def _check_stage(folder: StageFolder, m: dict, prev: dict | None, deep: bool) -> list[str]:

@@ -90,6 +90,13 @@ class RunInUse(RunFolderError):
     """Another live process holds the run lock."""
 
 
+def _is_json_object(path: Path) -> bool:
+    try:
+        return isinstance(read_json(path), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def _is_marker_file(path: Path) -> bool:
     """A marker winnow wrote: a JSON object with a fingerprint (read only for names off the usual pattern)."""
     try:
@@ -356,8 +363,14 @@ class StageFolder:
         return out
 
     def looks_like_winnow(self) -> bool:
-        """Recognisably a winnow stage folder: a manifest or a marker winnow wrote (what ``--force`` may delete)."""
+        """Recognisably a winnow stage folder: a manifest or a marker winnow wrote, or nothing but its
+        cache (a source stage remembers its input hashes before its first shard): what ``--force`` may delete."""
         if _is_marker_file(self.manifest_path) or _is_marker_file(self.plan_marker_path):
+            return True
+        entries = list(self.root.iterdir()) if self.root.is_dir() else []
+        cache = self.root / CACHE
+        if entries == [cache] and cache.is_dir() and not cache.is_symlink() and \
+                all(p.is_file() and _is_json_object(p) for p in cache.iterdir()):
             return True
         for d in (self.root / DONE, self.root / SCORES / DONE):
             if d.is_dir() and not d.is_symlink():

@@ -27,6 +27,7 @@ import pyarrow as pa
 from pipeline.config import PipelineConfig
 from pipeline.errors import InputProblem
 from pipeline.executors import TaskError, make_executor, run_all
+from pipeline.document import REMOVED_FIELDS
 from pipeline.outputs import ConservationError, apply_decision, text_chars, write_shard_outputs
 from pipeline.rundir import RunFolder, RunFolderError, RunInUse, StageFolder
 from pipeline.shards import MANIFEST_FILE_KEYS, file_matches, fingerprint, read_json, read_parquet
@@ -80,8 +81,59 @@ def decide_task(spec: dict, ctx_d: dict, shard: str, stage_fp: str) -> dict:
 
 
 def source_task(spec: dict, ctx_d: dict, task: dict, stage_fp: str) -> list[dict]:
-    """One unit of a source stage's reading work (e.g. one input file of ingest)."""
-    return stage_for(spec).run_source_task(task, StageContext.from_dict(ctx_d), stage_fp)
+    """One unit of a source stage's reading work (one input file of ingest).
+
+    The stage only yields rows (:meth:`Stage.read_source`); the runner cuts them into shards of
+    ``stage.source_shard_rows()`` rows named ``part-<task>-<chunk>``, writes each with its marker,
+    resumes from the first shard that is not finished (the stage is asked for rows from there on),
+    and marks the task finished once the stage's closing check passed.
+    """
+    stage, ctx = stage_for(spec), StageContext.from_dict(ctx_d)
+    folder = ctx.folder
+    index = task["index"]
+    done = folder.read_source_marker(index)
+    if done is not None and done.get("fingerprint") == stage_fp and isinstance(done.get("shards"), list):
+        finished = [folder.valid_marker(s, stage_fp) for s in done["shards"]]
+        if all(finished):
+            return finished
+
+    def shard(c: int) -> str:
+        return f"part-{index:05d}-{c:05d}"
+
+    markers: list[dict] = []
+    while (m := folder.valid_marker(shard(len(markers)), stage_fp)) is not None:
+        markers.append(m)
+    read = stage.read_source(task, start=sum(m["rows_in"] for m in markers))
+    kept_schema = stage.source_schema()
+    removed_schema = pa.schema(list(kept_schema) + REMOVED_FIELDS)
+    per_shard = stage.source_shard_rows()
+    buf: list[dict] = []
+    t0 = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal t0
+        kept = pa.Table.from_pylist([r for r in buf if r.get("reason") is None], schema=kept_schema)
+        removed = pa.Table.from_pylist([{**r, "stage": stage.name} for r in buf if r.get("reason") is not None],
+                                       schema=removed_schema)
+        # characters in = what the shard holds (a removed row may keep only a preview of a huge record)
+        markers.append(write_shard_outputs(folder, shard(len(markers)), len(buf), text_chars(kept) + text_chars(removed),
+                                           kept, removed, stage_fp, time.perf_counter() - t0))
+        buf.clear()
+        t0 = time.perf_counter()
+
+    for row in read:
+        buf.append(row)
+        if len(buf) >= per_shard:
+            flush()
+    if buf or not markers:
+        flush()
+    extra = read.finish(markers)  # may raise: e.g. a file that lost most records to one reason
+    if extra:
+        markers[-1].update(extra)
+        folder.write_marker(markers[-1])
+    folder.write_source_marker(index, {"fingerprint": stage_fp, "shards": [m["shard"] for m in markers],
+                                       "label": task.get("label")})
+    return markers
 
 
 def score_and_decide_task(spec: dict, ctx_d: dict, shard: str, score_fp: str, stage_fp: str, need_score: bool) -> dict:
@@ -194,9 +246,10 @@ class Runner:
             raise StaleScoresError(f"stage {spec['name']} has not been run; run `winnow run` first")
         return folder.manifest()
 
-    def _fingerprints(self, stage: Stage, spec: dict, prev: dict | None) -> tuple[str, str, str]:
+    def _fingerprints(self, stage: Stage, spec: dict, prev: dict | None,
+                      tasks: list[dict] | None) -> tuple[str, str, str]:
         if prev is None:
-            input_fp = stage.input_fingerprint()  # a source stage: its external inputs
+            input_fp = stage.input_fingerprint(tasks)  # a source stage: its external inputs
         else:
             input_fp = prev["output_fingerprint"]
         score_fp = fingerprint("score", spec["kind"], stage.scoring_config(), input_fp)
@@ -213,7 +266,8 @@ class Runner:
         if stage.reads_inputs:
             stage.run_dir = self.run_dir  # a source stage never reads inputs from inside the run folder
         folder = self.folder.stage(spec["name"])
-        input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev)
+        tasks = stage.source_tasks() if stage.reads_inputs else None  # inputs expanded once per run
+        input_fp, score_fp, stage_fp = self._fingerprints(stage, spec, prev, tasks)
         if folder.is_finished() and not self.force:
             try:
                 m = folder.manifest()
@@ -229,7 +283,7 @@ class Runner:
         t0 = time.perf_counter()
 
         if stage.reads_inputs:
-            markers = self._run_source(stage, spec, folder, stage_fp)
+            markers = self._run_source(spec, folder, stage_fp, tasks)
         else:
             shards = [s["name"] for s in prev["shards"]]
             ctx_d = self._ctx_dict(folder, prev, shards)
@@ -239,8 +293,7 @@ class Runner:
         self.log(self._summary_line(spec["name"], stats))
         return StageResult(spec["name"], "selected" if select_only else "ran", stats)
 
-    def _run_source(self, stage, spec, folder: StageFolder, stage_fp) -> list[dict]:
-        tasks = stage.source_tasks()
+    def _run_source(self, spec, folder: StageFolder, stage_fp, tasks: list[dict]) -> list[dict]:
         ctx_d = self._ctx_dict(folder, None, [])
         args = [(spec, ctx_d, t, stage_fp) for t in tasks]
         labels = [t.get("label", str(i)) for i, t in enumerate(tasks)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +107,22 @@ class StageContext:
                    seed=seed, input_stage_dir=input_folder.root if input_folder else None)
 
 
+class SourceRead:
+    """The rows of one source task, as :meth:`Stage.read_source` gives them to the runner.
+
+    Iterating yields row dicts in the stage's :meth:`~Stage.source_schema`; a row with a ``reason``
+    (and a ``detail``) is a removed one. ``finish`` runs after every row is written, with the task's
+    shard markers: it may raise (the task is then not marked finished) and returns what to add to the
+    last marker (``counters`` summed into the stage's stats, ``notes`` the runner logs).
+    """
+
+    def __iter__(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def finish(self, markers: list[dict]) -> dict:
+        return {}
+
+
 class Stage:
     """Base class for processing stages. Subclasses register with :func:`register_stage`."""
 
@@ -130,16 +146,34 @@ class Stage:
         return validate(f"stage {self.name}", self.params, defaults, checks, infer=True)
 
     # -- source stages only ------------------------------------------------
+    # A source stage reads; the runner writes. The stage expands its inputs into tasks (once per run),
+    # fingerprints them, and yields each task's rows; the runner cuts the rows into shards of
+    # ``source_shard_rows()``, names and writes them with their markers, resumes a task from its first
+    # unfinished shard (asking for the rows after those), and marks the task finished after the read's
+    # ``finish`` -- so a source stage cannot break the guarantees a shard stage gets.
+
     def source_tasks(self) -> list[dict]:
-        """Units of reading work (e.g. one per input file), each with a ``label``."""
+        """Units of reading work (e.g. one per input file), each with an ``index`` and a ``label``."""
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
-    def input_fingerprint(self) -> str:
-        """What the external inputs are (paths, sizes, mtimes): a change re-runs the stage."""
+    #: Whether ``input_fingerprint`` may remember what it learned (e.g. content hashes) in the stage
+    #: folder's cache; ``winnow check`` sets it False, so checking never writes.
+    remember_inputs: bool = True
+
+    def input_fingerprint(self, tasks: list[dict]) -> str:
+        """What the tasks' external inputs are (their content): a change re-runs the stage."""
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
-    def run_source_task(self, task: dict, ctx: "StageContext", stage_fp: str) -> list[dict]:
-        """Read one task's inputs into finished shards (resuming); return their markers in order."""
+    def read_source(self, task: dict, start: int) -> "SourceRead":
+        """One task's rows after the first ``start`` (those are in finished shards already)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a source stage")
+
+    def source_schema(self) -> pa.Schema:
+        """The schema of kept rows; removed rows add ``stage``, ``reason`` and ``detail``."""
+        raise NotImplementedError(f"{type(self).__name__} is not a source stage")
+
+    def source_shard_rows(self) -> int:
+        """Rows per shard the runner writes."""
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
     # -- fingerprints -----------------------------------------------------

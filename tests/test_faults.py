@@ -72,7 +72,7 @@ def _result_bytes(run: Path) -> dict[str, bytes]:
     """What a run produced (shards, scores, plans, manifests), without timings and pipeline.json (names run_dir)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
             if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json")
-            and "_done" not in p.parts}
+            and "_done" not in p.parts and "_cache" not in p.parts}  # markers and caches hold times, not results
 
 
 # ---------------------------------------------------------------------------

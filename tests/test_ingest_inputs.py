@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from pipeline.check import check_run
 from pipeline.config import ConfigError, load_config
 from pipeline.ingest.records import InputError
 from pipeline.ingest.readers import READERS, detect_format
@@ -291,9 +292,14 @@ def test_an_input_edited_in_place_with_size_and_mtime_restored_is_read_again(tmp
     assert len(edited) == st.st_size
     src.write_bytes(edited)
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` or `rsync -t` can leave it
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert check_run(run) == ["ingest: its inputs changed since it ran (their content differs from what it read); "
+                              "`winnow run` reads them again"]
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # checking writes nothing
     _, res = _ingest(tmp_path, [{"path": str(src)}])
     assert res[0].status == "ran"
     assert any("Document 7 SAYS" in r["text"] for r in _rows(run, "kept"))
+    assert check_run(run) == []
     # a plain copy of the tree (new inode, mtime and ctime; same bytes) is not re-ingested
     shutil.copytree(tmp_path / "data", tmp_path / "copy")
     shutil.rmtree(tmp_path / "data")
@@ -485,3 +491,19 @@ def test_metadata_is_stored_as_parquet_json(tmp_path):
     ds = datasets.load_dataset("parquet", data_files=str(shard), split="train")
     assert ds[0]["metadata"] == {"url": "http://example.com/", "truth": {"kind": "clean"}}  # decoded to a dict
     assert pq.read_table(shard).column("input_record").type == pa.int64()
+
+
+def test_input_hashes_are_remembered_so_an_unchanged_input_is_not_read_again(tmp_path, monkeypatch):
+    import pipeline.ingest.stage as stage_mod
+
+    src = tmp_path / "a.jsonl"
+    src.write_bytes(_jsonl(_docs(20)))
+    _ingest(tmp_path, [{"path": str(src)}])
+    hashed = []
+    real = stage_mod.xxh3_file
+    monkeypatch.setattr(stage_mod, "xxh3_file", lambda p: hashed.append(p) or real(p))
+    _, res = _ingest(tmp_path, [{"path": str(src)}])
+    assert res[0].status == "up to date" and hashed == []  # size, times and inode unchanged: not read
+    os.utime(src)  # touched: hashed again, same content, still up to date
+    _, res = _ingest(tmp_path, [{"path": str(src)}])
+    assert res[0].status == "up to date" and len(hashed) == 1

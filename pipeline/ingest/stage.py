@@ -10,11 +10,10 @@ found identical and not re-ingested.
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
@@ -25,11 +24,11 @@ from pipeline.ingest.readers import READERS, detect_folder, detect_format, reade
 from pipeline.ingest.readers.base import Reader
 from pipeline.ingest.records import PREVIEW_CHARS, SKIPPED, InputError, Record, printable_path
 from pipeline.ingest.streams import UNCHECKED_ZSTD, strip_compression
-from pipeline.outputs import text_chars, write_shard_outputs
 from pipeline.params import ParamError, at_least, between, of_type, one_of, optional, validate
 from pipeline.registry import RegistryError
 from pipeline.shards import atomic_write_json, fingerprint, read_json, xxh3_file
-from pipeline.stage import Stage, StageContext
+from pipeline.rundir import StageFolder
+from pipeline.stage import SourceRead, Stage
 
 DEFAULT_LIMITS = {
     "shard_docs": 5000,
@@ -246,7 +245,6 @@ class IngestStage(Stage):
                              f"got {type(inputs).__name__}" + (" of strings" if isinstance(inputs, list) else ""))
         for k, inp in enumerate(inputs):
             validate_input(f"stage {name}: inputs[{k}]", inp)
-        self._tasks: list[dict] | None = None
 
     #: The run folder, set by the runner before any source hook: inputs are never read from inside it.
     run_dir: Path | None = None
@@ -261,20 +259,20 @@ class IngestStage(Stage):
                 f"extractor={self.limits['extractor']}{limit}{note})")
 
     def source_tasks(self) -> list[dict]:
-        """The inputs expanded into tasks, once per stage object (globs are walked once per run)."""
-        if self._tasks is None:
-            self._tasks = expand_inputs(self.params["inputs"], self.run_dir)
-            self.skipped_paths = {}
-            for t in self._tasks:
-                for why, n in (t.get("skipped") or {}).items():
-                    self.skipped_paths[why] = self.skipped_paths.get(why, 0) + n
-        return self._tasks
+        """The inputs expanded into tasks (the runner asks once per run and reuses them)."""
+        tasks = expand_inputs(self.params["inputs"], self.run_dir)
+        self.skipped_paths = {}
+        for t in tasks:
+            for why, n in (t.get("skipped") or {}).items():
+                self.skipped_paths[why] = self.skipped_paths.get(why, 0) + n
+        return tasks
 
-    def input_fingerprint(self) -> str:
-        """The tasks and the content of their files (hashes cached under each file's stat)."""
-        cache = ContentHashes(None)  # remembered across runs once the stage folder has a place for it
+    def input_fingerprint(self, tasks: list[dict]) -> str:
+        """The tasks and the content of their files (hashes remembered under each file's stat)."""
+        cache = ContentHashes(StageFolder(self.run_dir, self.name).cache_path("input_hashes.json")
+                              if self.run_dir is not None else None, writable=self.remember_inputs)
         parts = []
-        for t in self.source_tasks():
+        for t in tasks:
             if t["path"] is None:  # a hub dataset: its name and settings are all there is to compare
                 parts.append((t["file"], t["spec"]))
                 continue
@@ -284,16 +282,23 @@ class IngestStage(Stage):
         cache.save()
         return fingerprint(parts)
 
-    def run_source_task(self, task: dict, ctx: StageContext, stage_fp: str) -> list[dict]:
-        return ingest_file(self, task, ctx, stage_fp)
+    def read_source(self, task: dict, start: int) -> "IngestRead":
+        return IngestRead(self, task, start)
+
+    def source_schema(self) -> pa.Schema:
+        return KEPT_SCHEMA
+
+    def source_shard_rows(self) -> int:
+        return int(self.limits["shard_docs"])
 
 
 class ContentHashes:
     """xxh3 of input files, remembered under ``(size, mtime, ctime, inode, device)`` so unchanged files
     are not read again. ctime cannot be set back by a user, so an in-place edit is always re-hashed."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, writable: bool = True):
         self.path = path
+        self.writable = writable
         self.known: dict = {}
         self.changed = False
         if path is not None and path.is_file():
@@ -323,7 +328,7 @@ class ContentHashes:
 
     def save(self) -> None:
         """Remember the hashes (best effort: a read-only run folder only means hashing again next time)."""
-        if self.path is None or not self.changed or not self.path.parent.parent.is_dir():
+        if self.path is None or not self.changed or not self.writable:
             return
         try:
             atomic_write_json(self.path, self.known)
@@ -341,27 +346,23 @@ def _source_name(task: dict) -> str:
     return str(spec.get("name"))
 
 
-def _rows(records: list[Record], task: dict, source: str, max_chars: int) -> tuple[list[dict], list[dict]]:
-    kept, removed = [], []
-    for r in records:
-        meta = dict(r.meta or {})
-        file = r.file or task["file"]
-        rid = r.id if r.id is not None else f"{source}:{file}:{r.number}"
-        reason, detail, text = r.reason, r.detail, r.text
-        if reason is None:
-            if not text or not text.strip():
-                reason, detail = "empty", "no text" + (" after HTML extraction" if "extractor" in meta else "")
-            elif len(text) > max_chars:
-                reason, detail = "too_long", f"{len(text):,} chars (max_doc_chars={max_chars:,})"
-                meta["chars"] = len(text)
-        row = {"id": rid, "source": source, "metadata": dumps_metadata(meta), "input_file": file,
-               "input_record": r.number}
-        if reason is None:
-            kept.append({**row, "text": text})
-        else:
-            text = r.preview if r.preview or text is None else text[:PREVIEW_CHARS]
-            removed.append({**row, "text": text, "stage": "", "reason": reason, "detail": detail})
-    return kept, removed
+def _row(r: Record, task: dict, source: str, max_chars: int) -> dict:
+    """A record as the row the runner writes: kept, or removed with a reason (``empty`` and ``too_long``
+    are decided here, for every format alike)."""
+    meta = dict(r.meta or {})
+    file = r.file or task["file"]
+    reason, detail, text = r.reason, r.detail, r.text
+    if reason is None:
+        if not text or not text.strip():
+            reason, detail = "empty", "no text" + (" after HTML extraction" if "extractor" in meta else "")
+        elif len(text) > max_chars:
+            reason, detail = "too_long", f"{len(text):,} chars (max_doc_chars={max_chars:,})"
+            meta["chars"] = len(text)
+    if reason is not None:  # a removed row keeps a preview of what was read (the record may be huge)
+        text = r.preview if r.preview or text is None else text[:PREVIEW_CHARS]
+    return {"id": r.id if r.id is not None else f"{source}:{file}:{r.number}", "text": text, "source": source,
+            "metadata": dumps_metadata(meta), "input_file": file, "input_record": r.number,
+            "reason": reason, "detail": detail}
 
 
 _HINTS = {
@@ -394,86 +395,58 @@ def check_removed_share(task: dict, markers: list[dict], allowed: float, fields:
                      f"or allow it with `max_removed_share: 1.0` (now {allowed:g})")
 
 
-def ingest_file(stage: IngestStage, task: dict, ctx: StageContext, stage_fp: str) -> list[dict]:
-    """Ingest one input task into shards of ``shard_docs`` records, resuming finished shards."""
-    folder = ctx.folder
-    limits = {**stage.limits, "extractor_meta": {}}
+def _extractor_meta() -> dict:
+    out = {}
     for ex in EXTRACTORS:
         try:
-            limits["extractor_meta"][ex] = extractor_info(ex)
+            out[ex] = extractor_info(ex)
         except Exception:  # extractor not installed: only fails if used
             pass
-    fm = folder.read_source_marker(task["index"])
-    if fm is not None and fm.get("fingerprint") == stage_fp and isinstance(fm.get("shards"), list):
-        finished = [folder.valid_marker(s, stage_fp) for s in fm["shards"]]
-        if all(finished):
-            return finished
-    spec = task["spec"]
-    reader = reader_class(spec["format"])(task["path"], spec, limits)
-    source = _source_name(task)
-    per_shard = int(limits["shard_docs"])
-    shard_name = lambda c: f"part-{task['index']:05d}-{c:05d}"  # noqa: E731
-    limit = min((x for x in (spec.get("limit"), stage.limit) if x is not None), default=None)
+    return out
 
-    # find how many leading shards of this file are already finished
-    finished = []
-    c = 0
-    while (m := folder.valid_marker(shard_name(c), stage_fp)) is not None:
-        finished.append(m)
-        c += 1
-    parse_from = sum(m["rows_in"] for m in finished) + 1
 
-    markers = list(finished)
-    buf: list[Record] = []
-    t0 = time.perf_counter()
-    chunk = len(finished)
+class IngestRead(SourceRead):
+    """One input task's rows: its reader's records, from record ``start + 1`` on (at most ``limit``)."""
 
-    def flush() -> None:
-        nonlocal buf, chunk, t0
-        kept, removed = _rows(buf, task, source, int(limits["max_doc_chars"]))
-        for r in removed:
-            r["stage"] = stage.name
-        kt = pa.Table.from_pylist(kept, schema=KEPT_SCHEMA)
-        rt = pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA)
-        # characters in = what the shard holds (removed rows keep a preview only)
-        chars_in = text_chars(kt) + text_chars(rt)
-        m = write_shard_outputs(folder, shard_name(chunk), len(buf), chars_in, kt, rt, stage_fp,
-                                time.perf_counter() - t0)
-        markers.append(m)
-        buf, chunk, t0 = [], chunk + 1, time.perf_counter()
+    def __init__(self, stage: IngestStage, task: dict, start: int):
+        self.stage, self.task = stage, task
+        spec = task["spec"]
+        self.limits = {**stage.limits, "extractor_meta": _extractor_meta()}
+        self.reader = reader_class(spec["format"])(task["path"], spec, self.limits)
+        self.start = start
+        self.limit = min((x for x in (spec.get("limit"), stage.limit) if x is not None), default=None)
 
-    records = reader.records(parse_from)
-    if limit is not None:
-        records = islice(records, limit)
-    try:
-        for rec in records:
-            if rec is SKIPPED:
-                continue
-            buf.append(rec)
-            if len(buf) >= per_shard:
-                flush()
-    except (OSError, EOFError, InputError) as e:
-        where = task["path"] or task["label"]
-        what = str(e) if isinstance(e, InputError) and where in str(e) else f"cannot read {where}: {type(e).__name__}: {e}"
-        raise InputError(f"{what} ({len(markers)} finished shards of this file kept; fix the file and rerun)") from e
-    if buf or not markers:
-        flush()
-    allowed = spec.get("max_removed_share")
-    check_removed_share(task, markers, stage.max_removed_share if allowed is None else allowed,
-                        [f for f, _ in reader.fields_seen.most_common()])
-    # skipped WARC records, blank lines, paths a glob or folder walk skipped: on the file's last shard marker
-    counters = {**reader.counters, **{f"inputs_skipped:{k}": v for k, v in (task.get("skipped") or {}).items()}}
-    notes = [f"{task['label']}: {n}" for n in reader.notes]
-    if reader.counters.get(UNCHECKED_ZSTD):
-        notes.append(f"warning: {task['path']}: {reader.counters[UNCHECKED_ZSTD]:,} zstd frame(s) carry no content "
-                     f"checksum, so corruption inside them cannot be detected (write with a checksum: "
-                     f"`zstd --check`, or zstandard's write_checksum=True)")
-    if counters or notes:
+    def __iter__(self) -> Iterator[dict]:
+        records = self.reader.records(self.start + 1)
+        if self.limit is not None:
+            records = islice(records, self.limit)  # records before `start` come as SKIPPED: they count
+        source, max_chars = _source_name(self.task), int(self.limits["max_doc_chars"])
+        try:
+            for rec in records:
+                if rec is not SKIPPED:
+                    yield _row(rec, self.task, source, max_chars)
+        except (OSError, EOFError, InputError) as e:
+            where = self.task["path"] or self.task["label"]
+            what = str(e) if isinstance(e, InputError) and where in str(e) else \
+                f"cannot read {where}: {type(e).__name__}: {e}"
+            raise InputError(f"{what} (finished shards of this file kept; fix the file and rerun)") from e
+
+    def finish(self, markers: list[dict]) -> dict:
+        """The share check, then what the last marker records: counters and notes for the log."""
+        task, reader = self.task, self.reader
+        allowed = task["spec"].get("max_removed_share")
+        check_removed_share(task, markers, self.stage.max_removed_share if allowed is None else allowed,
+                            [f for f, _ in reader.fields_seen.most_common()])
+        # skipped WARC records, blank lines, paths a glob or folder walk skipped: on the file's last shard marker
+        counters = {**reader.counters, **{f"inputs_skipped:{k}": v for k, v in (task.get("skipped") or {}).items()}}
+        notes = [f"{task['label']}: {n}" for n in reader.notes]
+        if reader.counters.get(UNCHECKED_ZSTD):
+            notes.append(f"warning: {task['path']}: {reader.counters[UNCHECKED_ZSTD]:,} zstd frame(s) carry no "
+                         f"content checksum, so corruption inside them cannot be detected (write with a checksum: "
+                         f"`zstd --check`, or zstandard's write_checksum=True)")
+        out: dict = {}
         if counters:
-            markers[-1]["counters"] = dict(sorted(counters.items()))
+            out["counters"] = dict(sorted(counters.items()))
         if notes:
-            markers[-1]["notes"] = notes
-        folder.write_marker(markers[-1])
-    folder.write_source_marker(task["index"], {"fingerprint": stage_fp, "shards": [m["shard"] for m in markers],
-                                               "path": task["path"], "format": spec["format"]})
-    return markers
+            out["notes"] = notes
+        return out
