@@ -63,7 +63,7 @@ def _outputs(run: Path) -> dict[str, bytes]:
     out = {}
     for stage in ("ingest", "length"):
         for p in sorted((run / stage).rglob("*")):
-            if p.is_file() and p.name != "stats.json" and "_done" not in p.parts:
+            if p.is_file() and p.name != "stats.json" and "_done" not in p.parts and "_cache" not in p.parts:
                 out[str(p.relative_to(run))] = p.read_bytes()
     return out
 

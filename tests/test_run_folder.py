@@ -71,7 +71,7 @@ def _result_bytes(run: Path) -> dict[str, bytes]:
     """Every file of a run but timings, markers and pipeline.json (which names run_dir)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
             if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json", ".winnow.lock")
-            and "_done" not in p.parts}
+            and "_done" not in p.parts and "_cache" not in p.parts}
 
 
 # ---------------------------------------------------------------------------
