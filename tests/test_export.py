@@ -140,3 +140,13 @@ def test_the_export_command(run, tmp_path, capsys):
         main(["export", str(run), "--stage", "exact_dedup", "--to", str(tmp_path / "bad"), "--weights", "web:3"])
     assert usage.value.code == 2
     assert main(["export", str(run), "--stage", "nope", "--to", str(tmp_path / "none")]) == 4
+
+
+def test_the_readmes_duckdb_queries_work_on_shards_and_exports(run, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    kept = str(run / "ingest" / "kept" / "*.parquet")  # metadata stored as Parquet JSON: the ->> operators work
+    rows = duckdb.sql(f"SELECT metadata->>'lang' AS lang, count(*) AS n FROM '{kept}' GROUP BY 1").fetchall()
+    assert rows == [("en", 160)]
+    export(run, "exact_dedup", tmp_path / "pq", ExportSettings(format="parquet"))  # exported: a typed struct
+    assert duckdb.sql(f"SELECT sum(metadata.n) FROM '{tmp_path / 'pq'}/*.parquet'").fetchall()[0][0] == \
+        sum(json.loads(d["metadata"])["n"] for d in _kept(run))
