@@ -502,21 +502,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_code_of_unowned(e: BaseException, code: int) -> int:
-    """Errors of modules that do not (yet) declare an exit code: ingest's InputError is an input problem;
-    a plain ValueError with a message (an experiment setting) is a config problem."""
-    from pipeline.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_INTERNAL
+    """A plain ValueError with a message reaching the top (an experiment setting checked by hand) is a
+    config problem; every error winnow raises on purpose declares its own code (pipeline/errors.py)."""
+    from pipeline.errors import EXIT_CONFIG, EXIT_INTERNAL
 
-    try:
-        from pipeline.ingest.records import InputError
-    except ImportError:  # pragma: no cover - ingest is part of winnow
-        InputError = ()  # noqa: N806
-    chain, cur = [], e
-    while cur is not None and len(chain) < 20:
-        chain.append(cur)
-        cur = cur.__cause__
-    if code in (EXIT_INTERNAL, 5) and any(isinstance(c, InputError) for c in chain):
-        return EXIT_INPUT
-    if code == EXIT_INTERNAL and type(e) is ValueError:
+    if code == EXIT_INTERNAL and type(e) is ValueError and str(e):
         return EXIT_CONFIG
     return code
 
