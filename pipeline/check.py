@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.rundir import MANIFEST, PIPELINE, RunFolder, StageFolder
+from pipeline.rundir import MANIFEST, PIPELINE, PLAN, STATS, RunFolder, StageFolder, manifest_problem
 from pipeline.shards import check_name, read_json, sha256_file
 
 
@@ -74,11 +74,22 @@ def check_run(run_dir: Path, deep: bool = True, allow_unstarted: bool = False) -
             prev = None
             continue
         m = _load(folder.manifest_path, problems, f"{name}/{MANIFEST}")
+        if m is not None and manifest_problem(m):
+            problems.append(f"{name}/{MANIFEST}: damaged ({manifest_problem(m)}); `winnow run` redoes the stage "
+                            f"from its verified shards")
+            m = None
         if m is None:
             prev = None
             continue
         if i == 0 and deep:
             problems.extend(_check_inputs(run, name, m))
+        if not folder.stats_match(m):
+            problems.append(f"{name}/{STATS}: damaged or does not count what the manifest lists; `winnow run` "
+                            f"rebuilds it")
+        if folder.plan_marker_path.exists():
+            plan = folder.plan_problem(m.get("fingerprint"), verify_hash=deep)
+            if plan and plan != "plan marker lists no checksums":  # made by a winnow that did not record them
+                problems.append(f"{name}/{PLAN}: cannot be trusted ({plan}); `winnow run` plans the stage again")
         try:
             problems.extend(_check_stage(folder, m, prev, deep))
         except (KeyError, TypeError, ValueError, OSError) as e:

@@ -19,23 +19,8 @@ from pipeline.shards import read_parquet
 
 
 def funnel(run_dir: Path) -> list[dict]:
-    """The statistics of every finished stage, in pipeline order; a damaged file is named, not a traceback."""
-    run = RunFolder(run_dir)
-    out = []
-    for name in run.stage_names():
-        try:
-            st = run.stats(name)
-        except (OSError, ValueError) as e:
-            raise InputProblem(f"{run.stage(name).stats_path} is damaged ({type(e).__name__}); "
-                               f"`winnow run CONFIG` rebuilds it from the finished shards") from None
-        if st is None:
-            continue
-        if not isinstance(st, dict) or not {"stage", "docs_in", "kept", "chars_in", "kept_chars",
-                                            "removed_by_reason", "wall_seconds"} <= set(st):
-            raise InputProblem(f"{run.stage(name).stats_path} is damaged (not the stage's statistics); "
-                               f"`winnow run CONFIG` rebuilds it from the finished shards")
-        out.append(st)
-    return out
+    """The statistics of every finished stage, in pipeline order (a damaged file is one line naming it)."""
+    return RunFolder(run_dir).funnel()
 
 
 def _human(n: float) -> str:
@@ -223,20 +208,10 @@ def require_stage(run: RunFolder, names: list[str], stage: str) -> None:
 
 def read_manifest(run: RunFolder, stage: str) -> dict:
     """A finished stage's manifest, or one line naming it as damaged (a reader never guesses past it)."""
-    path = run.stage(stage).manifest_path
     try:
-        m = run.manifest(stage)
-        ok = isinstance(m, dict) and isinstance(m.get("shards"), list) and all(
-            isinstance(sh, dict) and isinstance(sh.get("name"), str) and all(
-                isinstance(sh.get(p), dict) and isinstance(sh[p].get("path"), str) and isinstance(sh[p].get("rows"), int)
-                for p in ("kept", "removed")) for sh in m["shards"])
-    except (OSError, ValueError) as e:
-        raise InputProblem(f"{path} is damaged ({type(e).__name__}); `winnow check {run.root}` says more, "
-                           f"`winnow run CONFIG` redoes the stage from its verified shards") from None
-    if not ok:
-        raise InputProblem(f"{path} is damaged (not a stage manifest); `winnow check {run.root}` says more, "
-                           f"`winnow run CONFIG` redoes the stage from its verified shards")
-    return m
+        return run.manifest(stage)
+    except OSError as e:
+        raise InputProblem(f"{run.stage(stage).manifest_path}: cannot read ({e.strerror or e})") from None
 
 
 def read_failure(run: RunFolder, stage: str, e: Exception) -> InputProblem:

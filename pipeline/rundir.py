@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputProblem
+from pipeline.provenance import without_provenance
 from pipeline.shards import (
     ShardFile,
     atomic_write_json,
@@ -55,7 +56,9 @@ from pipeline.shards import (
     read_json,
     read_parquet,
     remove_inside,
+    sha256_file,
     write_parquet,
+    xxh3_file,
 )
 
 #: The two parts of a finished shard.
@@ -70,12 +73,50 @@ CACHE = "_cache"
 PIPELINE = "pipeline.json"
 #: Held (``flock``) by the process running the pipeline; another ``winnow run`` on the folder is refused.
 LOCK = ".winnow.lock"
+#: What each run that changed the folder said, appended (timestamped lines; a header per run).
+LOG = "winnow.log"
+#: Keys every stage's stats carry (a file without them is damaged).
+STATS_KEYS = frozenset({"stage", "docs_in", "chars_in", "kept", "kept_chars", "removed", "removed_by_reason",
+                        "wall_seconds"})
 
 # shard names: ingest's part-<file>-<chunk> (any stage's shards are ingest's); source-file markers: file-<n>
 _SHARD_STEM = re.compile(r"^part-\d+-\d+$")
 _SOURCE_MARKER = re.compile(r"^file-\d+\.json$")
 _SHARD_DIRS = ((PARTS[0], ".parquet"), (PARTS[1], ".parquet"), (SCORES, ".parquet"),
                (DONE, ".json"), (f"{SCORES}/{DONE}", ".json"))
+
+
+class DamagedFile(InputProblem, ValueError):
+    """A file winnow wrote (manifest, stats, plan) that no longer reads as what it was; ``reason`` says how."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
+def manifest_problem(m: Any) -> str | None:
+    """What is wrong with the shape of a stage manifest (None: nothing), checked before anyone reads it."""
+    if not isinstance(m, dict):
+        return f"not a JSON object but {type(m).__name__}"
+    if not isinstance(m.get("shards"), list):
+        return "`shards` is not a list"
+    for i, sh in enumerate(m["shards"]):
+        if not isinstance(sh, dict) or not isinstance(sh.get("name"), str) or \
+                not isinstance(sh.get("rows_in"), int) or isinstance(sh.get("rows_in"), bool):
+            return f"shard #{i} is malformed"
+        for part in PARTS:
+            f = sh.get(part)
+            if not isinstance(f, dict) or not isinstance(f.get("path"), str) or \
+                    not all(isinstance(f.get(k), int) and not isinstance(f.get(k), bool) for k in ("rows", "bytes")) \
+                    or not isinstance(f.get("sha256"), str):
+                return f"shard #{i} {part} file is malformed"
+    t = m.get("totals")
+    if not isinstance(t, dict) or not all(isinstance(t.get(k), int) for k in ("rows_in", "kept", "removed")):
+        return "`totals` is malformed"
+    for key in ("stage", "fingerprint", "output_fingerprint"):
+        if not isinstance(m.get(key), str):
+            return f"`{key}` is missing"
+    return None
 
 
 class StageNotRun(FileNotFoundError):
@@ -199,7 +240,22 @@ class StageFolder:
         atomic_write_json(self.source_marker_path(index), marker)
 
     def write_plan_marker(self, fingerprint: str, seconds: float) -> None:
-        atomic_write_json(self.plan_marker_path, {"fingerprint": fingerprint, "seconds": round(seconds, 3)})
+        """The plan is finished: its fingerprint, and every file in ``plan/`` with its size and checksums,
+        so a plan file appended to, truncated or replaced afterwards is found (resume re-plans, check says so)."""
+        atomic_write_json(self.plan_marker_path, {"fingerprint": fingerprint, "seconds": round(seconds, 3),
+                                                  "files": self._plan_files()})
+
+    def _plan_files(self) -> dict[str, dict]:
+        out = {}
+        for p in sorted(self.plan_dir.rglob("*")) if self.plan_dir.is_dir() else ():
+            if p == self.plan_marker_path or is_temp_file_name(p.name) or p.is_dir():
+                continue
+            rel = p.relative_to(self.plan_dir).as_posix()
+            if p.is_symlink() or not p.is_file():
+                out[rel] = {"bytes": -1}  # never matches: a plan holds regular files only
+                continue
+            out[rel] = {"bytes": p.stat().st_size, "xxh3": xxh3_file(p), "sha256": sha256_file(p)}
+        return out
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path, manifest)
@@ -219,13 +275,44 @@ class StageFolder:
         return self.manifest_path.exists()
 
     def manifest(self) -> dict:
-        """The finished stage's manifest; :class:`StageNotRun` when there is none."""
+        """The finished stage's manifest; :class:`StageNotRun` when there is none, :class:`DamagedFile`
+        when it is not valid JSON or not shaped like a manifest (a reader never guesses past it)."""
         if not self.manifest_path.exists():
             raise StageNotRun(f"stage {self.name!r} has not finished in {self.run_dir} (no {MANIFEST})")
-        return read_json(self.manifest_path)
+        try:
+            m = read_json(self.manifest_path)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise DamagedFile(f"{self.manifest_path} is damaged ({type(e).__name__}); `winnow run` redoes the "
+                              f"stage from its verified shards", reason=f"not valid JSON: {type(e).__name__}") from None
+        problem = manifest_problem(m)
+        if problem:
+            raise DamagedFile(f"{self.manifest_path} is damaged ({problem}); `winnow run` redoes the stage from "
+                              f"its verified shards", reason=problem)
+        return m
 
     def stats(self) -> dict | None:
-        return read_json(self.stats_path) if self.stats_path.exists() else None
+        """The stage's funnel numbers (None when absent); :class:`DamagedFile` when unreadable or not stats."""
+        if not self.stats_path.exists():
+            return None
+        try:
+            st = read_json(self.stats_path)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise DamagedFile(f"{self.stats_path} is damaged ({type(e).__name__}); `winnow run` rebuilds it from "
+                              f"the finished shards", reason=f"not valid JSON: {type(e).__name__}") from None
+        if not isinstance(st, dict) or not STATS_KEYS <= set(st):
+            raise DamagedFile(f"{self.stats_path} is damaged (not a stage's statistics); `winnow run` rebuilds it "
+                              f"from the finished shards", reason="not a stage's statistics")
+        return st
+
+    def stats_match(self, manifest: dict) -> bool:
+        """``stats.json`` is readable and counts what the manifest lists (else the run rebuilds it)."""
+        try:
+            st = self.stats()
+        except DamagedFile:
+            return False
+        t = manifest.get("totals") or {}
+        return st is not None and (st["docs_in"], st["kept"], st.get("removed")) == \
+            (t.get("rows_in"), t.get("kept"), t.get("removed"))
 
     def read_marker(self, shard: str) -> dict:
         return read_json(self.marker_path(shard))
@@ -266,10 +353,37 @@ class StageFolder:
         return self._valid(self.scores_marker_path(shard), fp, (SCORES,))
 
     def plan_is_current(self, fp: str) -> bool:
+        """The plan was made for ``fp`` and its files are exactly those the marker lists, unaltered."""
+        return self.plan_problem(fp, verify_hash=True) is None
+
+    def plan_problem(self, fp: str | None = None, verify_hash: bool = True) -> str | None:
+        """Why the finished plan cannot be trusted (None: it can): a different fingerprint, a marker without
+        checksums (an older winnow), or a plan file missing, added, resized or altered since."""
         try:
-            return read_json(self.plan_marker_path).get("fingerprint") == fp
-        except (OSError, ValueError, AttributeError):
-            return False
+            marker = read_json(self.plan_marker_path)
+        except (OSError, ValueError):
+            return "no readable plan marker"
+        if not isinstance(marker, dict):
+            return "plan marker is not a JSON object"
+        if fp is not None and marker.get("fingerprint") != fp:
+            return "made for other settings or input"
+        files = marker.get("files")
+        if not isinstance(files, dict):
+            return "plan marker lists no checksums"
+        on_disk = {p.relative_to(self.plan_dir).as_posix() for p in self.plan_dir.rglob("*")
+                   if p != self.plan_marker_path and not is_temp_file_name(p.name) and not p.is_dir()} \
+            if self.plan_dir.is_dir() else set()
+        if on_disk != set(files):
+            extra, missing = sorted(on_disk - set(files)), sorted(set(files) - on_disk)
+            return "plan files " + "; ".join(x for x in (f"added: {', '.join(extra[:3])}" if extra else "",
+                                                         f"missing: {', '.join(missing[:3])}" if missing else "") if x)
+        for rel, rec in sorted(files.items()):
+            p = self.plan_dir / rel
+            if not isinstance(rec, dict) or p.is_symlink() or not file_matches(p, rec, verify_hash=False):
+                return f"plan file {rel} changed size"
+            if verify_hash and (xxh3_file(p) if rec.get("xxh3") else None) != rec.get("xxh3"):
+                return f"plan file {rel} altered"
+        return None
 
     def plan_seconds(self) -> float | None:
         try:
@@ -457,11 +571,16 @@ class RunFolder:
         return read_json(self.pipeline_path) if self.pipeline_path.exists() else None
 
     def write_pipeline(self, content: dict) -> bool:
-        """Record the stages and config; an unchanged file is not rewritten (an up-to-date run writes nothing)."""
+        """Record the stages and config; an unchanged file is not rewritten (an up-to-date run writes nothing).
+
+        Unchanged means the same apart from its provenance: the file keeps the provenance of the run
+        that last changed it.
+        """
         try:
-            if self.pipeline_path.is_file() and self.pipeline_path.read_text(encoding="utf-8") == canonical_json(content):
+            if self.pipeline_path.is_file() and without_provenance(read_json(self.pipeline_path)) == \
+                    json.loads(canonical_json(without_provenance(content))):
                 return False
-        except (OSError, UnicodeDecodeError):
+        except (OSError, ValueError):
             pass
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.pipeline_path, content)
@@ -507,6 +626,11 @@ class RunFolder:
             raise RunFolderError(
                 f"run_dir {d} is not empty ({shown}) and is not a winnow run (no {PIPELINE}); "
                 f"choose a new or empty run_dir, or pass --force to use it anyway")
+
+    @property
+    def log_path(self) -> Path:
+        """The run's log (appended by every run that changes the folder)."""
+        return self.root / LOG
 
     # -- the run lock -----------------------------------------------------
     @property

@@ -16,6 +16,7 @@ re-scores.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import time
 from collections import Counter
@@ -29,6 +30,8 @@ from pipeline.errors import InputProblem
 from pipeline.executors import TaskError, make_executor, run_all
 from pipeline.document import REMOVED_FIELDS
 from pipeline.outputs import ConservationError, apply_decision, text_chars, write_shard_outputs
+from pipeline.provenance import KEY as PROVENANCE_KEY
+from pipeline.provenance import config_record, provenance, version_string
 from pipeline.rundir import RunFolder, RunFolderError, RunInUse, StageFolder
 from pipeline.shards import MANIFEST_FILE_KEYS, file_matches, fingerprint, read_json, read_parquet
 from pipeline.stage import Stage, StageContext, stage_for, use_stage
@@ -153,6 +156,68 @@ class StageResult:
     stats: dict
 
 
+class RunLog:
+    """The run folder's log: what each run that changed the folder said, with the time of each line.
+
+    Lines are kept in memory until the run first changes the folder (:meth:`start`), then appended to the
+    log file with a header naming the command, the winnow version and commit; a run that finds everything
+    up to date writes nothing (so it also works on a read-only copy). :meth:`end` adds how the run ended.
+    A log that cannot be written is skipped, never a reason to fail a run.
+    """
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+        self.pending: list[str] = []
+        self.file = None
+        self.failed = False
+
+    @staticmethod
+    def _stamp() -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def add(self, msg: str) -> None:
+        lines = [f"{self._stamp()} {line}" for line in str(msg).splitlines() or [""]]
+        if self.file is None:
+            self.pending.extend(lines)
+            return
+        self._write(lines)
+
+    def start(self) -> None:
+        if self.file is not None or self.failed:
+            return
+        try:
+            self.file = open(self.folder.log_path, "a", encoding="utf-8")
+        except OSError:
+            self.failed = True
+            return
+        argv = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "(library call)"
+        self._write([f"{self._stamp()} ==== {argv}  [{version_string()}, pid {os.getpid()}]", *self.pending])
+        self.pending = []
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self.file.write("\n".join(lines) + "\n")
+            self.file.flush()
+        except (OSError, ValueError):
+            self.failed = True
+
+    def end(self, error: BaseException | None) -> None:
+        if self.file is None:
+            self.pending = []
+            return
+        if error is None:
+            self.add("finished")
+        elif isinstance(error, KeyboardInterrupt):
+            self.add("interrupted (Ctrl-C); finished shards are kept")
+        else:
+            self.add(f"failed: {type(error).__name__}: {' '.join(str(error).split())[:2000]}")
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        self.file = None
+
+
 class Runner:
     """Runs a config's stages in order in its run folder, which it holds (the run lock) while it runs."""
 
@@ -161,12 +226,19 @@ class Runner:
         self.config = config
         self.run_dir = Path(config.run_dir)
         self.folder = RunFolder(self.run_dir)
-        self._owns_executor = executor is None
-        self.executor = executor or make_executor(config.executor, config.workers, progress,
-                                                  config.executor_options)
         self.force = force
         self.progress = progress
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self._say = log or (lambda msg: print(msg, file=sys.stderr))
+        self._runlog = RunLog(self.folder)
+        self._plan_distrusted: set[str] = set()  # stages whose plan the up-to-date check already refused
+        self._owns_executor = executor is None
+        self.executor = executor or make_executor(config.executor, config.workers, progress,
+                                                  config.executor_options, log=self.log)
+
+    def log(self, msg: str) -> None:
+        """Say ``msg`` (stderr by default) and keep it for the run folder's log."""
+        self._say(msg)
+        self._runlog.add(msg)
 
     # -- public ---------------------------------------------------------
     def run(self, upto: str | None = None, select_only: str | None = None) -> list[StageResult]:
@@ -190,7 +262,13 @@ class Runner:
         try:
             self.folder.check_usable(self.force)
             with self.folder.lock():
-                return self._run_checked(upto, select_only)
+                try:
+                    results = self._run_checked(upto, select_only)
+                except BaseException as e:
+                    self._runlog.end(e)
+                    raise
+                self._runlog.end(None)
+                return results
         except TaskError as e:  # a worker's full disk is the run's full disk
             cause = e.__cause__
             if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -210,11 +288,14 @@ class Runner:
 
     def _run_checked(self, upto: str | None, select_only: str | None) -> list[StageResult]:
         self.folder.sweep_temp_files()
-        self.folder.write_pipeline({
+        if self.folder.write_pipeline({
             "stages": [{"name": s["name"], "kind": s["kind"]} for s in self.config.stages],
             "config": self.config.raw,
             "seed": self.config.seed,
-        })
+            # who made it (ignored when deciding whether the file changed): code, packages, host, date, config file
+            PROVENANCE_KEY: {**provenance(), "config_file": config_record(self.config.path)},
+        }):
+            self._runlog.start()
         results = []
         prev: dict | None = None
         stages = self.config.upto(select_only or upto)
@@ -228,6 +309,23 @@ class Runner:
             results.append(res)
             prev = self.folder.stage(spec["name"]).manifest()
         return results
+
+    def _plan_unchanged(self, stage: Stage, folder: StageFolder) -> bool:
+        """The up-to-date fast path's plan check: every plan file listed, none added, each its recorded size."""
+        if not stage.needs_plan():
+            return True
+        problem = folder.plan_problem(verify_hash=False)
+        if problem:
+            self.log(f"[{folder.name}] the plan cannot be trusted ({problem}); planning again")
+            self._plan_distrusted.add(folder.name)
+        return problem is None
+
+    def _stats_match(self, folder: StageFolder, manifest: dict) -> bool:
+        if folder.stats_match(manifest):
+            return True
+        self.log(f"[{folder.name}] {folder.stats_path.name} is damaged or does not match the manifest; "
+                 f"rebuilding it from the finished shards")
+        return False
 
     def _manifest_files_present(self, folder: StageFolder, manifest: dict) -> bool:
         """The up-to-date fast path's cheap check: every listed file exists with its recorded size."""
@@ -271,12 +369,16 @@ class Runner:
         if folder.is_finished() and not self.force:
             try:
                 m = folder.manifest()
-            except (OSError, ValueError):  # a damaged manifest: the stage is redone from its verified shards
-                self.log(f"[{spec['name']}] {folder.manifest_path.name} is unreadable; verifying finished shards")
+            except (OSError, ValueError) as e:  # a damaged manifest: the stage is redone from its verified shards
+                why = getattr(e, "reason", "") or f"{type(e).__name__}: {e}"
+                self.log(f"[{spec['name']}] {folder.manifest_path.name} is unreadable or damaged ({why}); "
+                         f"verifying finished shards")
                 m = {}
-            if isinstance(m, dict) and m.get("fingerprint") == stage_fp and self._manifest_files_present(folder, m):
+            if isinstance(m, dict) and m.get("fingerprint") == stage_fp and self._manifest_files_present(folder, m) \
+                    and self._plan_unchanged(stage, folder) and self._stats_match(folder, m):
                 self.log(f"[{spec['name']}] up to date ({m['totals']['kept']:,} kept of {m['totals']['rows_in']:,})")
                 return StageResult(spec["name"], "up to date", folder.stats() or {})
+        self._runlog.start()  # the run changes the folder from here on: its log is written
         # before anything in it is written or deleted: our temp files swept, foreign files refused
         folder.prepare(force=self.force, wipe=self.force and not select_only, log=self.log)
         self.log(f"[{spec['name']}] {stage.describe()}")
@@ -320,13 +422,19 @@ class Runner:
             if m is not None:
                 done[sh] = m
         todo = [sh for sh in shards if sh not in done]
-        if len(done):
+        plan_problem = None
+        if stage.needs_plan():
+            plan_problem = folder.plan_problem(stage_fp) if folder.plan_marker_path.exists() else "no plan yet"
+        if len(done) and not plan_problem:
             self.log(f"[{spec['name']}] resuming: {len(done)} of {len(shards)} shards already finished")
         if stage.needs_plan():
             if need_score:
                 run_all(self.executor, score_task,
                         [(spec, ctx_d, sh, score_fp) for sh in need_score], f"{spec['name']} score", need_score)
-            if not folder.plan_is_current(stage_fp):
+            if plan_problem:
+                if plan_problem not in ("no plan yet", "made for other settings or input") and \
+                        spec["name"] not in self._plan_distrusted:
+                    self.log(f"[{spec['name']}] the plan cannot be trusted ({plan_problem}); planning again")
                 todo = list(shards)  # a new plan invalidates every decision
                 done = {}
                 folder.reset_plan()
@@ -371,6 +479,7 @@ class Runner:
             "output_fingerprint": fingerprint([e["kept"]["sha256"] for e in shard_entries]),
             "shards": shard_entries,
             "totals": totals,
+            PROVENANCE_KEY: provenance(),  # who wrote it; compare manifests with without_provenance()
         }
         by_reason: Counter = Counter()
         by_reason_chars: Counter = Counter()

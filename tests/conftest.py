@@ -66,3 +66,14 @@ def run_pipeline(cfg: dict, tmp: Path, name: str = "config.yaml", **kw):
 def shared() -> Path:
     """The real data folder; only for tests marked shared_data (they do not run without it)."""
     return SHARED
+
+
+def comparable_bytes(path: Path) -> bytes:
+    """A file's bytes for "same result?" comparisons: a manifest without its provenance (who wrote it, when)."""
+    from pipeline.provenance import without_provenance
+    from pipeline.rundir import MANIFEST
+    from pipeline.shards import canonical_json, read_json
+
+    if path.name == MANIFEST:
+        return canonical_json(without_provenance(read_json(path))).encode("utf-8")
+    return path.read_bytes()

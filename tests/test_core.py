@@ -10,7 +10,7 @@ from experiments.synthetic_web import write_corpus
 from experiments.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.shards import read_json
-from tests.conftest import run_pipeline, write_config
+from tests.conftest import comparable_bytes, run_pipeline, write_config
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _cfg(run_dir, corpus, workers=1):
 
 def _shard_bytes(run):
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*.parquet"))} | {
-        str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("manifest.json"))}
+        str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("manifest.json"))}
 
 
 @pytest.mark.slow

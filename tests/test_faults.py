@@ -27,7 +27,7 @@ from pipeline.config import ConfigError, config_from_dict, load_config
 from pipeline.executors import ExecutorOptionError
 from pipeline.runner import Runner, RunFolderError
 from pipeline.shards import UnsafePathError, read_json, remove_inside
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, comparable_bytes, write_config
 
 STAGES = ("ingest", "exact_dedup", "length")
 
@@ -70,8 +70,8 @@ def _copy(reference: Path, tmp: Path) -> Path:
 
 def _result_bytes(run: Path) -> dict[str, bytes]:
     """What a run produced (shards, scores, plans, manifests), without timings and pipeline.json (names run_dir)."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json")
+    return {str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json", "winnow.log")
             and "_done" not in p.parts and "_cache" not in p.parts}  # markers and caches hold times, not results
 
 

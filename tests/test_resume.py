@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.check import check_run
 import pytest
 
-from tests.conftest import ROOT, run_pipeline, write_config
+from tests.conftest import ROOT, comparable_bytes, run_pipeline, write_config
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def _outputs(run: Path) -> dict[str, bytes]:
     for stage in ("ingest", "length"):
         for p in sorted((run / stage).rglob("*")):
             if p.is_file() and p.name != "stats.json" and "_done" not in p.parts and "_cache" not in p.parts:
-                out[str(p.relative_to(run))] = p.read_bytes()
+                out[str(p.relative_to(run))] = comparable_bytes(p)
     return out
 
 

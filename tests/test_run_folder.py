@@ -26,7 +26,7 @@ from pipeline.errors import EXIT_INPUT
 from pipeline.rundir import RunFolder, RunFolderError, RunInUse, StageFolder
 from pipeline.runner import Runner
 from pipeline.shards import atomic_write_bytes, is_temp_file_name, temp_name
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, comparable_bytes, write_config
 
 STAGES = ("ingest", "exact_dedup", "length")
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -69,8 +69,9 @@ def _copy(reference: Path, tmp: Path) -> Path:
 
 def _result_bytes(run: Path) -> dict[str, bytes]:
     """Every file of a run but timings, markers and pipeline.json (which names run_dir)."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json", ".winnow.lock")
+    return {str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json", ".winnow.lock",
+                                              "winnow.log")
             and "_done" not in p.parts and "_cache" not in p.parts}
 
 
