@@ -16,8 +16,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.check import check_run
 from experiments.cli import main
+from pipeline.check import check_run
+from pipeline.provenance import without_provenance
 from pipeline.runner import Runner
 from pipeline.shards import read_json
 from tests.conftest import SHARED, run_pipeline
@@ -64,7 +65,7 @@ def real_config(run_dir: Path, executor: str) -> dict:
 
 def outcome(run: Path, stage: str) -> dict:
     """Everything a stage decided, without timings: kept ids, removed rows with reasons, manifest, stats."""
-    manifest = read_json(run / stage / "manifest.json")
+    manifest = without_provenance(read_json(run / stage / "manifest.json"))  # not who wrote it, or when
     kept, removed = [], []
     for sh in manifest["shards"]:
         kept += pq.read_table(run / stage / sh["kept"]["path"], columns=["id"]).column("id").to_pylist()
