@@ -63,7 +63,7 @@ def _result(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("*"))
             if p.is_file() and p.suffix in (".parquet", ".json") and p.name not in ("stats.json", "_plan_done.json",
                                                                                     "pipeline.json")
-            and "_done" not in p.parts}
+            and "_done" not in p.parts and "_cache" not in p.parts}
 
 
 def _shard(run: Path, stage: str, part: str, k: int = 0) -> Path:
