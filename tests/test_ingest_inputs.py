@@ -88,6 +88,8 @@ def test_a_wrong_text_field_stops_the_run_naming_the_file_reason_and_fields(tmp_
     # allowed by the config, the same file goes through with every record removed and counted
     run, _ = _ingest(tmp_path, [{"path": str(src), "text_field": "text", "max_removed_share": 1.0}], run="allowed")
     assert _stats(run)["removed_by_reason"]["missing_text"]["docs"] == 40
+    row = _rows(run, "removed")[0]  # the removed row shows the record, its field names included
+    assert json.loads(row["text"]) == _docs(1, field="content", url="http://x")[0] and row["detail"] == "no `text` field"
     # a file of a few records is not held to the share: one bad record of three is no pattern
     small = tmp_path / "small.jsonl"
     small.write_bytes(_jsonl(_docs(3, field="content")))

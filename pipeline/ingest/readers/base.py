@@ -113,12 +113,13 @@ class Reader:
             return Record(n, reason="bad_encoding", detail=f"`{self.id_field}` has invalid Unicode (lone surrogates)",
                           preview=raw_preview or preview(rid.encode("utf-8", "replace")))
         value = obj.get(field)
-        if value is None:
+        if value is None:  # the removed row shows the record, so its fields are not lost
             return Record(n, id=rid, reason="missing_text",
-                          detail=f"no `{field}` field" if field not in obj else f"`{field}` is null", preview=raw_preview)
+                          detail=f"no `{field}` field" if field not in obj else f"`{field}` is null",
+                          preview=raw_preview or record_preview(obj))
         if not isinstance(value, str):
             return Record(n, id=rid, reason="malformed", detail=f"`{field}` is {type(value).__name__}, not a string",
-                          preview=raw_preview)
+                          preview=raw_preview or record_preview(obj))
         if not utf8_clean(value):
             return Record(n, id=rid, reason="bad_encoding", detail=f"`{field}` has invalid Unicode (lone surrogates)",
                           preview=value.encode("utf-8", "replace").decode("utf-8")[:PREVIEW_CHARS])
@@ -173,6 +174,14 @@ class Reader:
                 continue
             meta[k] = v
         return meta, None
+
+
+def record_preview(obj: dict) -> str:
+    """The start of a record as JSON (values JSON cannot hold as their text), for a removed row."""
+    try:
+        return preview(json.dumps(obj, ensure_ascii=False, default=str)[: PREVIEW_CHARS * 2])
+    except (TypeError, ValueError, RecursionError):
+        return preview(repr(obj)[: PREVIEW_CHARS * 2])
 
 
 def _as_text(x: Any) -> str:
