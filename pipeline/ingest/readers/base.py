@@ -133,20 +133,25 @@ class Reader:
         if bad_key is not None:
             return Record(n, id=rid, reason="bad_encoding", detail="a field name has invalid Unicode (lone surrogates): "
                           + preview(bad_key.encode("utf-8", "replace"))[:200], preview=raw_preview)
-        text = value
-        if self.html_field:
-            cap = html_char_cap(self.limits, self.extractor)
-            if len(value) > cap:
-                value = value[:cap]
-                meta["html_truncated"] = True
-            try:
-                text = html_to_text(value, self.extractor, self.limits)
-            except (TooDeep, TooComplex) as e:
-                return Record(n, id=rid, meta=meta, reason=e.reason, detail=str(e), preview=value[:PREVIEW_CHARS])
-            meta.update(self.limits["extractor_meta"][self.extractor])
         if url is not None:
             meta["url"] = url
-        return Record(n, text=text, id=rid, meta=meta, preview=raw_preview)
+        if self.html_field:
+            return self.page_record(n, rid, value, meta)
+        return Record(n, text=value, id=rid, meta=meta, preview=raw_preview)
+
+    def page_record(self, n: int, rid: str | None, html: str, meta: dict) -> Record:
+        """A record from a web page: cut to what the extractor handles in bounded time, refused if its
+        shape would stall extraction (``html_too_deep``/``html_too_complex``), else its text."""
+        cap = html_char_cap(self.limits, self.extractor)
+        if len(html) > cap:
+            html = html[:cap]
+            meta["html_truncated"] = True
+        try:
+            text = html_to_text(html, self.extractor, self.limits)
+        except (TooDeep, TooComplex) as e:
+            return Record(n, id=rid, meta=meta, reason=e.reason, detail=str(e), preview=html[:PREVIEW_CHARS])
+        meta.update(self.limits["extractor_meta"][self.extractor])
+        return Record(n, id=rid, text=text, meta=meta)
 
     def metadata(self, obj: dict, exclude: set) -> tuple[dict, str | None]:
         """Metadata fields as JSON-ready values, and the first field name that is not valid Unicode.

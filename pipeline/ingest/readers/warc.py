@@ -12,10 +12,10 @@ import gzip
 import os
 from typing import Iterator
 
-from pipeline.ingest.html import TooComplex, TooDeep, decode_html, html_char_cap, html_to_text
+from pipeline.ingest.html import TooComplex, TooDeep, decode_html
 from pipeline.ingest.paths import require_regular_file
 from pipeline.ingest.readers.base import RECORD_ERRORS, Reader
-from pipeline.ingest.records import PREVIEW_CHARS, SKIPPED, InputError, Record, preview
+from pipeline.ingest.records import SKIPPED, InputError, Record, preview
 from pipeline.ingest.streams import damaged, stream_errors
 
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
@@ -272,25 +272,13 @@ class WarcReader(Reader):
         payload, why = self._payload(rec, cap)
         if payload is None:
             return Record(n, id=rid, meta=meta, reason="undecodable_content", detail=why, preview="")
-        truncated = len(payload) > cap
-        payload = payload[:cap]
+        if len(payload) > cap:
+            payload = payload[:cap]
+            meta["payload_truncated_at"] = cap
         mime = ctype.split(";")[0].strip()
         if mime in HTML_TYPES or (not mime and payload.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))):
-            html = decode_html(payload)
-            html_cap = html_char_cap(self.limits, self.extractor)
-            if len(html) > html_cap:
-                html = html[:html_cap]
-                meta["html_truncated"] = True
-            try:
-                text = html_to_text(html, self.extractor, self.limits)
-            except (TooDeep, TooComplex) as e:
-                return Record(n, id=rid, meta=meta, reason=e.reason, detail=str(e), preview=html[:PREVIEW_CHARS])
-            meta.update(self.limits["extractor_meta"][self.extractor])
-        elif mime.startswith("text/"):
-            text = payload.decode("utf-8", errors="replace")
-        else:
-            return Record(n, id=rid, meta=meta, reason="unsupported_content_type", detail=mime or "no content type",
-                          preview="")
-        if truncated:
-            meta["payload_truncated_at"] = cap
-        return Record(n, id=rid, text=text, meta=meta)
+            return self.page_record(n, rid, decode_html(payload), meta)
+        if mime.startswith("text/"):
+            return Record(n, id=rid, text=payload.decode("utf-8", errors="replace"), meta=meta)
+        return Record(n, id=rid, meta=meta, reason="unsupported_content_type", detail=mime or "no content type",
+                      preview="")
