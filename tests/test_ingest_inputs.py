@@ -458,12 +458,14 @@ def test_quoted_angle_brackets_do_not_hide_attributes_from_the_scan():
     html_scan("<script>" + "if (a <b && c) x();" * 5000 + "</script><p>text</p>", max_attributes=10, max_options=1)
 
 
-def test_pages_are_cut_to_the_size_the_extractor_handles_in_bounded_time(tmp_path):
-    from pipeline.ingest.html import TRAFILATURA_MAX_HTML_CHARS
+def test_pages_are_cut_to_the_size_the_extractor_handles_in_bounded_time(tmp_path, monkeypatch):
+    import pipeline.ingest.html as html_mod
 
-    page = "<html><body>" + '<p class="a-long-class-name another-class">Words in a paragraph.</p>\n' * 25_000 \
+    assert html_mod.TRAFILATURA_MAX_HTML_CHARS == 1 << 20 < DEFAULT_MAX_HTML_CHARS  # 13 s on a 4M table: 1M for it
+    monkeypatch.setattr(html_mod, "TRAFILATURA_MAX_HTML_CHARS", 50_000)  # the same rule on a smaller page
+    page = "<html><body>" + '<p class="a-long-class-name another-class">Words in a paragraph.</p>\n' * 1_500 \
         + "</body></html>"
-    assert TRAFILATURA_MAX_HTML_CHARS < len(page) < DEFAULT_MAX_HTML_CHARS
+    assert 50_000 < len(page) < DEFAULT_MAX_HTML_CHARS
     src = tmp_path / "big.jsonl"
     src.write_text(json.dumps({"id": "big", "html": page}) + "\n")
     metas = {}
