@@ -114,7 +114,11 @@ def cmd_select(args) -> int:
 
 def cmd_check(args) -> int:
     from pipeline.check import check_run
+    from pipeline.inspection import open_run
+    from pipeline.rundir import RunFolder
 
+    if not RunFolder(args.run_dir).is_run():  # not a run at all: one line saying what it is (exit 4), not a finding
+        open_run(args.run_dir)
     problems = check_run(Path(args.run_dir), deep=not args.quick, allow_unstarted=args.partial)
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {args.run_dir}", file=sys.stderr)
@@ -211,7 +215,10 @@ def cmd_train_quality(args) -> int:
 
 def cmd_demo_corpus(args) -> int:
     from experiments.synthetic_web import write_corpus
+    from pipeline.errors import InputProblem
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputProblem(f"{args.out} exists and is not a folder")
     info = write_corpus(Path(args.out), n_docs=args.docs, seed=args.seed)
     print(f"wrote {info['documents']:,} documents in {info['files']} files to {args.out} (seed {args.seed})")
     return 0
@@ -427,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metadata (clean prose, boilerplate, spam, gibberish, other languages, exact and "
                                    "near duplicates). No copied text.")
     d.add_argument("out")
-    d.add_argument("--docs", type=int, default=3000)
+    d.add_argument("--docs", type=_count(1), default=3000)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo_corpus)
 

@@ -405,6 +405,10 @@ def test_select_on_a_missing_run_dir_leaves_no_folder(tmp_path, capsys):
     (["inspect", "{run}", "--stage", "dedup"], "no stage 'dedup' in {run} (its stages: ingest, q, g)"),
     (["inspect", "{run}", "--clusters"], "has no dedup stage; name one with --stage"),
     (["inspect", "{run}", "--id", "zz"], "no document with id 'zz' in {run} (ids look like: 'd0', 'd1', 'd2')"),
+    (["check", "{tmp}/nope"], "nope: no such folder"),
+    (["check", "{cfg}"], "is a config file; give its run folder"),
+    (["check", "{tmp}"], "not a winnow run folder (no pipeline.json)"),
+    (["demo-corpus", "{tmp}/docs.jsonl"], "docs.jsonl exists and is not a folder"),
     (["report", "{tmp}/missing.yaml"], "missing.yaml: no such file or folder"),
     (["report", "{run}"], "a pipeline run folder, not an ablation's (no experiment.json)"),
     (["report", "{run}", "--export", "{tmp}/exported"], "a pipeline run folder, not an ablation's"),
@@ -448,10 +452,15 @@ def test_inspect_on_a_damaged_run_names_the_damage(finished, tmp_path, damage, a
     assert expected.format(run=run) in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize("argv", [["-n", "0"], ["-n", "-1"], ["--chars", "-5"], ["-n", "x"]])
-def test_inspect_counts_must_be_sensible(finished, argv, capsys):
+@pytest.mark.parametrize("argv", [["inspect", "{run}", "--stage", "q", "-n", "0"],
+                                  ["inspect", "{run}", "--stage", "q", "-n", "-1"],
+                                  ["inspect", "{run}", "--stage", "q", "--chars", "-5"],
+                                  ["inspect", "{run}", "--stage", "q", "-n", "x"],
+                                  ["demo-corpus", "{run}/../web", "--docs", "0"],
+                                  ["demo-corpus", "{run}/../web", "--docs", "-1"]])
+def test_counts_on_the_command_line_must_be_sensible(finished, argv, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["inspect", str(finished[0]), "--stage", "q", *argv])
+        main([a.format(run=finished[0]) for a in argv])
     assert e.value.code == EXIT_USAGE
     assert "expected a whole number" in capsys.readouterr().err
 
@@ -634,3 +643,20 @@ def test_progress_off_a_terminal_is_periodic_lines_without_carriage_returns(monk
         quiet.update(1)
     quiet.close()
     assert capsys.readouterr().err == ""
+
+
+def test_inspect_id_shows_the_original_text_of_a_document_a_text_editing_stage_removed(finished, capsys):
+    """C4 edits text (line removal) and removes d0 (too few sentences): its journey ends with the text it had
+    when it entered C4's stage, not C4's edit of it."""
+    from pipeline.inspection import trace_document
+
+    run, _ = finished
+    trace = trace_document(run, "d0")
+    assert [t["status"] for t in trace] == ["kept", "removed", "not reached"]
+    entered = trace[0]["row"]["text"]
+    assert trace[1]["row"]["reason"] == "c4:too_few_sentences"
+    assert trace[1]["row"]["text"] == entered
+    assert main(["inspect", str(run), "--id", "d0"]) == 0
+    out = capsys.readouterr().out
+    assert f"text as it entered q, which removed it ({len(entered):,} chars)" in out
+    assert entered.split()[0] in out
