@@ -113,13 +113,25 @@ def cmd_select(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from experiments.check import check_experiment
     from pipeline.check import check_run
     from pipeline.inspection import open_run
     from pipeline.rundir import RunFolder
 
-    if not RunFolder(args.run_dir).is_run():  # not a run at all: one line saying what it is (exit 4), not a finding
-        open_run(args.run_dir)
-    problems = check_run(Path(args.run_dir), deep=not args.quick, allow_unstarted=args.partial)
+    target = Path(args.run_dir)
+    if (target / "experiment.json").exists() and not RunFolder(target).is_run():  # an ablation folder
+        problems = check_experiment(target, allow_unfinished=args.partial)
+        what = "every artifact matches its manifest and every run its subset"
+    else:
+        if not RunFolder(target).is_run():  # not a run at all: one line saying what it is (exit 4), not a finding
+            open_run(args.run_dir)
+        problems = check_run(target, deep=not args.quick, allow_unstarted=args.partial)
+        what = None
+        if (target / "ablation" / "experiment.json").exists():  # the run's ablation folder, checked with it
+            problems += [f"ablation: {p}" for p in check_experiment(target / "ablation", allow_unfinished=args.partial)]
+    if what and not problems:
+        print(f"ok: {args.run_dir}: {what}")
+        return 0
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {args.run_dir}", file=sys.stderr)
         for p in problems:
@@ -234,14 +246,17 @@ def cmd_ablation(args) -> int:
     from pipeline.config import load_config
 
     cfg = load_config(args.config)
-    if args.workers:
-        cfg.workers = args.workers
+    if args.pipeline_workers:
+        cfg.workers = args.pipeline_workers
+    if args.out_dir:
+        cfg.raw["experiment"]["out_dir"] = str(Path(args.out_dir).resolve())
     if args.aa:  # the baseline against a copy of itself, in its own folder: the report must find no difference
         from experiments.ablation import experiment_settings
 
         out_dir = experiment_settings(cfg)["out_dir"] + "_aa"
         cfg.raw["experiment"].update(aa=True, out_dir=out_dir)
-    out = run_ablation(cfg, log=_log, only_arms=args.arm)
+    out = run_ablation(cfg, log=_log, only_arms=args.arm, workers=args.workers, executor=args.executor,
+                       only_scales=args.scale)
     if not args.no_report:
         path = write_report(out, command=f"winnow ablation {args.config}")
         print(f"report: {path}")
@@ -341,7 +356,15 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                                    "BLiMP) at checkpoints and write report.md. Resumes after an interruption.")
     a.add_argument("config")
     a.add_argument("--arm", action="append", help="train only this arm (repeatable)")
-    a.add_argument("--workers", type=_count(1), help="pipeline worker processes")
+    a.add_argument("--scale", action="append", help="run only this rung of `experiment.scales` (repeatable)")
+    a.add_argument("--workers", type=_count(1),
+                   help="training runs at once (default: experiment.execution.workers, else the config's `workers`; "
+                        "one per GPU on CUDA); a run's results do not depend on it")
+    a.add_argument("--executor", choices=["local", "ray"],
+                   help="where training runs execute (default: experiment.execution.executor, else local); Ray "
+                        "requests train.threads CPUs and execution.gpus_per_run GPUs per run")
+    a.add_argument("--out-dir", help="write the experiment here instead of experiment.out_dir")
+    a.add_argument("--pipeline-workers", type=_count(1), help="pipeline worker processes (default: the config's `workers`)")
     a.add_argument("--no-report", action="store_true")
     a.add_argument("--aa", action="store_true",
                    help="A/A check: train only the baseline arm and a copy of it with other seeds (same recipe), "
@@ -392,13 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(s, stage_help="the stage to re-decide (required; stages before it must be up to date)")
     s.set_defaults(fn=cmd_select)
 
-    c = sub.add_parser("check", help="verify a run folder against its manifests",
-                       description="Check RUN_DIR against the pipeline it records: every stage present and finished "
+    c = sub.add_parser("check", help="verify a run folder (or an ablation folder) against its manifests",
+                       description="An ablation folder (experiment.json): every artifact has the checksum its "
+                                   "manifest recorded, every run finished on the subset now in the folder, with its "
+                                   "final model. A run folder: check RUN_DIR against the pipeline it records (and its "
+                                   "ablation/ folder if there is one): every stage present and finished "
                                    "(manifest written), every shard present with the checksum and row count of "
                                    "its manifest, removed rows carry a reason, rows in = kept + removed, and each "
                                    "stage's rows in = the previous stage's kept rows (per shard and in total). "
                                    "Exit 1 on any problem.")
-    c.add_argument("run_dir")
+    c.add_argument("run_dir", help="a pipeline run folder or an ablation folder")
     c.add_argument("--quick", action="store_true", help="compare sizes, not SHA-256 checksums and row counts")
     c.add_argument("--partial", action="store_true",
                    help="accept a run stopped on purpose with `run --stage`: later stages may be absent "

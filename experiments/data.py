@@ -31,7 +31,8 @@ def truth_kind(meta: str | None) -> str | None:
     return (json.loads(meta or "{}").get("truth") or {}).get("kind")
 
 
-def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: set[str]) -> dict[str, list[dict]]:
+def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: set[str],
+                    default_stage: str = "ingest") -> dict[str, list[dict]]:
     """Held-out evaluation sets: ``{name: [{id, text, source}]}``.
 
     A spec selects held-out documents of the raw (ingest) stage by ``source``
@@ -58,7 +59,7 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
                 with gzip.open(f, "rt", encoding="utf-8") as fh:
                     docs = [json.loads(line) for line in fh]
                 docs = [{"id": str(d["id"]), "text": d["text"], "source": domain} for d in docs
-                        if len(d.get("text") or "") >= spec.get("min_chars", 200) and str(d["id"]) not in exclude_ids]
+                        if len(d.get("text") or "") >= (spec.get("min_chars") or 0) and str(d["id"]) not in exclude_ids]
                 docs.sort(key=lambda d: order_key(seed, d["id"], "eval"))
                 if not docs:
                     raise ValueError(f"evaluation set {name}/{domain} is empty")
@@ -73,8 +74,8 @@ def build_eval_sets(run_dir: Path, specs: list[dict], seed: int, exclude_ids: se
                     if is_held_out(doc_id) and doc_id not in exclude_ids and len(text) >= spec.get("min_chars", 200):
                         pool.append({"id": doc_id, "text": text, "source": name})
         else:
-            raw_stage = raw_stage or spec.get("stage", "ingest")
-            for d in RunFolder(run_dir).rows(spec.get("stage", raw_stage), DOC_COLUMNS):
+            raw_stage = raw_stage or spec.get("stage") or default_stage
+            for d in RunFolder(run_dir).rows(spec.get("stage") or raw_stage, DOC_COLUMNS):
                 if not is_held_out(d["id"]) or d["id"] in exclude_ids:
                     continue
                 if spec.get("source") and d["source"] != spec["source"]:

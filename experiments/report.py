@@ -1,10 +1,16 @@
 """The ablation report: funnel, arms, per-arm results over seeds, seed-level tests
-between arms, BLiMP by field, measured data efficiency, and a verdict that names
-its test, its seeds and its multiple-comparison correction.
+between arms, item-level tables (e.g. BLiMP by field), measured data efficiency,
+training speed, a verdict per rung of the ladder that names its test, its seeds
+and its multiple-comparison correction, and decision consistency across rungs.
+
+The report knows no task by name: it loops over the metrics the evaluation
+tasks declare (:mod:`experiments.tasks`), each saying whether higher is better,
+its unit and resampling unit; per-run values come from the tasks' own
+``aggregate`` over the per-item results.
 
 Statistics (see :mod:`experiments.stats`): each training run is one
 observation; every number in a test is a per-run value (aggregate bits per byte
-over the fixed held-out documents, BLiMP accuracy over the fixed pairs). The
+over the fixed held-out documents, accuracy over the fixed pairs). The
 primary metric is declared in the config before anything runs
 (``experiment.primary_metric``); the verdict leads with it, at 5%. Secondary
 metrics are Holm-corrected; arms with fewer than three seeds are exploratory and
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.ablation import load_results
+from experiments.ablation import load_results, recorded_tasks
 from experiments.stats import (ALPHA, DEFAULT_MARGIN, MIN_SEEDS, cluster_bootstrap_mean, compare, equivalence,
                                fit_power_law, holm, mean_ci, resolve_margin, tokens_to_match)
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
@@ -33,21 +39,26 @@ from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 
 
 def metric_value(run: dict, metric: str) -> float:
-    """One run's value of a metric, from its per-item results."""
-    items = run["items"]
-    if metric.startswith("bpb_macro/"):  # equal weight per domain (Paloma's macro average)
-        group = metric.split("/", 1)[1]
-        return float(np.mean([metric_value(run, k) for k in items if k.startswith(f"bpb/{group}/")]))
-    if metric == "blimp":
-        return float(np.mean(items["blimp"]["correct"]))
-    if metric.startswith("bpb/"):
-        it = items[metric]
-        return float(np.sum(it["bits"], dtype=np.float64) / np.sum(it["bytes"], dtype=np.float64))
-    raise KeyError(metric)
+    """One run's value of a metric (computed by its task from the run's per-item results)."""
+    return float(run["values"][metric])
 
 
-def lower_is_better(metric: str) -> bool:
-    return metric != "blimp"  # bits per byte (macro or not): lower is better
+#: metric name -> its declaration (Metric.to_dict()); set by write_report from the experiment's tasks
+_INFO: dict[str, dict] = {}
+
+
+def declare_metrics(metrics: list[dict]) -> None:
+    """The metrics (``Metric.to_dict()``) the report's functions know: their direction, unit and items. write_report
+    declares the experiment's own; a caller testing the statistics on synthetic runs declares its tasks'."""
+    _INFO.clear()
+    _INFO.update({m["name"]: m for m in metrics})
+
+
+def lower_is_better(metric: str, info: dict[str, dict] | None = None) -> bool:
+    m = (info or _INFO).get(metric)
+    if m is None:
+        raise KeyError(f"metric {metric!r} is declared by no evaluation task of this experiment")
+    return not m["higher_is_better"]
 
 
 def _by_arm(runs: list[dict], order: list[str]) -> dict[str, list[dict]]:
@@ -140,18 +151,23 @@ def _direction(metric: str, diff: float) -> str:
     return "better" if ((diff < 0) if lower_is_better(metric) else (diff > 0)) else "worse"
 
 
+def _unit(metric: str) -> str:
+    return (_INFO.get(metric) or {}).get("label") or "units"
+
+
 # ---------------------------------------------------------------------------
 # plots
 
 
-def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics: list[str]) -> list[str]:
+def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics: list[str], suffix: str = "",
+           title: str = "") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     files = []
-    if stages:
+    if stages and not suffix:
         fig, ax = plt.subplots(figsize=(7, 3.2))
         names = [s["stage"] for s in stages]
         ax.bar(names, [s["kept_chars"] / 1e6 for s in stages], color="#4477aa", label="characters kept (M)")
@@ -164,6 +180,8 @@ def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics
         fig.savefig(out / "funnel.png", dpi=110)
         plt.close(fig)
         files.append("funnel.png")
+    if not by_arm:
+        return files
     colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(by_arm)}
     fig, ax = plt.subplots(figsize=(7, 4))
     for arm, runs in by_arm.items():
@@ -172,12 +190,12 @@ def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics
                     alpha=0.8, lw=1, label=arm if j == 0 else None)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("training loss (nats/token)")
-    ax.set_title("Training loss (each seed; trunk of the schedule)")
+    ax.set_title("Training loss (each seed; trunk of the schedule)" + title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=110)
+    fig.savefig(out / f"loss{suffix}.png", dpi=110)
     plt.close(fig)
-    files.append("loss.png")
+    files.append(f"loss{suffix}.png")
     n = len(metrics)
     ncols = min(3, n)
     nrows = -(-n // ncols)
@@ -195,15 +213,17 @@ def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics
         ax.set_title(metric)
         ax.set_xlabel("tokens seen")
         ax.set_xscale("log")
-        if metric == "blimp":
-            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        chance = (_INFO.get(metric) or {}).get("chance")
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls="--")
     if axes.flat[0].get_legend_handles_labels()[0]:
         axes.flat[0].legend(fontsize=7)
-    fig.suptitle("solid: decayed checkpoints (cool-down branch at each budget); dotted: undecayed trunk", fontsize=8)
+    fig.suptitle("solid: decayed checkpoints (cool-down branch at each budget); dotted: undecayed trunk" + title,
+                 fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    fig.savefig(out / f"curves{suffix}.png", dpi=110)
     plt.close(fig)
-    files.append("curves.png")
+    files.append(f"curves{suffix}.png")
     return files
 
 
@@ -289,27 +309,42 @@ def _composition_section(by_arm: dict[str, list[dict]]) -> list[str]:
     return L
 
 
-def _blimp_section(by_arm: dict[str, list[dict]]) -> list[str]:
-    arms = [a for a, rs in by_arm.items() if all("blimp" in r["items"] for r in rs)]
-    if not arms:
-        return []
-    first = by_arm[arms[0]][0]["items"]["blimp"]
-    fields = sorted(set(first["field"].tolist()))
-    L = ["## BLiMP", "",
-         f"{len(first['correct']):,} minimal pairs in {len(set(first['paradigm'].tolist()))} paradigms at the final "
-         "checkpoint. Accuracy is the mean over seeds; the interval resamples whole paradigms (pairs of one "
-         "paradigm share a template, so they are not independent items) and describes how far the figure would "
-         "move on other paradigms like these; seed-to-seed differences between arms are tested in the comparison "
-         "table.", "", "| arm | accuracy [95% paradigm-cluster interval] | " + " | ".join(fields) + " |",
-         "|---|---|" + "---:|" * len(fields)]
-    for arm in arms:
-        rs = by_arm[arm]
-        correct = np.mean([r["items"]["blimp"]["correct"] for r in rs], axis=0)
-        field = rs[0]["items"]["blimp"]["field"]
-        mean, (lo, hi) = cluster_bootstrap_mean(correct, rs[0]["items"]["blimp"]["paradigm"])
-        cells = [f"{correct[field == f].mean():.3f}" for f in fields]
-        L.append(f"| {arm} | {mean:.4f} [{lo:.4f}, {hi:.4f}] | " + " | ".join(cells) + " |")
-    L += ["", "Chance is 0.5; a tie counts as wrong.", ""]
+def _item_sections(by_arm: dict[str, list[dict]], metrics: list[str]) -> list[str]:
+    """For every metric that is a mean over clustered items (e.g. BLiMP's pairs in paradigms): the mean over seeds
+    with an interval that resamples whole clusters, and a breakdown by the task's category array."""
+    L: list[str] = []
+    for metric in metrics:
+        info = _INFO.get(metric) or {}
+        arr, cluster, part = info.get("item_array"), info.get("cluster"), info.get("breakdown")
+        if not arr or not cluster:
+            continue
+        key = lambda a: f"{info['task']}/{a}"  # noqa: E731
+        arms = [a for a, rs in by_arm.items() if all(key(arr) in r["items"] for r in rs)]
+        if not arms:
+            continue
+        first = by_arm[arms[0]][0]["items"]
+        clusters = first[key(cluster)]
+        cats = sorted(set(first[key(part)].tolist())) if part and key(part) in first else []
+        L += [f"## {metric}: items", "",
+              f"{len(clusters):,} items in {len(set(clusters.tolist()))} {cluster}s at the final checkpoint. The "
+              f"{info.get('label') or 'score'} is the mean over seeds; the interval resamples whole {cluster}s "
+              f"(items of one {cluster} share a template, so they are not independent) and describes how far the "
+              f"figure would move on other {cluster}s like these; seed-to-seed differences between arms are tested "
+              "in the comparison table.", "",
+              f"| arm | {info.get('label') or metric} [95% {cluster}-cluster interval] | " + " | ".join(cats) + " |",
+              "|---|---|" + "---:|" * len(cats)]
+        for arm in arms:
+            rs = by_arm[arm]
+            vals = np.mean([np.asarray(r["items"][key(arr)], dtype=float) for r in rs], axis=0)
+            mean, (lo, hi) = cluster_bootstrap_mean(vals, rs[0]["items"][key(cluster)])
+            cells = []
+            if cats:
+                labels = rs[0]["items"][key(part)]
+                cells = [f"{vals[labels == c].mean():.3f}" for c in cats]
+            L.append(f"| {arm} | {mean:.4f} [{lo:.4f}, {hi:.4f}] | " + " | ".join(cells) + " |")
+        if info.get("chance") is not None:
+            L += ["", f"Chance is {info['chance']:g}" + ("; a tie counts as wrong." if arr == "correct" else ".")]
+        L.append("")
     return L
 
 
@@ -383,35 +418,22 @@ def write_report(out: Path, command: str | None = None) -> Path:
     runs = load_results(out)
     if not runs:
         raise ValueError(f"{out}: no finished training runs")
-    by_arm = _by_arm(runs, [a["name"] for a in s["arms"]])
+    _, metric_dicts = recorded_tasks(out)
+    declare_metrics(metric_dicts)
+    metrics = [m["name"] for m in metric_dicts if all(m["name"] in r["values"] for r in runs)]
     eval_names = list(read_json(out / "eval_sets.json"))
-    metrics = [f"bpb/{n}" for n in eval_names if all(f"bpb/{n}" in r["items"] for r in runs)]
-    groups = sorted({m.split("/")[1] for m in metrics if m.count("/") == 2})
-    metrics = [f"bpb_macro/{g}" for g in groups] + metrics
-    metrics += ["blimp"] if any("blimp" in r["items"] for r in runs) else []
     stages = funnel_rows(out, Path(exp["run_dir"]))
-    _plots(out, stages, by_arm, metrics)
     cmp_ = s.get("compare") or {}
     base, cand = cmp_.get("baseline"), cmp_.get("candidate")
     primary = s.get("primary_metric") or cmp_.get("metric") or metrics[0]
     paired = cmp_.get("paired", "auto")
+    arm_order = [a["name"] for a in s["arms"]]
+    scales = [r["name"] for r in (s.get("scales") or [])] or [None]
+    ladder = scales != [None]
 
     L = ["# winnow ablation report", ""]
     if command:
         L += [f"Reproduce: `{command}`", ""]
-    cfg0 = runs[0]["config"]
-    tc = cfg0["train"]
-    sched = tc.get("schedule", "cosine")
-    sched_txt = (f"warmup-stable-decay schedule (linear warm-up {tc['warmup_steps']} steps, constant, then the last "
-                 f"{100 * tc.get('decay_frac', 0.2):.0f}% of the steps decay to {tc['min_lr_ratio']}× lr)"
-                 if sched == "wsd" else "cosine schedule")
-    speed = cfg0.get("speed") or {}
-    L += [f"Model: {cfg0['model']['arch']}, d={cfg0['model']['d_model']}, {cfg0['model']['n_layers']} layers, "
-          f"context {cfg0['model']['context']}, {cfg0['params']['non_embedding']:,} non-embedding parameters "
-          f"({cfg0['params']['total']:,} total), vocab {cfg0['vocab_size']:,}; batch {tc['batch_size']}, "
-          f"lr {tc['lr']}, {sched_txt}, AdamW; device {cfg0['device']}, training precision "
-          f"{'bf16 autocast' if tc.get('bf16') else 'fp32'}{', torch.compile' if tc.get('compile') else ''}"
-          + (f" ({speed['reason']})" if speed.get("reason") else "") + "; evaluation always in fp32.", ""]
     if stages:
         L += ["## Filtering funnel", "", "| stage | docs in | kept | chars kept | share of raw chars |",
               "|---|---:|---:|---:|---:|"]
@@ -420,29 +442,79 @@ def write_report(out: Path, command: str | None = None) -> Path:
             L.append(f"| {x['stage']} | {x['docs_in']:,} | {x['kept']:,} | {x['kept_chars']:,} | "
                      f"{100 * x['kept_chars'] / raw_chars:.1f}% |")
         L += ["", "![funnel](funnel.png)", ""]
+        _plots(out, stages, {}, [], suffix="")  # the funnel plot
+    verdicts: list[tuple[str | None, str]] = []
+    rung_arms: dict[str | None, dict[str, list[dict]]] = {}
+    for scale in scales:
+        rs = [r for r in runs if r.get("scale") == scale]
+        if not rs:
+            continue
+        by_arm = _by_arm(rs, arm_order)
+        rung_arms[scale] = by_arm
+        body, verdict = _rung_sections(out, exp, by_arm, metrics, eval_names, primary, base, cand, paired,
+                                       stages, scale if ladder else None)
+        if verdict:
+            verdicts.append((scale, verdict))
+        L += ([f"# Rung {scale}", ""] if ladder else []) + body
+    if ladder:
+        L += _consistency_section(rung_arms, primary, scales)
+    if verdicts:
+        if ladder:
+            lines = ["", "**Verdict per rung:**", ""] + [f"- **{sc}**: {v}" for sc, v in verdicts]
+        else:
+            lines = ["", f"**Verdict:** {verdicts[0][1]}"]
+        L[1:1] = lines
+    atomic_write_bytes(out / "report.md", ("\n".join(L) + "\n").encode("utf-8"))
+    return out / "report.md"
+
+
+def _rung_sections(out: Path, exp: dict, by_arm: dict[str, list[dict]], metrics: list[str], eval_names: list[str],
+                   primary: str, base: str | None, cand: str | None, paired, stages: list[dict],
+                   scale: str | None) -> tuple[list[str], str | None]:
+    """Every section of one rung (the whole report without a ladder) and its verdict line."""
+    s = exp["settings"]
+    suffix = f"-{scale}" if scale else ""
+    _plots(out, [], by_arm, metrics, suffix=suffix, title=f" -- rung {scale}" if scale else "")
+    L: list[str] = []
+    cfg0 = next(iter(by_arm.values()))[0]["config"]
+    tc = cfg0["train"]
+    sched = tc.get("schedule", "cosine")
+    sched_txt = (f"warmup-stable-decay schedule (linear warm-up {tc['warmup_steps']} steps, constant, then the last "
+                 f"{100 * tc.get('decay_frac', 0.2):.0f}% of the steps decay to {tc['min_lr_ratio']}× lr)"
+                 if sched == "wsd" else "cosine schedule")
+    speed = cfg0.get("speed") or {}
+    micro = tc.get("micro_batch_size")
+    L += [f"Model: {cfg0['model']['arch']}, d={cfg0['model']['d_model']}, {cfg0['model']['n_layers']} layers, "
+          f"context {cfg0['model']['context']}, {cfg0['params']['non_embedding']:,} non-embedding parameters "
+          f"({cfg0['params']['total']:,} total), vocab {cfg0['vocab_size']:,}; batch {tc['batch_size']}"
+          + (f" (as micro-batches of {micro})" if micro and micro < tc["batch_size"] else "")
+          + f", lr {tc['lr']}, {sched_txt}, AdamW; device {cfg0['device']}, training precision "
+          f"{'bf16 autocast' if tc.get('bf16') else 'fp32'}{', torch.compile' if tc.get('compile') else ''}"
+          + (f" ({speed['reason']})" if speed.get("reason") else "") + "; evaluation always in fp32.", ""]
     # arms
     L += ["## Arms", "", "Each seed draws its own training subset (seeded by the run's seed; the held-out split never "
           "changes) unless the arm says `data: fixed`, and initialises and orders the model with the same seed.", "",
-          "| arm | stage | subset tokens | docs (seed 0) | optimiser steps | tokens seen | epochs | seeds | train tok/s |",
-          "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+          "| arm | stage | subset tokens | docs (seed 0) | optimiser steps | tokens seen | tokens/param | epochs | seeds |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for arm, rs in by_arm.items():
         sub = rs[0]["subset"]
         tag = "" if len(rs) >= MIN_SEEDS else " (exploratory)"
+        tpp = rs[0]["done"]["tokens_seen"] / max(rs[0]["config"]["params"]["non_embedding"], 1)
         L.append(f"| {arm}{tag} | {rs[0]['stage']} | {sub['tokens']:,} | {sub['documents']:,} | "
-                 f"{rs[0]['done']['steps']:,} | {rs[0]['done']['tokens_seen']:,} | {rs[0]['done']['epochs']} | "
-                 f"{', '.join(str(r['seed']) for r in rs)} | "
-                 f"{np.mean([r['done']['tokens_per_second'] for r in rs]):,.0f} |")
-    L += ["", "Training tokens/s counts optimiser steps on the main schedule only (evaluation and cool-down "
-          f"branches excluded). Arms with fewer than {MIN_SEEDS} seeds are exploratory: shown, never tested in "
-          "the verdict.", ""]
+                 f"{rs[0]['done']['steps']:,} | {rs[0]['done']['tokens_seen']:,} | {tpp:.2f} | {rs[0]['done']['epochs']} | "
+                 f"{', '.join(str(r['seed']) for r in rs)} |")
+    L += ["", f"Arms with fewer than {MIN_SEEDS} seeds are exploratory: shown, never tested in the verdict. "
+          "Tokens per parameter: tokens seen per non-embedding parameter.", ""]
+    L += _speed_section(by_arm)
     # results
     L += ["## Results (final checkpoint; mean ± 95% t-interval over seeds)", "",
           "| arm | " + " | ".join(("**" + m + "** (primary)") if m == primary else m for m in metrics) + " |",
           "|---|" + "---:|" * len(metrics)]
     for arm, rs in by_arm.items():
         L.append(f"| {arm} | " + " | ".join(_fmt(*mean_ci([metric_value(r, m) for r in rs])) for m in metrics) + " |")
-    L += ["", "Bits per byte: lower is better. BLiMP: share of minimal pairs where the grammatical sentence gets the "
-          "higher log-probability.", "", "![curves](curves.png)", "", "![loss](loss.png)", ""]
+    L += ["", "Direction: " + "; ".join(
+        f"{m} ({_INFO[m].get('label') or m}): {'higher' if _INFO[m]['higher_is_better'] else 'lower'} is better"
+        for m in metrics) + ".", "", f"![curves](curves{suffix}.png)", "", f"![loss](loss{suffix}.png)", ""]
     L += _variance_sources(by_arm, s["arms"], primary)
     L += _composition_section(by_arm)
     # contamination
@@ -458,7 +530,6 @@ def write_report(out: Path, command: str | None = None) -> Path:
     L += ["", "Share of evaluation documents with at least one 13-word sequence that also occurs in the arm's "
           "training text (held-out ids are excluded from training; this catches copies under other ids).", ""]
     # comparisons against the baseline
-    verdict = None
     if base in by_arm:
         rows = []
         for arm in by_arm:
@@ -474,50 +545,105 @@ def write_report(out: Path, command: str | None = None) -> Path:
             p_adj = "primary" if r["metric"] == primary and not r["exploratory"] else _p(r["p_adj"])
             L.append(f"| {arm}{expl} | {r['metric']} | {r['diff']:+.4f} | {_ci(r)} | {r['test'] if r['ci'] else '–'} | "
                      f"{r['n'][1]} vs {r['n'][0]} | {_p(r['p'])} | {p_adj} |")
-        L += ["", f"Each run is one observation (its aggregate over the same held-out documents / BLiMP pairs). "
+        L += ["", f"Each run is one observation (its aggregate over the same held-out items). "
               f"Paired t-test when both arms ran the same seeds, else Welch's t-test; 95% t-intervals. The primary "
               f"metric ({primary}) is tested alone at {ALPHA:g}; the other metrics of each arm are Holm-corrected "
               f"together. Intervals are unadjusted. Rows marked exploratory (< {MIN_SEEDS} seeds) carry no "
               "adjusted p and no claim.", ""]
         L += _efficiency_section(by_arm, base, primary)
-    L += _blimp_section(by_arm)
-    # the verdict
-    if base in by_arm and cand in by_arm:
-        vt = verdict_tests(by_arm[base], by_arm[cand], metrics, primary, paired)
-        r = vt["primary"]
-        nb, nc = len(by_arm[base]), len(by_arm[cand])
-        how = (f"{r['test']}-test over seeds, {nc} vs {nb} seeds, primary metric at {ALPHA:g}; "
-               f"secondary metrics Holm-corrected")
-        unit = "bits per byte" if lower_is_better(primary) else "accuracy"
-        if vt["exploratory"]:
-            verdict = (f"No verdict: `{cand}` ({nc} seeds) vs `{base}` ({nb} seeds) is exploratory (fewer than "
-                       f"{MIN_SEEDS} seeds in an arm); observed difference on {primary} {r['diff']:+.4f}.")
-        else:
-            if r["significant"]:
-                verdict = (f"On {primary} (primary), `{cand}` ({by_arm[cand][0]['subset']['tokens']:,} unique tokens) "
-                           f"is {_direction(primary, r['diff'])} than `{base}` "
-                           f"({by_arm[base][0]['subset']['tokens']:,}) by {abs(r['diff']):.4f} {unit} "
-                           f"(95% CI {_ci(r)}, p = {_p(r['p'])}; {how})")
-            else:
-                verdict = (f"On {primary} (primary), no difference between `{cand}` and `{base}` is detected: "
-                           f"{r['diff']:+.4f} (95% CI {_ci(r)}, p = {_p(r['p'])}; {how})")
-            sig = [f"{_direction(x['metric'], x['diff'])} on {x['metric']} ({x['diff']:+.4f}, Holm p = {_p(x['p_adj'])})"
-                   for x in vt["secondary"] if x["significant"]]
-            rest = [x["metric"] for x in vt["secondary"] if not x["significant"]]
-            if sig:
-                verdict += "; secondary: " + "; ".join(sig)
-            if rest:
-                verdict += "; no detected difference on " + ", ".join(rest)
-            verdict += "."
-    if verdict:
-        L[1:1] = ["", f"**Verdict:** {verdict}"]
-    atomic_write_bytes(out / "report.md", ("\n".join(L) + "\n").encode("utf-8"))
-    return out / "report.md"
+    L += _item_sections(by_arm, metrics)
+    return L, _verdict(by_arm, metrics, primary, base, cand, paired)
+
+
+def _verdict(by_arm: dict[str, list[dict]], metrics: list[str], primary: str, base: str | None, cand: str | None,
+             paired) -> str | None:
+    """The verdict line on the primary metric, with the secondary metrics' Holm-corrected outcomes."""
+    if base not in by_arm or cand not in by_arm:
+        return None
+    vt = verdict_tests(by_arm[base], by_arm[cand], metrics, primary, paired)
+    r = vt["primary"]
+    nb, nc = len(by_arm[base]), len(by_arm[cand])
+    how = (f"{r['test']}-test over seeds, {nc} vs {nb} seeds, primary metric at {ALPHA:g}; "
+           f"secondary metrics Holm-corrected")
+    if vt["exploratory"]:
+        return (f"No verdict: `{cand}` ({nc} seeds) vs `{base}` ({nb} seeds) is exploratory (fewer than "
+                f"{MIN_SEEDS} seeds in an arm); observed difference on {primary} {r['diff']:+.4f}.")
+    if r["significant"]:
+        verdict = (f"On {primary} (primary), `{cand}` ({by_arm[cand][0]['subset']['tokens']:,} unique tokens) "
+                   f"is {_direction(primary, r['diff'])} than `{base}` "
+                   f"({by_arm[base][0]['subset']['tokens']:,}) by {abs(r['diff']):.4f} {_unit(primary)} "
+                   f"(95% CI {_ci(r)}, p = {_p(r['p'])}; {how})")
+    else:
+        verdict = (f"On {primary} (primary), no difference between `{cand}` and `{base}` is detected: "
+                   f"{r['diff']:+.4f} (95% CI {_ci(r)}, p = {_p(r['p'])}; {how})")
+    sig = [f"{_direction(x['metric'], x['diff'])} on {x['metric']} ({x['diff']:+.4f}, Holm p = {_p(x['p_adj'])})"
+           for x in vt["secondary"] if x["significant"]]
+    rest = [x["metric"] for x in vt["secondary"] if not x["significant"]]
+    if sig:
+        verdict += "; secondary: " + "; ".join(sig)
+    if rest:
+        verdict += "; no detected difference on " + ", ".join(rest)
+    return verdict + "."
+
+
+def _speed_section(by_arm: dict[str, list[dict]]) -> list[str]:
+    """Training throughput, model FLOPs utilisation and the share of each run spent evaluating."""
+    rows = []
+    for arm, rs in by_arm.items():
+        tps = np.mean([r["done"]["tokens_per_second"] for r in rs])
+        mfu = [r["done"]["mfu"] for r in rs if r["done"].get("mfu") is not None]
+        share = []
+        for r in rs:
+            ev = (r.get("eval") or {}).get("seconds")
+            if ev is not None:
+                total = r["done"].get("seconds_training", 0) + r["done"].get("seconds_points_and_branches", 0) + ev
+                share.append(ev / total if total else 0.0)
+        rows.append(f"| {arm} | {tps:,.0f} | " + (f"{100 * np.mean(mfu):.1f}%" if mfu else "–") + " | "
+                    + (f"{100 * np.mean(share):.0f}%" if share else "–") + " |")
+    cfg0 = next(iter(by_arm.values()))[0]["config"]
+    peak = cfg0.get("peak") or {}
+    return ["## Training speed", "",
+            "| arm | training tokens/s | MFU | evaluation share of the run |", "|---|---:|---:|---:|", *rows, "",
+            "Tokens/s counts optimiser steps of the main schedule (evaluation, saved points and cool-down branches "
+            "excluded). MFU: model FLOPs per second (6 per matmul weight per token, output head included, plus "
+            "attention scores) over the device's peak"
+            + (f" ({peak['flops'] / 1e9:,.0f} GFLOP/s, {peak['source']})" if peak.get("flops") else "") + ".", ""]
+
+
+def _consistency_section(rung_arms: dict[str | None, dict[str, list[dict]]], primary: str,
+                         scales: list[str | None]) -> list[str]:
+    """Decision consistency across the ladder, as DataDecide measures it: for every pair of arms, does a rung rank
+    them (by mean over seeds on the primary metric) as the largest rung does? Reported per rung as the share of
+    pairs that agree, with each rung's ranking."""
+    present = [sc for sc in scales if sc in rung_arms]
+    if len(present) < 2:
+        return []
+    lower = lower_is_better(primary)
+    means = {sc: {a: float(np.mean([metric_value(r, primary) for r in rs])) for a, rs in rung_arms[sc].items()}
+             for sc in present}
+    target = present[-1]
+    L = ["# Decision consistency across rungs", "",
+         f"Arms ranked by their mean {primary} over seeds at each rung (best first), and the share of arm pairs a "
+         f"rung orders as the largest rung (`{target}`) does -- DataDecide's decision accuracy. A small rung whose "
+         "decisions agree with the large one's can stand in for it; one that disagrees cannot.", "",
+         "| rung | ranking (best first) | pairs agreeing with the largest rung |", "|---|---|---:|"]
+    for sc in present:
+        order = sorted(means[sc], key=lambda a: means[sc][a] if lower else -means[sc][a])
+        common = [a for a in means[sc] if a in means[target]]
+        pairs = [(a, b) for i, a in enumerate(common) for b in common[i + 1:]]
+        agree = sum(np.sign(means[sc][a] - means[sc][b]) == np.sign(means[target][a] - means[target][b])
+                    for a, b in pairs)
+        cell = f"{agree}/{len(pairs)} ({100 * agree / len(pairs):.0f}%)" if pairs else "–"
+        L.append(f"| {sc} | " + " > ".join(f"{a} ({means[sc][a]:.4f})" for a in order) + f" | {cell} |")
+    L += ["", "Rankings use means only; whether a difference within a rung is real is the comparison tables' "
+          "business.", ""]
+    return L
 
 
 # files of an ablation folder that a committed results folder keeps (small; enough to rebuild the report)
-KEEP_TOP = ("experiment.json", "eval_sets.json", "funnel.json", "tokenizer.manifest.json")
-KEEP_RUN = ("arm.json", "config.json", "done.json", "train_log.jsonl", "evals.jsonl", "final_items.npz")
+KEEP_TOP = ("experiment.json", "eval_sets.json", "eval_sets.manifest.json", "funnel.json", "tokenizer.manifest.json")
+KEEP_RUN = ("run.json", "arm.json", "config.json", "done.json", "train_log.jsonl", "points.jsonl", "evals.jsonl",
+            "eval.json", "final_items.npz", "final_eval.json")
 
 
 def export_results(out: Path, dest: Path) -> Path:

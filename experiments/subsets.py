@@ -32,7 +32,7 @@ def token_dtype(vocab_size: int):
 def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokenizer_path: Path, out_dir: Path,
                  seed: int, contamination: ContaminationIndex | None = None, batch: int = 256,
                  sources: list[str] | None = None, reference: dict | None = None, doc_cap: float | None = None,
-                 mix: dict | None = None, min_docs: int | None = None) -> dict:
+                 mix: dict | None = None, min_docs: int | None = None, fingerprints: dict | None = None) -> dict:
     """Draw ``budget`` tokens of non-held-out documents of ``stage`` (only those from ``sources`` if given), or,
     with ``reference`` (``{path, text_field, id_field, min_chars}``), of that external JSONL's train split.
 
@@ -41,13 +41,17 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     {value: share}}`` draws each value of metadata key K (``source``, ``language``, ``truth`` or a field of the
     document's metadata) up to its share of the budget -- the source-matched control. ``min_docs``: fewer
     documents than this puts a warning in the manifest (``warnings``) for the caller to show.
+
+    ``fingerprints`` (``{"fingerprint", "contamination_fingerprint"}``, from the ablation, which decides itself
+    when a subset is stale) are recorded in the manifest and the subset is always drawn; without them it is reused
+    when its recipe is unchanged.
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / "subset.json"
     tok_sha = sha256_file(tokenizer_path)
     recipe = {"stage": stage, "budget": budget, "seed": seed, "tokenizer_sha256": tok_sha, "sources": sources,
               "reference": reference, "doc_cap": doc_cap, "mix": mix}
-    if manifest_path.exists():
+    if manifest_path.exists() and fingerprints is None:
         m = read_json(manifest_path)
         if all(m.get(k) == v for k, v in recipe.items()):
             return _warn(m, min_docs)
@@ -124,8 +128,10 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     tokens = np.concatenate(pieces).astype(token_dtype(tok.get_vocab_size())) if pieces else np.zeros(0, np.uint16)
     buf = io.BytesIO()
     np.save(buf, tokens, allow_pickle=False)
-    atomic_write_bytes(out_dir / "tokens.npy", buf.getvalue())
-    atomic_write_bytes(out_dir / "doc_ids.txt", ("\n".join(ids) + "\n").encode("utf-8"))
+    for name, data in (("tokens.npy", buf.getvalue()), ("doc_ids.txt", ("\n".join(ids) + "\n").encode("utf-8"))):
+        path = out_dir / name
+        if not (path.exists() and path.read_bytes() == data):  # a re-check of contamination leaves the draw alone
+            atomic_write_bytes(path, data)
     m = {
         **recipe, "tokens": int(total), "documents": len(ids), "chars": chars,
         "exhausted": total < budget, "available_documents": len(docs),
@@ -142,6 +148,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     if contamination is not None:
         hits = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
         m["contamination_13gram"] = contamination.report(hits)
+    m.update(fingerprints or {})
     atomic_write_json(manifest_path, m)
     return _warn(m, min_docs)
 

@@ -39,3 +39,18 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 def eos_id(tok: Tokenizer) -> int:
     return tok.token_to_id(EOS)
+
+
+def hf_tokenizer(path: Path):
+    """The tokenizer as a ``transformers`` fast tokenizer, for ``save_pretrained`` beside each final model
+    (``AutoTokenizer.from_pretrained`` loads it). End-of-text is its BOS, EOS and padding token, and encoding with
+    special tokens (the default) puts it first -- the context every winnow evaluation gives a text, so a tool that
+    scores ``tokenizer(text)`` scores what winnow scores."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    tok = load_tokenizer(path)
+    tok.post_processor = TemplateProcessing(single=f"{EOS} $A", pair=f"{EOS} $A $B",
+                                            special_tokens=[(EOS, tok.token_to_id(EOS))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
+                                   clean_up_tokenization_spaces=False)

@@ -1,12 +1,24 @@
-"""Matched small-model training: same architecture, optimiser, schedule, batch,
-context and number of optimiser steps for every arm, so compute is matched; a
-smaller subset simply repeats epochs (recorded).
+"""Matched small-model training: same architecture, optimiser, schedule, tokens
+per optimiser step, context and number of optimiser steps for every arm, so
+compute is matched; a smaller subset simply repeats epochs (recorded).
 
-Resumable: a checkpoint (weights, optimiser, scheduler, step) is written
-atomically every ``checkpoint_every`` steps and at each evaluation; a killed run
-restarts from it and, because the data order is a pure function of (seed,
-step), continues exactly where it stopped. Checkpoints are loaded with
-``torch.load(weights_only=True)``.
+Resumable: a checkpoint (weights, optimiser, step) is written atomically every
+``checkpoint_every`` steps and at each point; a killed run restarts from it and,
+because the data order is a pure function of (seed, step), continues exactly
+where it stopped. Checkpoints are loaded with ``torch.load(weights_only=True)``.
+
+Training does not evaluate. At every evaluation point (each ``eval_every``
+steps, the end of each warmup-stable-decay cool-down branch, the end) it hands
+the model to ``on_point``, which the ablation uses to save the weights; the
+evaluation tasks score the saved points afterwards, so a changed evaluation set
+re-scores the points without retraining.
+
+Speed: every run reports its model FLOPs per second and utilisation (MFU)
+against the device's peak -- a matmul peak measured on this machine for a CPU,
+the data-sheet figure for a known GPU. On CUDA it trains under bf16 autocast
+(when supported) with TF32 matmuls, fused AdamW and PyTorch's scaled-dot-product
+attention (flash / memory-efficient kernels), and ``torch.compile`` when timing
+says it wins.
 """
 from __future__ import annotations
 
@@ -26,14 +38,7 @@ from tqdm import tqdm
 
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 
-MODEL_DEFAULTS = {"arch": "llama", "d_model": 128, "n_layers": 4, "n_heads": 4, "d_ff": 384, "context": 256}
-# bf16 / compile: "auto" = measured on this machine before training (see choose_speed_settings), never a fixed
-# default; schedule "wsd" (warmup-stable-decay) with a cool-down branch at each of ``decay_budgets`` (fractions of
-# ``steps``), so every point of the data-efficiency curve is a decayed model.
-TRAIN_DEFAULTS = {"steps": 1000, "batch_size": 16, "lr": 3e-3, "min_lr_ratio": 0.1, "warmup_steps": 50,
-                  "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 200,
-                  "checkpoint_every": 200, "bf16": "auto", "compile": "auto", "threads": "auto",
-                  "schedule": "wsd", "decay_frac": 0.2, "decay_budgets": [0.125, 0.25, 0.5]}
+from experiments.settings import MODEL_DEFAULTS, TRAIN_DEFAULTS  # noqa: E402  (the schema lives there)
 
 
 def pick_device() -> torch.device:
@@ -50,12 +55,13 @@ def build_model(model_cfg: dict, vocab_size: int, seed: int):
         cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=c["d_model"], intermediate_size=c["d_ff"],
                           num_hidden_layers=c["n_layers"], num_attention_heads=c["n_heads"],
                           num_key_value_heads=c["n_heads"], max_position_embeddings=c["context"] + 1,
-                          tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                          tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                          attn_implementation="sdpa")
         model = LlamaForCausalLM(cfg)
     elif c["arch"] == "gpt2":
         cfg = GPT2Config(vocab_size=vocab_size, n_embd=c["d_model"], n_layer=c["n_layers"], n_head=c["n_heads"],
                          n_inner=c["d_ff"], n_positions=c["context"] + 1, bos_token_id=0, eos_token_id=0,
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
         model = GPT2LMHeadModel(cfg)
     else:
         raise ValueError(f"model.arch must be llama or gpt2, got {c['arch']!r}")
@@ -66,6 +72,59 @@ def count_params(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight.numel()
     return {"total": total, "non_embedding": total - emb}
+
+
+def model_params(model_cfg: dict, vocab_size: int) -> dict:
+    """Parameter counts of a config without allocating it (built on the meta device)."""
+    with torch.device("meta"):
+        return count_params(build_model(model_cfg, vocab_size, 0))
+
+
+def flops_per_token(model_cfg: dict, vocab_size: int, params: dict) -> float:
+    """Training FLOPs per token (forward + backward): 6 per weight of every matmul -- the non-embedding
+    weights and the output head (vocab x d) -- plus 12 * layers * context * d for attention scores
+    (PaLM, appendix B; no discount for causal masking)."""
+    c = {**MODEL_DEFAULTS, **model_cfg}
+    return 6.0 * (params["non_embedding"] + vocab_size * c["d_model"]) + 12.0 * c["n_layers"] * c["context"] * c["d_model"]
+
+
+#: Dense peak FLOP/s from the data sheets: (bf16 tensor cores, fp32 via TF32). Matched by substring of the name.
+GPU_PEAKS = {"H200": (989e12, 494e12), "H100": (989e12, 494e12), "GH200": (989e12, 494e12),
+             "A100": (312e12, 156e12), "L40S": (362e12, 183e12), "L40": (181e12, 90e12), "L4": (121e12, 60e12),
+             "A10G": (70e12, 35e12), "A10": (125e12, 62e12), "4090": (165e12, 83e12), "3090": (71e12, 36e12),
+             "A6000": (155e12, 77e12), "V100": (125e12, 15.7e12), "T4": (65e12, 8.1e12)}
+
+
+def device_peak_flops(device, bf16: bool, threads: int | None = None, size: int = 1024, reps: int = 5,
+                      clock: Callable[[], float] = time.perf_counter) -> dict:
+    """The device's peak FLOP/s, the reference of MFU: the data sheet for a known GPU, else measured as the best
+    of ``reps`` square matmuls in the training precision with the run's thread count (a CPU's peak on the
+    machine as it is, load included: recorded with the time it was measured)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, (p16, p32) in GPU_PEAKS.items():
+            if key in name:
+                return {"flops": p16 if bf16 else p32, "source": f"data sheet: {name}, dense {'bf16' if bf16 else 'TF32'}"}
+    old = torch.get_num_threads()
+    if threads and device.type == "cpu":
+        torch.set_num_threads(int(threads))
+    try:
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        best = float("inf")
+        for _ in range(reps + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = clock()
+            (a @ b).sum().item()
+            best = min(best, clock() - t)
+    finally:
+        torch.set_num_threads(old)
+    return {"flops": 2.0 * size ** 3 / best, "source": f"measured: best of {reps} {size}x{size} "
+            f"{'bf16' if bf16 else 'fp32'} matmuls on {device.type}"
+            + (f" with {threads} thread(s)" if device.type == "cpu" else "")}
 
 
 class Batches:
@@ -124,9 +183,10 @@ def lr_at(step: int, c: dict, end: int | None = None) -> float:
 def _optimizer(model, c: dict):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    on_cuda = next(model.parameters()).device.type == "cuda"
     return torch.optim.AdamW([{"params": decay, "weight_decay": c["weight_decay"]},
                               {"params": no_decay, "weight_decay": 0.0}],
-                             lr=c["lr"], betas=(0.9, c["beta2"]), eps=1e-8)
+                             lr=c["lr"], betas=(0.9, c["beta2"]), eps=1e-8, **({"fused": True} if on_cuda else {}))
 
 
 def _save_checkpoint(path: Path, model, opt, step: int) -> None:
@@ -143,16 +203,27 @@ class TrainResult:
     epochs: float
     tokens_per_second: float
     final_loss: float
-    evals: list[dict] = field(default_factory=list)
+    points: list[dict] = field(default_factory=list)
+
+
+def pick_training_device(gpu: int | None = None) -> torch.device:
+    """``cuda:gpu`` when a GPU index is given and CUDA is present, else the default device."""
+    if gpu is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{gpu}")
+    return pick_device()
 
 
 def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, train_cfg: dict, seed: int,
-          evaluate: Callable | None = None, log: Callable[[str], None] = print) -> TrainResult:
+          on_point: Callable | None = None, log: Callable[[str], None] = print, device=None,
+          peak: dict | None = None) -> TrainResult:
     """Train one arm and seed into ``out_dir`` (resuming if a checkpoint is there).
 
-    ``evaluate(model, step, final)`` returns a dict of metrics; it runs every
-    ``eval_every`` steps, at the end of each WSD cool-down branch (marked
-    ``decayed``) and at the end, and its results are appended to ``evals.jsonl``.
+    ``on_point(model, point)`` gets the model at every evaluation point --
+    each ``eval_every`` steps, the end of each WSD cool-down branch (a decayed
+    model at that budget, ``point["decayed"]``) and the end (decayed) -- with
+    ``point = {"step", "tokens_seen", "decayed", "branch_from"?}``; the points
+    are listed in ``points.jsonl``. ``peak``: the device's peak FLOP/s
+    (:func:`device_peak_flops`), for the run's MFU.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,8 +233,8 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     if done_path.exists():
         d = read_json(done_path)
         return TrainResult(out_dir, d["steps"], d["tokens_seen"], d["epochs"], d["tokens_per_second"],
-                           d["final_loss"], _read_jsonl(out_dir / "evals.jsonl"))
-    device = pick_device()
+                           d["final_loss"], _read_jsonl(out_dir / "points.jsonl"))
+    device = torch.device(device) if device is not None else pick_device()
     speed = c.pop("speed", None)
     ckpt = out_dir / "checkpoint.pt"
     if ckpt.exists() and (out_dir / "config.json").exists():  # a resumed run keeps the settings it started with
@@ -174,8 +245,12 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     if "auto" in (c["bf16"], c["compile"], c["threads"]):
         speed = choose_speed_settings(mc, c, vocab_size, device, log=log)
         c["bf16"], c["compile"], c["threads"] = speed["bf16"], speed["compile"], speed["threads"]
-    if c["threads"]:
+    if c["threads"] and device.type == "cpu":
         torch.set_num_threads(int(c["threads"]))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 autocast covers the rest)
+        torch.backends.cudnn.allow_tf32 = True
     model = build_model(mc, vocab_size, seed).to(device)
     opt = _optimizer(model, c)
     batches = Batches(tokens, mc["context"], c["batch_size"], seed)
@@ -187,100 +262,119 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
         start = int(state["step"])
         log(f"  resuming {out_dir.name} at step {start}/{c['steps']}")
     _truncate_jsonl(out_dir / "train_log.jsonl", start)
-    _truncate_jsonl(out_dir / "evals.jsonl", start)
+    _truncate_jsonl(out_dir / "points.jsonl", start)
+    params = count_params(model)
+    fpt = flops_per_token(mc, vocab_size, params)
     atomic_write_json(out_dir / "config.json", {"model": mc, "train": c, "seed": seed, "vocab_size": vocab_size,
-                                                "params": count_params(model), "device": device.type,
+                                                "params": params, "flops_per_token": fpt, "device": device.type,
+                                                "device_name": _device_name(device), "peak": peak,
                                                 "speed": speed, "subset_tokens": int(len(tokens)),
                                                 "epochs": round(batches.epochs(c["steps"]), 3)})
     step_fn = _make_step(model, opt, c, device)
     tokens_per_step = c["batch_size"] * mc["context"]
     # WSD cool-down branches: budget B (steps) forks from the trunk at B - decay(B) and decays to B
     branches: dict[int, list[int]] = {}
-    if c["schedule"] == "wsd" and evaluate:
+    if c["schedule"] == "wsd" and on_point:
         for f in c["decay_budgets"]:
             b = max(1, round(float(f) * c["steps"]))
             if b < c["steps"]:
                 branches.setdefault(b - max(1, round(c["decay_frac"] * b)), []).append(b)
-    t0, t_last, loss_acc, n_acc = time.perf_counter(), time.perf_counter(), 0.0, 0
-    t_side = 0.0  # seconds spent evaluating and in cool-down branches: not training throughput
+    t0, t_last = time.perf_counter(), time.perf_counter()
+    loss_acc, n_acc = None, 0
+    t_side = 0.0  # seconds spent in points (saving weights) and cool-down branches: not training throughput
     trained_tokens_this_run = 0
     loss_val = float("nan")
+    pin = device.type == "cuda"
+
+    def point(step: int, decayed: bool, branch_from: int | None = None) -> None:
+        p = {"step": step, "tokens_seen": step * tokens_per_step, "decayed": decayed,
+             **({"branch_from": branch_from} if branch_from is not None else {})}
+        if on_point:
+            model.eval()
+            on_point(model, p)
+            model.train()
+        with open(out_dir / "points.jsonl", "a") as fp:
+            fp.write(json.dumps(p) + "\n")
+
     # a progress bar on a terminal; in logs (no terminal) a line every 30 s instead
     bar = tqdm(total=c["steps"], initial=start, desc=out_dir.name, unit="step", disable=None, leave=False,
                file=sys.stderr, dynamic_ncols=True)
     with open(out_dir / "train_log.jsonl", "a") as flog, bar:
         for step in range(start, c["steps"]):
-            todo = [b for b in branches.get(step, []) if b not in _branches_done(out_dir / "evals.jsonl")]
+            todo = [b for b in branches.get(step, []) if b not in _branches_done(out_dir / "points.jsonl")]
             if todo:
                 ts = time.perf_counter()
                 for b in todo:
-                    _cooldown_branch(model, opt, step_fn, batches, c, step, b, device, evaluate, out_dir,
-                                     tokens_per_step)
+                    _cooldown_branch(model, opt, step_fn, batches, c, step, b, device, point)
                 _save_checkpoint(ckpt, model, opt, step)
                 t_side += time.perf_counter() - ts
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, c)
-            x = batches.get(step).to(device)
-            loss_val = step_fn(x)
+            x = batches.get(step)
+            x = (x.pin_memory() if pin else x).to(device, non_blocking=pin)
+            loss_t = step_fn(x)
             trained_tokens_this_run += tokens_per_step
-            loss_acc += loss_val
+            loss_acc = loss_t if loss_acc is None else loss_acc + loss_t
             n_acc += 1
             done = step + 1
             if done % 10 == 0 or done == c["steps"]:
+                loss_val = float(loss_t)  # one device sync per 10 steps, not per step
                 now = time.perf_counter()
                 tps = trained_tokens_this_run / max(now - t0 - t_side, 1e-9)
-                flog.write(json.dumps({"step": done, "loss": round(loss_acc / n_acc, 5), "lr": lr_at(step, c),
+                flog.write(json.dumps({"step": done, "loss": round(float(loss_acc) / n_acc, 5), "lr": lr_at(step, c),
                                        "tokens_seen": done * tokens_per_step, "tokens_per_second": round(tps)}) + "\n")
                 flog.flush()
-                loss_acc, n_acc = 0.0, 0
+                loss_acc, n_acc = None, 0
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
                 if bar.disable and now - t_last > 30:
                     log(f"  {out_dir.name}: step {done}/{c['steps']} loss {loss_val:.3f} {tps:,.0f} tok/s")
                     t_last = now
-            if evaluate and (done % c["eval_every"] == 0 or done == c["steps"]):
+            if on_point and (done % c["eval_every"] == 0 or done == c["steps"]):
                 ts = time.perf_counter()
-                model.eval()
-                final = done == c["steps"]
-                metrics = evaluate(model, done, final)
-                model.train()
-                with open(out_dir / "evals.jsonl", "a") as fe:
-                    fe.write(json.dumps({"step": done, "tokens_seen": done * tokens_per_step, **metrics,
-                                         **({"decayed": True} if final else {})}) + "\n")
+                point(done, decayed=done == c["steps"])
                 t_side += time.perf_counter() - ts
             if done % c["checkpoint_every"] == 0 or done % c["eval_every"] == 0 or done == c["steps"]:
                 _save_checkpoint(ckpt, model, opt, done)
     elapsed = time.perf_counter() - t0
-    tps = trained_tokens_this_run / max(elapsed - t_side, 1e-9)
+    train_s = max(elapsed - t_side, 1e-9)
+    tps = trained_tokens_this_run / train_s
+    achieved = tps * fpt
     result = {"steps": c["steps"], "tokens_seen": c["steps"] * tokens_per_step,
               "epochs": round(batches.epochs(c["steps"]), 3), "tokens_per_second": round(tps),
-              "seconds_training": round(elapsed - t_side, 2), "seconds_eval_and_branches": round(t_side, 2),
+              "seconds_training": round(train_s, 2), "seconds_points_and_branches": round(t_side, 2),
               "final_loss": round(float(loss_val), 5), "device": device.type,
-              "bf16": bool(c["bf16"]), "compile": bool(c["compile"])}
+              "bf16": bool(c["bf16"]), "compile": bool(c["compile"]), "threads": c["threads"],
+              "flops_per_token": fpt, "achieved_flops": round(achieved),
+              "mfu": round(achieved / peak["flops"], 6) if peak else None,
+              "resumed_at": start or None}
     atomic_write_json(done_path, result)
     log(f"  {out_dir.name}: done, {result['tokens_seen']:,} tokens ({result['epochs']} epochs) at {tps:,.0f} "
-        f"training tok/s on {device.type} ({'bf16' if c['bf16'] else 'fp32'}; {t_side:.1f} s evaluation and "
-        f"cool-down branches not counted)")
+        f"training tok/s on {_device_name(device)} ({'bf16' if c['bf16'] else 'fp32'}"
+        f"{', compiled' if c['compile'] else ''}): {achieved / 1e9:,.2f} GFLOP/s"
+        + (f", MFU {100 * achieved / peak['flops']:.1f}% of {peak['flops'] / 1e9:,.0f} GFLOP/s" if peak else "")
+        + f" ({t_side:.1f} s of points and cool-down branches not counted)")
     return TrainResult(out_dir, result["steps"], result["tokens_seen"], result["epochs"], tps, result["final_loss"],
-                       _read_jsonl(out_dir / "evals.jsonl"))
+                       _read_jsonl(out_dir / "points.jsonl"))
 
 
-def _cooldown_branch(model, opt, step_fn, batches, c, start: int, end: int, device, evaluate, out_dir: Path,
-                     tokens_per_step: int) -> None:
-    """Train a copy of the trunk from ``start`` to ``end`` with the learning rate decaying to its floor, evaluate
-    it (a decayed model at budget ``end``), then put the trunk back as it was."""
+def _device_name(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
+
+
+def _cooldown_branch(model, opt, step_fn, batches, c, start: int, end: int, device, point) -> None:
+    """Train a copy of the trunk from ``start`` to ``end`` with the learning rate decaying to its floor, hand it
+    over as a point (a decayed model at budget ``end``), then put the trunk back as it was."""
     trunk_model = copy.deepcopy(model.state_dict())
     trunk_opt = copy.deepcopy(opt.state_dict())
     for step in range(start, end):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c, end=end)
         step_fn(batches.get(step).to(device))
-    model.eval()
-    metrics = evaluate(model, end, False)
-    model.train()
-    with open(out_dir / "evals.jsonl", "a") as fe:
-        fe.write(json.dumps({"step": end, "tokens_seen": end * tokens_per_step, **metrics, "decayed": True,
-                             "branch_from": start}) + "\n")
+    point(end, decayed=True, branch_from=start)
     model.load_state_dict(trunk_model)
     opt.load_state_dict(trunk_opt)
 
@@ -322,8 +416,8 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
     else:
         info["cuda_bf16"] = bool(torch.cuda.is_bf16_supported())
     bf16_opts = [False, True] if c["bf16"] == "auto" else [bool(c["bf16"])]
-    if device.type == "cuda" and not info["cuda_bf16"]:
-        bf16_opts = [False]
+    if device.type == "cuda":  # tensor cores: bf16 autocast where supported, never timed against fp32
+        bf16_opts = [info["cuda_bf16"]] if c["bf16"] == "auto" else bf16_opts
     compile_opts = [False, True] if c["compile"] == "auto" else [bool(c["compile"])]
     n_threads = torch.get_num_threads()
     # on a shared machine one thread can beat two by 10x (threads spin waiting for each other)
@@ -344,7 +438,7 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
             fns[key] = _make_step(model, _optimizer(model, c), {**c, "bf16": bf16, "compile": comp}, device)
             t = time.perf_counter()
             for _ in range(2):  # warm-up (and compilation)
-                fns[key](x)
+                float(fns[key](x))
             warm[key] = time.perf_counter() - t
         except Exception as e:  # noqa: BLE001 -- e.g. no C++ compiler for torch.compile: not a candidate
             fns.pop(key, None)
@@ -356,7 +450,7 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
         for key, fn in fns.items():
             torch.set_num_threads(threads_of[key])
             t = time.perf_counter()
-            fn(x)
+            float(fn(x))
             samples[key].append(time.perf_counter() - t)
     timings = {k: round(1000 * float(np.median(v)), 2) for k, v in samples.items()}
     # what one run of `steps` optimiser steps would cost, compilation included (every run compiles anew)
@@ -380,19 +474,29 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
 
 
 def _make_step(model, opt, c: dict, device):
+    """One optimiser step on a batch of ``batch_size`` sequences, as ``micro_batch_size`` gradient-accumulation
+    pieces when set (each piece's loss weighted by its share, so the step equals the whole batch's); returns the
+    loss as a tensor (no device sync)."""
     autocast = bool(c["bf16"])
+    micro = c.get("micro_batch_size") or None
 
-    def step(x: torch.Tensor) -> float:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(input_ids=x[:, :-1], labels=None)
-            logits = out.logits.float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        loss.backward()
+    def step(x: torch.Tensor) -> torch.Tensor:
+        n = x.size(0)
+        parts = [x] if not micro or micro >= n else list(torch.split(x, micro))
+        total = None
+        for xi in parts:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(input_ids=xi[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), xi[:, 1:].reshape(-1))
+            if len(parts) > 1:
+                loss = loss * (xi.size(0) / n)
+            loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
         if c["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), c["grad_clip"])
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return total
 
     if c["compile"]:
         model.forward = torch.compile(model.forward)

@@ -140,8 +140,10 @@ class LocalExecutor:
             proc.join(timeout=5)
         self._pool = None
 
-    def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None) -> Iterator[tuple[int, Any]]:
-        """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure."""
+    def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None,
+            resources: dict | None = None) -> Iterator[tuple[int, Any]]:
+        """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure.
+        (``resources`` is Ray's per-task request; local workers are one task each.)"""
         labels = labels or [str(i) for i in range(len(tasks))]
         bar = _progress(len(tasks), desc, self.progress)
         try:
@@ -253,10 +255,11 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
                           f"({e.strerror or type(e).__name__}); start one with `ray start --head` or fix the address") from None
 
 
-def run_all(executor, fn: Callable, tasks: Iterable[tuple], desc: str, labels: list[str] | None = None) -> list[Any]:
+def run_all(executor, fn: Callable, tasks: Iterable[tuple], desc: str, labels: list[str] | None = None,
+            resources: dict | None = None) -> list[Any]:
     tasks = list(tasks)
     out: list[Any] = [None] * len(tasks)
-    for i, r in executor.map(fn, tasks, desc, labels):
+    for i, r in executor.map(fn, tasks, desc, labels, **({"resources": resources} if resources else {})):
         out[i] = r
     return out
 
@@ -295,13 +298,16 @@ class RayExecutor:
                 ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
                          runtime_env=runtime_env)
 
-    def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None) -> Iterator[tuple[int, Any]]:
-        """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure."""
+    def map(self, fn: Callable, tasks: list[tuple], desc: str, labels: list[str] | None = None,
+            resources: dict | None = None) -> Iterator[tuple[int, Any]]:
+        """Yield ``(task_index, result)`` as tasks finish; raise :class:`TaskError` on the first failure.
+
+        ``resources``: what each task asks Ray for (``num_cpus``, ``num_gpus``; default one CPU)."""
         import ray
 
         labels = labels or [str(i) for i in range(len(tasks))]
         # a task lost with its worker or node is retried (Ray's default): tasks write atomically, markers last
-        remote = ray.remote(num_cpus=1)(fn)
+        remote = ray.remote(**{"num_cpus": 1, **(resources or {})})(fn)
         bar = _progress(len(tasks), desc, self.progress)
         in_flight: dict[ray.ObjectRef, int] = {}
         next_task = 0

@@ -13,7 +13,7 @@ import pytest
 from experiments.report import equivalence_test
 from experiments.stats import (equivalence, minimum_detectable_effect, prob_verdicts, resolve_margin,
                                seeds_for_margin, seeds_to_decide)
-from tests.test_report_stats import DESIGNS, SEED_SD_BPB, _null_experiment
+from tests.test_report_stats import DESIGNS, SEED_SD_BPB, _null_experiment, with_values
 
 MARGIN = 0.05  # about 1.5 seed standard deviations of the simulated primary metric
 
@@ -21,8 +21,9 @@ MARGIN = 0.05  # about 1.5 seed standard deviations of the simulated primary met
 def _shift(runs, metric, by):
     """Make every run of an arm worse (higher bits per byte) by ``by`` on ``metric``."""
     for r in runs:
-        it = r["items"][metric]
-        it["bits"] = it["bits"] + np.float32(by) * it["bytes"]
+        it = r["items"]
+        it[f"{metric}/bits"] = it[f"{metric}/bits"] + np.float32(by) * it[f"{metric}/bytes"]
+        with_values(r)
 
 
 @pytest.mark.slow
@@ -116,6 +117,6 @@ def test_relative_margin_resolves_against_the_baseline():
     rng = np.random.default_rng(1)
     a, b = _null_experiment(rng, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], 0.5)
     r = equivalence_test(a, b, "bpb/a", "2%")
-    base = np.mean([np.sum(x["items"]["bpb/a"]["bits"], dtype=np.float64) / np.sum(x["items"]["bpb/a"]["bytes"])
+    base = np.mean([np.sum(x["items"]["bpb/a/bits"], dtype=np.float64) / np.sum(x["items"]["bpb/a/bytes"])
                     for x in a])
     assert r["margin"] == pytest.approx(0.02 * base) and r["test"] == "paired t"

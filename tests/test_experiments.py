@@ -11,7 +11,7 @@ import torch
 from experiments.data import ContaminationIndex
 from pipeline.heldout import is_held_out
 from pipeline.rundir import RunFolder
-from experiments.evaluate import eval_blimp, load_blimp, prepare_blimp
+from experiments.tasks import MinimalPairs, TaskContext
 from experiments.subsets import build_subset, load_tokens
 from experiments.synthetic_web import write_corpus
 from experiments.tokenizer import eos_id, load_tokenizer, train_tokenizer
@@ -80,26 +80,32 @@ TINY = {"arch": "llama", "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64,
 
 
 @pytest.mark.slow
-def test_blimp_scoring_on_a_tiny_model(tok):
+def test_minimal_pairs_scoring_on_a_tiny_model(tok, tmp_path):
+    """Any good/bad JSONL, with its own field names: a tie counts as wrong, more tokens lose."""
     t, _ = tok
     model = build_model(TINY, t.get_vocab_size(), seed=0).eval()
-    pairs = [{"uid": "u", "pair": i, "good": g, "bad": b, "field": "syntax"} for i, (g, b) in enumerate([
-        ("The dog barked.", "The dog barked."),                 # identical: a tie, which counts as wrong
-        ("Some old bridge collapsed.", "Some old bridge collapsed collapsed collapsed."),
-    ])]
-    r = eval_blimp(model, pairs, prepare_blimp(pairs, t), torch.device("cpu"))
-    assert r["correct"][0] == 0
-    assert r["correct"][1] == 1  # more tokens, lower log-probability, even for a random model
-    assert r["accuracy"] == 0.5 and r["pairs"] == ["u:0", "u:1"]
-    again = eval_blimp(model, pairs, prepare_blimp(pairs, t), torch.device("cpu"))
-    assert again == r
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"ok": g, "ko": b, "group": "u", "n": i, "kind": "syntax"}) + "\n"
+                            for i, (g, b) in enumerate([
+                                ("The dog barked.", "The dog barked."),   # identical: a tie, which counts as wrong
+                                ("Some old bridge collapsed.", "Some old bridge collapsed collapsed collapsed.")])))
+    task = MinimalPairs("pairs", {"path": str(path), "good_field": "ok", "bad_field": "ko", "paradigm_field": "group",
+                                  "id_field": "n", "breakdown_field": "kind"}, TaskContext(eval_sets={}))
+    items = task.score(model, task.prepare(t, 32, final=True), torch.device("cpu"))
+    assert items["correct"].tolist() == [0, 1]  # more tokens, lower log-probability, even for a random model
+    assert task.aggregate(items) == {"pairs": 0.5} and items["paradigm"].tolist() == ["u", "u"]
+    again = task.score(model, task.prepare(t, 32, final=True), torch.device("cpu"))
+    assert all(np.array_equal(again[k], items[k]) for k in items)
+    with pytest.raises(ValueError, match="did you mean `good_field`"):
+        MinimalPairs("pairs", {"path": str(path), "god_field": "ok"}, TaskContext(eval_sets={}))
 
 
 @pytest.mark.shared_data
 def test_blimp_sample_is_stratified_and_fixed():
-    a = load_blimp(SHARED / "eval" / "blimp.jsonl.gz", per_paradigm=3, seed=0)
-    b = load_blimp(SHARED / "eval" / "blimp.jsonl.gz", per_paradigm=3, seed=0)
-    assert a == b and len(a) == 67 * 3 and len({p["uid"] for p in a}) == 67
+    task = lambda: MinimalPairs("blimp", {"path": str(SHARED / "eval" / "blimp.jsonl.gz"), "per_paradigm": 3},
+                                TaskContext(eval_sets={}, seed=0))
+    a, b = task().pairs(final=False), task().pairs(final=False)
+    assert a == b and len(a) == 67 * 3 and len({p["paradigm"] for p in a}) == 67
 
 
 def test_training_resumes_exactly_after_a_kill(tok, tmp_path):
@@ -112,13 +118,12 @@ def test_training_resumes_exactly_after_a_kill(tok, tmp_path):
     class Killed(Exception):
         pass
 
-    def dies_at_10(model, step, final):
-        if step == 10:
+    def dies_at_10(model, point):
+        if point["step"] == 10:
             raise Killed
-        return {}
 
     with pytest.raises(Killed):
-        train(tokens, t.get_vocab_size(), tmp_path / "run", TINY, cfg, seed=1, evaluate=dies_at_10, log=lambda m: None)
+        train(tokens, t.get_vocab_size(), tmp_path / "run", TINY, cfg, seed=1, on_point=dies_at_10, log=lambda m: None)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 5
     train(tokens, t.get_vocab_size(), tmp_path / "run", TINY, cfg, seed=1, log=lambda m: None)
     a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)["model"]
@@ -135,24 +140,29 @@ def test_a_cooldown_branch_is_the_same_model_as_a_full_run_of_that_budget(tok, t
     tokens = np.random.default_rng(0).integers(0, t.get_vocab_size(), 8000).astype(np.uint16)
     probe = torch.from_numpy(tokens[:2 * 33].astype(np.int64).reshape(2, 33))
 
-    def loss_on_probe(model, step, final):
-        with torch.no_grad():
-            return {"probe": float(model(input_ids=probe, labels=probe).loss)}
+    seen: dict[str, list[dict]] = {"long": [], "short": []}
+
+    def loss_on_probe(name):
+        def on_point(model, point):
+            with torch.no_grad():
+                seen[name].append({**point, "probe": float(model(input_ids=probe, labels=probe).loss)})
+        return on_point
 
     base = {"batch_size": 4, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 2, "bf16": False,
             "compile": False, "schedule": "wsd", "decay_frac": 0.25, "decay_budgets": [0.5]}
-    train(tokens, t.get_vocab_size(), tmp_path / "long", TINY, {**base, "steps": 16}, seed=2, evaluate=loss_on_probe,
-          log=lambda m: None)
+    train(tokens, t.get_vocab_size(), tmp_path / "long", TINY, {**base, "steps": 16}, seed=2,
+          on_point=loss_on_probe("long"), log=lambda m: None)
     train(tokens, t.get_vocab_size(), tmp_path / "short", TINY, {**base, "steps": 8, "decay_budgets": []}, seed=2,
-          evaluate=loss_on_probe, log=lambda m: None)
-    long = [json.loads(l) for l in (tmp_path / "long" / "evals.jsonl").read_text().splitlines()]
-    short = [json.loads(l) for l in (tmp_path / "short" / "evals.jsonl").read_text().splitlines()]
+          on_point=loss_on_probe("short"), log=lambda m: None)
+    long, short = seen["long"], seen["short"]
+    assert [json.loads(l) for l in (tmp_path / "long" / "points.jsonl").read_text().splitlines()] == [
+        {k: v for k, v in p.items() if k != "probe"} for p in long]
     branch = next(e for e in long if e.get("branch_from") == 6)
     assert branch["step"] == 8 and branch["decayed"]
     assert branch["probe"] == pytest.approx(short[-1]["probe"], rel=1e-5)
     assert long[-1]["probe"] != pytest.approx(branch["probe"], rel=1e-3)  # the trunk went on after the branch
     done = json.loads((tmp_path / "long" / "done.json").read_text())
-    assert done["seconds_eval_and_branches"] > 0 and done["tokens_per_second"] > 0
+    assert done["seconds_points_and_branches"] > 0 and done["tokens_per_second"] > 0
 
 
 def test_wsd_schedule_is_constant_then_decays_to_its_floor():
@@ -216,9 +226,9 @@ def test_ablation_arms_get_equal_optimiser_steps(run, tmp_path):
     assert runs["clean-one-epoch"]["done"]["steps"] == (3000 - 1) // 32 // 4
     assert [e["step"] for e in runs["raw"]["evals"] if "branch_from" not in e] == [3, 6]
     # WSD: a cool-down branch at 1/8, 1/4 and 1/2 of the steps, and the decayed end
-    assert [e["step"] for e in runs["raw"]["evals"] if e.get("decayed")] == [1, 2, 3, 6]
+    assert sorted(e["step"] for e in runs["raw"]["evals"] if e.get("decayed")) == [1, 2, 3, 6]
     # each seed draws its own subset; the final evaluation keeps per-document bits
-    assert runs["raw"]["subset"]["seed"] == 0 and runs["raw"]["items"]["bpb/held"]["bits"].dtype == np.float32
+    assert runs["raw"]["subset"]["seed"] == 0 and runs["raw"]["items"]["bpb/held/bits"].dtype == np.float32
     report = write_report(out).read_text()
     assert "**Verdict:**" in report and "Comparisons against" in report and "Contamination" in report
 
@@ -238,7 +248,7 @@ def test_domain_eval_sets_are_one_set_per_domain_and_macro_averaged(tmp_path):
     import gzip
 
     from experiments.data import build_eval_sets
-    from experiments.report import metric_value
+    from experiments.tasks import BitsPerByte
 
     for dom, n in (("books", 5), ("email", 3)):
         with gzip.open(tmp_path / f"{dom}.jsonl.gz", "wt") as f:
@@ -249,10 +259,12 @@ def test_domain_eval_sets_are_one_set_per_domain_and_macro_averaged(tmp_path):
     assert sorted(sets) == ["domains/books", "domains/email"]
     assert len(sets["domains/books"]) == 4 and "books/0" not in {d["id"] for d in sets["domains/books"]}
     assert len(sets["domains/email"]) == 3  # every document of a domain file is evaluation text
-    run = {"items": {"bpb/domains/books": {"bits": np.array([10.0, 10.0]), "bytes": np.array([10, 10])},
-                     "bpb/domains/email": {"bits": np.array([30.0]), "bytes": np.array([10])}}}
+    task = BitsPerByte("bpb", {}, TaskContext(eval_sets=sets))
+    assert [m.name for m in task.metrics()] == ["bpb_macro/domains", "bpb/domains/books", "bpb/domains/email"]
+    items = {"domains/books/bits": np.array([10.0, 10.0]), "domains/books/bytes": np.array([10, 10]),
+             "domains/email/bits": np.array([30.0]), "domains/email/bytes": np.array([10])}
     # each domain weighs the same, however many bytes it has: (1.0 + 3.0) / 2
-    assert metric_value(run, "bpb_macro/domains") == pytest.approx(2.0)
+    assert task.aggregate(items)["bpb_macro/domains"] == pytest.approx(2.0)
 
 
 def test_reference_only_arm_draws_the_train_split_of_a_reference_outside_the_raw_pool(run, tok, tmp_path):

@@ -50,7 +50,7 @@ def test_higher_orders_help_when_the_data_has_them():
 def test_baseline_scores_exactly_the_models_tokens_and_bytes():
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from experiments.evaluate import prepare_bpb_windows
+    from experiments.tasks import BitsPerByte, TaskContext
     from experiments.tokenizer import EOS, eos_id
 
     texts = [f"document {i}: the quick brown fox jumps over the lazy dog number {i * 7}. " * (1 + i % 5)
@@ -60,7 +60,7 @@ def test_baseline_scores_exactly_the_models_tokens_and_bytes():
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     docs = [{"id": str(i), "text": t} for i, t in enumerate(texts[:10])]
-    prep = prepare_bpb_windows(docs, tok, context=8, max_chars=120)
+    prep = BitsPerByte("bpb", {"max_chars": 120}, TaskContext(eval_sets={"x": docs})).prepare(tok, 8, final=True)["x"]
     seqs = window_sequences(prep)
     for d, s in zip(docs, seqs):
         assert s.tolist() == [eos_id(tok)] + tok.encode(d["text"][:120]).ids

@@ -38,12 +38,26 @@ def _null_experiment(rng, seeds_a, seeds_b, shared_seed_share=0.0):
             items = {}
             for j, m in enumerate(METRICS[:2]):
                 per_doc = doc_bpb[m] + SEED_SD_BPB * z[j] + rng.normal(0, 0.05, N_DOCS)
-                items[m] = {"bits": (per_doc * nbytes).astype(np.float32), "bytes": nbytes.astype(np.int32)}
+                items[f"{m}/bits"] = (per_doc * nbytes).astype(np.float32)
+                items[f"{m}/bytes"] = nbytes.astype(np.int32)
             p = np.clip(np.repeat(para_p, PAIRS) + SEED_SD_BLIMP * z[2], 0, 1)
-            items["blimp"] = {"correct": rng.random(len(p)) < p, "paradigm": paradigm,
-                              "field": np.where(np.arange(len(p)) % 2, "syntax", "morphology")}
-            runs[arm].append({"arm": arm, "seed": s, "items": items})
+            items["blimp/correct"] = (rng.random(len(p)) < p).astype(np.uint8)
+            items["blimp/paradigm"] = paradigm
+            items["blimp/field"] = np.where(np.arange(len(p)) % 2, "syntax", "morphology")
+            runs[arm].append(with_values({"arm": arm, "seed": s, "items": items}))
     return runs["A"], runs["B"]
+
+
+def with_values(run: dict) -> dict:
+    """A run's per-metric values, computed by the built-in tasks from its items (as load_results does)."""
+    from experiments.report import declare_metrics
+    from experiments.tasks import BitsPerByte, MinimalPairs, TaskContext, task_values
+
+    ctx = TaskContext(eval_sets={"a": [], "b": []})
+    tasks = [BitsPerByte("bpb", {}, ctx), MinimalPairs("blimp", {"path": "unused.jsonl"}, ctx)]
+    declare_metrics([m.to_dict() for t in tasks for m in t.metrics()])
+    run["values"] = task_values(tasks, run["items"])
+    return run
 
 
 DESIGNS = {  # name: (seeds A, seeds B, shared share, paired)
@@ -82,7 +96,8 @@ def test_the_verdict_detects_a_real_difference():
     for _ in range(200):
         a, b = _null_experiment(rng, [0, 1, 2], [10, 11, 12])
         for r in b:  # B is better by 3 seed standard deviations on the primary metric
-            r["items"]["bpb/a"]["bits"] = r["items"]["bpb/a"]["bits"] - np.float32(3 * SEED_SD_BPB) * r["items"]["bpb/a"]["bytes"]
+            r["items"]["bpb/a/bits"] = r["items"]["bpb/a/bits"] - np.float32(3 * SEED_SD_BPB) * r["items"]["bpb/a/bytes"]
+            with_values(r)
         hits += verdict_tests(a, b, METRICS, "bpb/a")["primary"]["significant"]
     assert hits / 200 > 0.6
 
@@ -97,8 +112,7 @@ def test_welch_and_paired_match_scipy_and_exploratory_arms_get_no_test():
     p = compare(a, b[:3], paired=True)
     assert p["p"] == pytest.approx(stats.ttest_rel(b[:3], a).pvalue) and p["df"] == 2
     assert compare([2.0], b)["p"] is None  # one seed: no test at all
-    runs = lambda arm, vals: [{"arm": arm, "seed": i, "items": {"bpb/x": {"bits": np.array([v]), "bytes": np.array([1])}}}
-                              for i, v in enumerate(vals)]
+    runs = lambda arm, vals: [{"arm": arm, "seed": i, "values": {"bpb/x": v}} for i, v in enumerate(vals)]
     vt = verdict_tests(runs("a", [2.0, 2.1]), runs("b", [1.0, 1.1]), ["bpb/x"], "bpb/x")
     assert vt["exploratory"] and not vt["primary"]["significant"]
 
@@ -136,23 +150,19 @@ def test_tokens_to_match_reads_the_decayed_curves_and_never_extrapolates():
 
 def _write_synthetic_ablation(out: Path, runs_a, runs_b, names=("base", "copy")):
     """A results folder in the layout `winnow report` reads, from synthetic runs (no training)."""
-    from experiments.ablation import save_final_items
+    from experiments.ablation import save_items
     from pipeline.shards import atomic_write_json
 
     arms = [{"name": names[0], "stage": "ingest", "tokens": 1000}, {"name": names[1], "stage": "ingest", "tokens": 1000}]
     atomic_write_json(out / "experiment.json", {"settings": {"arms": arms, "primary_metric": "bpb/a", "compare": {
-        "baseline": names[0], "candidate": names[1]}}, "run_dir": str(out / "no-run-dir")})
+        "baseline": names[0], "candidate": names[1]}}, "run_dir": str(out / "no-run-dir"),
+        "tasks": [{"name": "bpb", "task": "bpb"}, {"name": "blimp", "task": "minimal_pairs", "path": "blimp.jsonl"}]})
     atomic_write_json(out / "eval_sets.json", {"a": [], "b": []})
     for arm, rs in zip(names, (runs_a, runs_b)):
         for r in rs:
             d = out / "runs" / f"{arm}-seed{r['seed']}"
             d.mkdir(parents=True)
-            bl = r["items"]["blimp"]
-            details = {m[4:]: {"doc_bits": r["items"][m]["bits"], "doc_bytes": r["items"][m]["bytes"],
-                               "bpb": 0.0} for m in METRICS[:2]}
-            details["blimp"] = {"correct": bl["correct"], "accuracy": float(bl["correct"].mean()), "by_field": {}}
-            pairs = [{"uid": u, "field": f} for u, f in zip(bl["paradigm"], bl["field"])]
-            save_final_items(d, details, pairs)
+            save_items(d, r["items"])
             atomic_write_json(d / "arm.json", {"arm": arm, "stage": "ingest", "seed": r["seed"],
                                                "subset": {"tokens": 1000, "documents": 10, "seed": r["seed"]}})
             atomic_write_json(d / "done.json", {"steps": 10, "tokens_seen": 8000, "epochs": 8.0,
@@ -189,7 +199,7 @@ def test_aa_mode_makes_a_copy_arm_with_its_own_seeds_and_the_report_finds_no_dif
     verdict = report.split("**Verdict:**")[1].split("\n")[0]
     assert "no difference between `copy` and `base` is detected" in verdict
     assert "Welch t-test over seeds, 3 vs 3 seeds" in verdict and "Holm" in verdict
-    assert "## BLiMP" in report and "paradigm-cluster" in report
+    assert "## blimp: items" in report and "paradigm-cluster" in report
 
 
 DATA = Path(__file__).parent / "data"
