@@ -89,7 +89,7 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
     """Evaluation sets, tokenizer and subsets, each redone only when its fingerprint changed. Returns what the
     runs need: ``{"out", "eval_sets", "fingerprints", "tok_path", "vocab", "subsets"}``."""
     from experiments.data import ContaminationIndex, build_eval_sets
-    from experiments.subsets import build_subset
+    from experiments.subsets import SUBSET_MANIFEST, build_subset
     from experiments.tokenizer import load_tokenizer, train_tokenizer
 
     out = Path(s["out_dir"])
@@ -153,7 +153,7 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
                                       sha256_file(Path(ref["path"])) if ref else None, draw, tok_fp,
                                       _stage_fp(cfg.run_dir, arm["stage"]))
                 c_fp = fingerprint("contamination", data_fp, es_fp, s["contamination_ngram"])
-                m_path = d / "manifest.json"
+                m_path = d / SUBSET_MANIFEST
                 if _fresh(m_path, data_fp) and read_json(m_path).get("contamination_fingerprint") == c_fp and (
                         d / "tokens.npy").exists():
                     m = read_json(m_path)

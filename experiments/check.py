@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.subsets import SUBSET_MANIFEST
 from pipeline.shards import read_json, sha256_file
 
 
@@ -37,12 +38,12 @@ def check_experiment(out: Path, allow_unfinished: bool = False) -> list[str]:
         problems += _check_sha(out / name, out / manifest, "sha256", name)
     tok_sha = None if exported else sha256_file(out / "tokenizer.json")
     subsets: dict[str, dict] = {}
-    for m_path in sorted((out / "subsets").rglob("manifest.json")) if (out / "subsets").exists() else []:
+    for m_path in sorted((out / "subsets").rglob(SUBSET_MANIFEST)) if (out / "subsets").exists() else []:
         rel = m_path.parent.relative_to(out).as_posix()
         try:
             m = read_json(m_path)
         except (OSError, ValueError) as e:
-            problems.append(f"{rel}/manifest.json: unreadable ({type(e).__name__})")
+            problems.append(f"{rel}/{SUBSET_MANIFEST}: unreadable ({type(e).__name__})")
             continue
         subsets[rel] = m
         problems += _check_sha(m_path.parent / "tokens.npy", m_path, "tokens_sha256", f"{rel}/tokens.npy")

@@ -25,6 +25,10 @@ from experiments.tokenizer import eos_id
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 
 
+#: a subset's manifest, beside its tokens.npy and doc_ids.txt
+SUBSET_MANIFEST = "subset.json"
+
+
 def token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.uint32
 
@@ -47,7 +51,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     when its recipe is unchanged.
     """
     out_dir = Path(out_dir)
-    manifest_path = out_dir / "subset.json"
+    manifest_path = out_dir / SUBSET_MANIFEST
     tok_sha = sha256_file(tokenizer_path)
     recipe = {"stage": stage, "budget": budget, "seed": seed, "tokenizer_sha256": tok_sha, "sources": sources,
               "reference": reference, "doc_cap": doc_cap, "mix": mix}

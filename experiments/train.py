@@ -180,7 +180,7 @@ def lr_at(step: int, c: dict, end: int | None = None) -> float:
     return c["lr"] * (c["min_lr_ratio"] + (1 - c["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _optimizer(model, c: dict):
+def make_optimizer(model, c: dict):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     on_cuda = next(model.parameters()).device.type == "cuda"
@@ -252,7 +252,7 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 autocast covers the rest)
         torch.backends.cudnn.allow_tf32 = True
     model = build_model(mc, vocab_size, seed).to(device)
-    opt = _optimizer(model, c)
+    opt = make_optimizer(model, c)
     batches = Batches(tokens, mc["context"], c["batch_size"], seed)
     start = 0
     if ckpt.exists():
@@ -270,7 +270,7 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
                                                 "device_name": _device_name(device), "peak": peak,
                                                 "speed": speed, "subset_tokens": int(len(tokens)),
                                                 "epochs": round(batches.epochs(c["steps"]), 3)})
-    step_fn = _make_step(model, opt, c, device)
+    step_fn = make_step(model, opt, c, device)
     tokens_per_step = c["batch_size"] * mc["context"]
     # WSD cool-down branches: budget B (steps) forks from the trunk at B - decay(B) and decays to B
     branches: dict[int, list[int]] = {}
@@ -435,7 +435,7 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
         torch.set_num_threads(th)
         try:
             model = build_model(mc, vocab_size, 0).to(device)
-            fns[key] = _make_step(model, _optimizer(model, c), {**c, "bf16": bf16, "compile": comp}, device)
+            fns[key] = make_step(model, make_optimizer(model, c), {**c, "bf16": bf16, "compile": comp}, device)
             t = time.perf_counter()
             for _ in range(2):  # warm-up (and compilation)
                 float(fns[key](x))
@@ -473,7 +473,7 @@ def choose_speed_settings(model_cfg: dict, train_cfg: dict, vocab_size: int, dev
     return info
 
 
-def _make_step(model, opt, c: dict, device):
+def make_step(model, opt, c: dict, device):
     """One optimiser step on a batch of ``batch_size`` sequences, as ``micro_batch_size`` gradient-accumulation
     pieces when set (each piece's loss weighted by its share, so the step equals the whole batch's); returns the
     loss as a tensor (no device sync)."""

@@ -381,7 +381,7 @@ def test_micro_batches_give_the_same_step_as_the_whole_batch():
     before the optimiser, whose first Adam step would turn a rounding difference in a tiny gradient into a sign)."""
     import torch
 
-    from experiments.train import _make_step, _optimizer, build_model
+    from experiments.train import make_step, make_optimizer, build_model
 
     x = torch.randint(0, 300, (8, 33), generator=torch.Generator().manual_seed(0))
     out = []
@@ -389,9 +389,9 @@ def test_micro_batches_give_the_same_step_as_the_whole_batch():
         m = build_model(TINY, 300, seed=0)
         c = {"bf16": False, "compile": False, "grad_clip": 0.0, "weight_decay": 0.1, "lr": 1e-3, "beta2": 0.95,
              "micro_batch_size": micro}
-        opt = _optimizer(m, c)
+        opt = make_optimizer(m, c)
         opt.step = opt.zero_grad = lambda *a, **k: None  # keep the accumulated gradients to look at
-        loss = float(_make_step(m, opt, c, torch.device("cpu"))(x))
+        loss = float(make_step(m, opt, c, torch.device("cpu"))(x))
         out.append((loss, {n: p.grad.clone() for n, p in m.named_parameters()}))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
     assert all(torch.allclose(out[0][1][k], out[1][1][k], rtol=1e-4, atol=1e-7) for k in out[0][1])

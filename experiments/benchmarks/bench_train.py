@@ -93,7 +93,7 @@ def one_process(name: str, steps: int) -> dict:
 
     from experiments.evaluate import continuation_logprobs
     from experiments.tasks import MinimalPairs, TaskContext
-    from experiments.train import (Batches, _optimizer, build_model, count_params, device_peak_flops,
+    from experiments.train import (Batches, make_optimizer, build_model, count_params, device_peak_flops,
                                    flops_per_token)
 
     torch.set_num_threads(1)
@@ -107,7 +107,7 @@ def one_process(name: str, steps: int) -> dict:
     params = count_params(model)
     fpt = flops_per_token(mc, V, params)
     c = {"weight_decay": 0.1, "lr": 3e-3, "beta2": 0.95}
-    opt = _optimizer(model, c)
+    opt = make_optimizer(model, c)
     tokens = np.random.default_rng(0).integers(0, V, 200_000).astype(np.uint16)
     batches = Batches(tokens, mc["context"], B, 0)
     parts = {"data": 0.0, "forward+loss": 0.0, "backward": 0.0, "clip+optimizer": 0.0}
