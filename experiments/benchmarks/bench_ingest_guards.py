@@ -7,7 +7,8 @@
 2. Every hostile reproducer of issues 15 and 25 through ``html_to_text`` (what ingest does per page):
    CPU seconds and the outcome (refused with its reason, or extracted). Also, for the sizes where it
    finishes in seconds, the unguarded parse, to show the growth the guard stops.
-3. A WARC header line of many megabytes with no newline (issue 25, item 13): seconds to refuse it.
+3. Extraction time of 4M- and 1M-character plain pages with each extractor (the size caps), and a WARC
+   header line of many megabytes with no newline (issue 25, item 13): seconds to refuse it.
 4. ``bounded_lines`` on a small gzip of many newlines (blank lines skipped in bulk) vs a plain
    ``readline`` loop over the same stream.
 
@@ -109,6 +110,24 @@ def hostile_pages() -> str:
     return "\n".join(lines) + "\n"
 
 
+def page_sizes() -> str:
+    """Extraction time of large plain pages by extractor, at 4M and 1M characters (why trafilatura gets 1M)."""
+    from pipeline.ingest.html import extract_text
+
+    table = "<table>" + "<tr><td>cell</td><td>another cell</td></tr>" * 100_000
+    flat = "<html><body>" + "<p>A paragraph of plain words in a long page. </p>\n" * 90_000
+    lines = ["| page | characters | resiliparse: CPU s | trafilatura: CPU s |", "|---|---|---|---|"]
+    for name, page in (("table", table), ("flat paragraphs", flat)):
+        for size in (4 << 20, 1 << 20):
+            cells = []
+            for extractor in ("resiliparse", "trafilatura"):
+                t0 = time.process_time()
+                extract_text(page[:size], extractor)
+                cells.append(f"{time.process_time() - t0:.2f}")
+            lines.append(f"| {name} | {size:,} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def warc_header_line(megabytes: list[int]) -> str:
     import tempfile
 
@@ -160,7 +179,7 @@ def main() -> None:
     text = f"# ingest guards (load average {os.getloadavg()[0]:.1f})\n\n"
     if (SHARED / "raw").exists():
         text += real_pages(args.pages, args.rounds) + "\n"
-    text += hostile_pages() + "\n" + warc_header_line([8, 64]) + "\n" + blank_lines(args.newlines)
+    text += hostile_pages() + "\n" + page_sizes() + "\n" + warc_header_line([8, 32, 64]) + "\n" + blank_lines(args.newlines)
     emit(text, args.out)
 
 

@@ -9,8 +9,9 @@ for some pages, so three shapes are refused before parsing, each measured (resil
   50,000 took 16 s): ``max_html_attributes`` (2,000 per element) -> ``html_too_complex``;
 * **option elements**: the parser's time grows with their square (10,000 took 0.7 s, 20,000 took 3.3 s):
   ``max_html_options`` (5,000 per page) -> ``html_too_complex``;
-* **size**: pages are cut to ``max_html_chars`` (4M characters; a 4M-character table took 1.8 s) before
-  extraction, and to 1M for trafilatura, which took 13 s on that table (``html_truncated`` in metadata).
+* **size**: pages are cut to ``max_html_chars`` (4M characters; a 4M-character table took 0.9-1.8 s) before
+  extraction, and to 1M for trafilatura, which took 10-13 s on that table and 1.9 s on 1M of it
+  (``html_truncated`` in metadata).
 
 All three are found by one regular-expression scan of the tags (script and style bodies skipped),
 which reads attributes as the HTML tokenizer does (quoted values may hold ``>``); the nesting estimate
@@ -173,7 +174,7 @@ def html_nesting(html: str, max_depth: int | None = None, max_depth_sum: int | N
     return acc[0], acc[1]
 
 
-#: trafilatura (lxml) is the slower extractor: a 4M-character table took 13 s, 1M about 3 s; pages it
+#: trafilatura (lxml) is the slower extractor: a 4M-character table took 10-13 s, 1M of it 1.9 s; pages it
 #: extracts are cut to this many characters (resiliparse takes up to ``max_html_chars``: 4M in under 2 s).
 TRAFILATURA_MAX_HTML_CHARS = 1 << 20
 
