@@ -3,9 +3,7 @@ experiments; nothing imports it."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 from pathlib import Path
 
 EPILOG = """\
@@ -500,48 +498,12 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    return msg if len(msg) <= 2000 else msg[:2000] + " …"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse, run one command, and turn every failure into one line and an exit code (pipeline/errors.py)."""
-    from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, exit_code_for
+    from pipeline.errors import run_guarded
 
     args = build_parser().parse_args(argv)  # a usage error exits 2 here
-    debug = bool(getattr(args, "debug", False) or os.environ.get("WINNOW_DEBUG"))
-    try:
-        return int(args.fn(args) or 0)
-    except KeyboardInterrupt:
-        print("\nwinnow: interrupted; finished shards are kept and a rerun resumes", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `winnow filters | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as e:  # noqa: BLE001 - the one place every error becomes a line and a code
-        code = exit_code_for(e)
-        if debug:
-            traceback.print_exc()
-        code = _exit_code_of_unowned(e, code)
-        if code == EXIT_INTERNAL:
-            print(f"winnow: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-            if not debug:
-                print("winnow: this is a bug in winnow; rerun with --debug for the traceback and report it",
-                      file=sys.stderr)
-        else:
-            print(f"winnow: error: {_one_line(e)}", file=sys.stderr)
-        return code
-
-
-def _exit_code_of_unowned(e: BaseException, code: int) -> int:
-    """A plain ValueError with a message reaching the top (an experiment setting checked by hand) is a
-    config problem; every error winnow raises on purpose declares its own code (pipeline/errors.py)."""
-    from pipeline.errors import EXIT_CONFIG, EXIT_INTERNAL
-
-    if code == EXIT_INTERNAL and type(e) is ValueError and str(e):
-        return EXIT_CONFIG
-    return code
+    return run_guarded(lambda: args.fn(args), debug=bool(getattr(args, "debug", False)))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from filters.apply import decide_filters
 from filters.stage import FilterStage
+from pipeline.errors import run_guarded
 from pipeline.rundir import RunFolder
 
 #: Truth kinds each filter family is meant to remove. Families not listed here
@@ -193,4 +194,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_guarded(main, prog="filter_truth"))

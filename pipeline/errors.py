@@ -23,6 +23,11 @@ code  meaning
 """
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
@@ -88,3 +93,46 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, OSError):  # disk full, permission denied: the run could not finish
         return EXIT_RUN
     return EXIT_INTERNAL
+
+
+def top_level_code(e: BaseException) -> int:
+    """:func:`exit_code_for` at the top of a command: there, a plain ``ValueError`` with a message (an
+    experiment setting checked by hand) is taken for a config problem rather than a bug."""
+    code = exit_code_for(e)
+    if code == EXIT_INTERNAL and type(e) is ValueError and str(e):
+        return EXIT_CONFIG
+    return code
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if len(msg) <= 2000 else msg[:2000] + " …"
+
+
+def run_guarded(fn: Callable[[], Any], prog: str = "winnow", debug: bool = False) -> int:
+    """Run a command's body; every failure becomes one line on stderr and an exit code (the table above).
+
+    The one place this happens: ``winnow``'s ``main()`` and the ``python -m`` scripts the README names
+    use it alike. ``debug`` (or ``WINNOW_DEBUG=1``) prints the traceback first.
+    """
+    debug = debug or bool(os.environ.get("WINNOW_DEBUG"))
+    try:
+        return int(fn() or 0)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; finished shards are kept and a rerun resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `winnow filters | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - every error becomes a line and a code here
+        if debug:
+            traceback.print_exc()
+        code = top_level_code(e)
+        if code == EXIT_INTERNAL:
+            print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+            if not debug:
+                print(f"{prog}: this is a bug in winnow; rerun with --debug (or WINNOW_DEBUG=1) for the traceback "
+                      f"and report it", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return code

@@ -109,7 +109,7 @@ def test_an_unexpected_exception_is_an_internal_error_70(monkeypatch, capsys, tm
 
 
 def test_exit_code_follows_the_cause_of_a_task_failure():
-    from experiments.cli import _exit_code_of_unowned  # the top-level mapping
+    from pipeline.errors import top_level_code
     from pipeline.executors import TaskError
     from pipeline.ingest.records import InputError
 
@@ -123,7 +123,7 @@ def test_exit_code_follows_the_cause_of_a_task_failure():
             return e
 
     def code(e):
-        return _exit_code_of_unowned(e, exit_code_for(e))
+        return top_level_code(e)
 
     assert code(failed_task(InputError("a.jsonl: truncated"))) == EXIT_INPUT
     assert code(failed_task(ConfigError("languages: ..."))) == EXIT_CONFIG
@@ -132,6 +132,7 @@ def test_exit_code_follows_the_cause_of_a_task_failure():
     assert code(FileNotFoundError("x")) == EXIT_INPUT
     assert code(OSError(28, "No space left on device")) == EXIT_RUN
     assert code(KeyError("x")) == EXIT_INTERNAL
+    assert code(ValueError("arm x: no stage 'y'")) == EXIT_CONFIG and exit_code_for(ValueError("x")) == EXIT_INTERNAL
 
 
 # ---------------------------------------------------------------------------
@@ -660,3 +661,14 @@ def test_inspect_id_shows_the_original_text_of_a_document_a_text_editing_stage_r
     out = capsys.readouterr().out
     assert f"text as it entered q, which removed it ({len(entered):,} chars)" in out
     assert entered.split()[0] in out
+
+
+def test_a_readme_script_on_a_wrong_path_is_one_line_too(tmp_path, capsys, monkeypatch):
+    """`python -m experiments.filter_truth runs/demo` (in the README and `make demo`) goes through the same guard."""
+    from experiments import filter_truth
+    from pipeline.errors import run_guarded
+
+    monkeypatch.setattr(sys, "argv", ["filter_truth", str(tmp_path / "nope")])
+    assert run_guarded(filter_truth.main, prog="filter_truth") == EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("filter_truth: error: ") and "no pipeline.json" in err and "\n" not in err
