@@ -42,3 +42,87 @@ def test_sentences_follow_the_sentencizer():
     assert count("Mr. Smith went to the U.S. on Monday.") == 1  # abbreviations are single tokens
     assert count("Wait... what?! Yes.") == 2                # "..." is not a sentence end
     assert count("") == 0
+
+
+@pytest.mark.parametrize("text,tokens", [
+    # Indic vowel signs are letters to spaCy (whole Unicode blocks), so the final "." is split off
+    ("அவன் வீட்டுக்குப் போனான். நேரமாகிவிட்டது.",
+     ["அவன்", "வீட்டுக்குப்", "போனான்", ".", "நேரமாகிவிட்டது", "."]),
+    ("मैं घर जा रहा हूँ. वह आया है.", ["मैं", "घर", "जा", "रहा", "हूँ", ".", "वह", "आया", "है", "."]),
+    # only spaCy's listed "-in'" words keep their apostrophe
+    ("We went fishin' and huntin' all day, doin' nothing.",
+     ["We", "went", "fishin", "'", "and", "huntin", "'", "all", "day", ",", "doin'", "nothing", "."]),
+    # one lower-case letter and a period is a special case ("z.", "v."), an upper-case letter and a period one token
+    ("Das gilt z.B. für Vereine (e.V.) und v. a. für Schulen, vgl. S. 4.",
+     ["Das", "gilt", "z.", "B.", "für", "Vereine", "(", "e.", "V.", ")", "und", "v.", "a.", "für", "Schulen", ",",
+      "vgl", ".", "S.", "4", "."]),
+    ("Er wartete…… dann ging er…", ["Er", "wartete", "……", "dann", "ging", "er", "…"]),
+    # contractions written without the apostrophe
+    ("id say its fine, wed go, cant stop, wont stop, thats it.",
+     ["i", "d", "say", "its", "fine", ",", "we", "d", "go", ",", "ca", "nt", "stop", ",", "wo", "nt", "stop", ",",
+      "that", "s", "it", "."]),
+    ("I'll be there at 5pm, y'all, ma'am.", ["I", "'ll", "be", "there", "at", "5", "pm", ",", "y'", "all", ",", "ma'am", "."]),
+    # emoticons that contain punctuation survive the affix rules
+    ("Nice :-). See (8) and (x) and item 8) here.",
+     ["Nice", ":-)", ".", "See", "(", "8)", "and", "(", "x", ")", "and", "item", "8)", "here", "."]),
+    ("The price rose 5% to $3.50 (US$4) in 2019; 25°C. is warm.",
+     ["The", "price", "rose", "5", "%", "to", "$", "3.50", "(", "US$", "4", ")", "in", "2019", ";", "25", "°", "C",
+      ".", "is", "warm", "."]),
+    ("هذا كتاب. الجملة-الثانية هنا.", ["هذا", "كتاب", ".", "الجملة", "-", "الثانية", "هنا", "."]),
+    ("Ünïcödé ß-Straße, naïve café's menu.",
+     ["Ünïcödé", "ß", "-", "Straße", ",", "naïve", "café", "'s", "menu", "."]),
+    # spaCy's symbols are Unicode 11's: an emoji added later does not split off a period
+    ("©2020 All rights reserved™. 😀smile 🥲.", ["©", "2020", "All", "rights", "reserved", "™", ".", "😀", "smile", "🥲."]),
+])
+def test_once_different_from_spacy(text, tokens):
+    """Cases where winnow's tokenizer used to differ from spaCy 3.8 (tokens checked with spaCy itself)."""
+    assert spacy_like_words(text) == tokens
+
+
+def test_fast_affix_rules_agree_with_spacys_patterns():
+    """The hot-path prefix and suffix functions give what the transcribed spaCy patterns give, on random
+    strings built from the characters those rules care about."""
+    import random
+
+    from filters.words import _PREFIX, _SUFFIX, _prefix_len, _suffix_len
+
+    rng = random.Random(3)
+    pool = list("aZ9.,;:!?()[]\"'’“”…—–-+%$€°CFk²§=#*&|_~/<>") + ["US$", "C$", "km", "mbar", "'s", "’S", "……",
+                                                                    "😀", "🥲", "™", "©", "ß", "ж", "Ж", "த", "ி", "ا"]
+    for _ in range(20000):
+        s = "".join(rng.choice(pool) for _ in range(rng.randint(1, 8)))
+        m = _PREFIX.match(s)
+        assert _prefix_len(s) == (m.end() if m else 0), s
+        m = _SUFFIX.search(s)
+        assert _suffix_len(s) == (len(s) - m.start() if m else 0), s
+
+
+@pytest.mark.shared_data
+def test_real_sentences_where_winnow_and_spacy_once_disagreed(shared):
+    """Real lines (Usenet, Wikipedia, OSCAR in ../shared/data) holding a chunk that winnow's earlier tokenizer
+    split differently from spaCy 3.8.18; the file keeps where each line is and spaCy's token offsets in it,
+    not the text. Made by tokenising every chunk of the conformance benchmark's documents with both."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    cases = [json.loads(line) for line in (Path(__file__).parent / "data" / "spacy_token_regression.jsonl").open()]
+    rows: dict = {}
+    for c in cases:
+        rows.setdefault(c["file"], set()).add(c["row"])
+    texts = {}
+    for name, wanted in rows.items():
+        with gzip.open(shared / name, "rt", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i in wanted:
+                    texts[(name, i)] = json.loads(line)["text"]
+                if i >= max(wanted):
+                    break
+    assert len(cases) > 200
+    wrong = []
+    for c in cases:
+        line = texts[(c["file"], c["row"])][c["start"]:c["end"]]
+        want = [line[a:b] for a, b in c["spacy"]]
+        if spacy_like_words(line) != want:
+            wrong.append((c["file"], c["row"], line[c["chunk_at"]:c["chunk_at"] + 30]))
+    assert not wrong, wrong[:5]
