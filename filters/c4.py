@@ -17,15 +17,17 @@ Naughty, Obscene or Otherwise Bad Words" is not bundled (it cannot be fetched
 offline and is not ours to ship): point ``badwords_path`` at a file with one
 word or phrase per line to enable that rule.
 
-Rules run in the order of C4's released cleaning code, as datatrove's
-``C4QualityFilter`` also does (checked by
+Rules run in the order of C4's released cleaning code (TensorFlow Datasets'
+``c4_utils``), as datatrove's ``C4QualityFilter`` also does (checked by
 ``experiments/benchmarks/heuristics_conformance.py``): per line, long word,
 citations, terminal punctuation, word count, lorem ipsum, Javascript, curly
-bracket, policy; sentences are counted per kept line with a spaCy-style
-sentencizer (filters/words.py). Thresholds are the paper's (3 sentences, 5
-words per line); datatrove's defaults are 5 sentences and 3 words per line
-(``min_sentences: 5, min_words_per_line: 3`` gives them). ``'`` counts as an
-end quotation mark, as in datatrove.
+bracket, policy; sentences are counted per kept line as spaCy's sentencizer
+counts them (filters/words.py). The defaults are C4's (3 sentences, 5 words per
+line, unpunctuated lines dropped). FineWeb ran datatrove's filter with
+unpunctuated lines kept and datatrove's defaults of 5 sentences and 3 words
+per line: ``drop_no_terminal_punct_lines: false, min_sentences: 5,
+min_words_per_line: 3``, which ``recipe: fineweb`` sets (filters/recipes.py).
+``'`` counts as an end quotation mark, as in datatrove.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import re
 from pathlib import Path
 
 from filters.base import Filter
-from filters.words import line_sentences
+from filters.words import count_tokens, doc_tokens, lines_sentences, note_token_count
 
 #: Phrases that mark a policy-notice line (Raffel et al. 2020, Section 2.2).
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
@@ -46,6 +48,9 @@ TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'")
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 
 LINE_RULES = ("long_word", "no_terminal_punct", "too_few_words", "javascript", "policy")
+
+
+
 
 
 def load_badwords(path: str | Path) -> re.Pattern:
@@ -74,6 +79,7 @@ class C4(Filter):
     }
     defaults = {
         # scoring (line edits), Raffel et al. 2020 Section 2.2
+        "drop_no_terminal_punct_lines": True,  # False keeps them (FineWeb's setting)
         "min_words_per_line": 5,
         "max_word_length": 1000,      # a line with a longer word is dropped (C4's released code)
         "drop_javascript_lines": True,
@@ -98,44 +104,68 @@ class C4(Filter):
         original = doc.text
         dropped = dict.fromkeys(LINE_RULES, 0)
         kept: list[str] = []
-        citations = sentences = 0
+        citations = 0
         lorem = curly = False
+        # what the page contains decides which per-line checks can fire at all
+        lower_page = original.lower()
+        check_lorem = "lorem ipsum" in lower_page
+        check_js = p["drop_javascript_lines"] and "javascript" in lower_page
+        check_policy = p["drop_policy_lines"] and any(ph in lower_page for ph in POLICY_PHRASES)
+        check_curly = "{" in original
+        check_lower = check_lorem or check_js or check_policy
+        max_word = p["max_word_length"]
+        check_cite = p["remove_citations"] and "[" in original
+        check_punct = p["drop_no_terminal_punct_lines"]
+        min_words = p["min_words_per_line"]
+        tokens = doc_tokens(original)  # shared with the other filters of the stage; sentences come from it
+        spans: list = []  # per kept line, the range of the page's chunks it is (None if citations changed it)
+        chunk = 0
         for raw in original.splitlines():
-            line = raw.strip()
-            if not line:
+            parts = raw.split()
+            n_words = len(parts)
+            span = (chunk, chunk + n_words)
+            chunk += n_words
+            if not n_words:
                 continue
-            words = line.split()
-            if max(map(len, words)) > p["max_word_length"]:
+            line = raw.strip()
+            if len(raw) > max_word and max(map(len, parts)) > max_word:
                 dropped["long_word"] += 1
                 continue
-            if p["remove_citations"]:
+            if check_cite:
                 line, n = _CITATION.subn("", line)
                 citations += n
-            if not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("..."):
+                if n:
+                    span = None
+            if check_punct and (not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("...")):
                 dropped["no_terminal_punct"] += 1
                 continue
-            if len(words) < p["min_words_per_line"]:
+            if n_words < min_words:
                 dropped["too_few_words"] += 1
                 continue
-            lower = line.lower()
-            lorem = lorem or "lorem ipsum" in lower
-            if p["drop_javascript_lines"] and "javascript" in lower:
-                dropped["javascript"] += 1
-                continue
-            curly = curly or "{" in line
-            if p["drop_policy_lines"] and any(ph in lower for ph in POLICY_PHRASES):
-                dropped["policy"] += 1
-                continue
-            sentences += line_sentences(line)
+            if check_lower:
+                lower = line.lower()
+                lorem = lorem or "lorem ipsum" in lower
+                if check_js and "javascript" in lower:
+                    dropped["javascript"] += 1
+                    continue
+                curly = curly or check_curly and "{" in line
+                if check_policy and any(ph in lower for ph in POLICY_PHRASES):
+                    dropped["policy"] += 1
+                    continue
+            else:
+                curly = curly or check_curly and "{" in line
             kept.append(line)
+            spans.append(span)
         text = "\n".join(kept).strip()
+        ends = [0, *tokens.chunk_ends.tolist()]  # the next filter (FineWeb) counts this text's tokens: say it
+        note_token_count(text, sum(ends[sp[1]] - ends[sp[0]] if sp else count_tokens(ln) for ln, sp in zip(kept, spans)))
         return {
             "text": text,
             "c4_lines_kept": len(kept),
             **{f"c4_lines_{rule}": n for rule, n in dropped.items()},
             "c4_citations_removed": citations,
             "c4_chars_removed": len(original) - len(text),
-            "c4_sentence_count": sentences,
+            "c4_sentence_count": lines_sentences(kept, tokens, spans),
             "c4_lorem_ipsum": lorem,
             "c4_curly_bracket": curly,
             "c4_badword_count": len(self.badwords.findall(text)) if self.badwords else None,

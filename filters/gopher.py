@@ -2,30 +2,39 @@
 Models: Methods, Analysis & Insights from Training Gopher", Appendix A.1.1 and
 Table A1). Every default threshold below is the paper's number.
 
-The paper states the rules in a sentence each; how they are measured is taken
-from the implementation the field runs, datatrove's ``GopherQualityFilter`` and
-``GopherRepetitionFilter`` (used for FineWeb), re-implemented here from their
-observable behaviour and checked rule by rule on real documents by
-``experiments/benchmarks/heuristics_conformance.py``:
+Gopher's own code is not public; the paper states each rule in a sentence, and
+how they are measured is taken from the implementation the field runs,
+datatrove 0.10.1's ``GopherQualityFilter`` and ``GopherRepetitionFilter`` (the
+ones that made FineWeb), re-implemented from their behaviour and checked rule
+by rule on real documents by ``experiments/benchmarks/heuristics_conformance.py``:
 
-* words are spaCy-style tokens (``tokenizer: spacy_like``, see filters/words.py),
+* words are spaCy tokens (``tokenizer: spacy_like``, see filters/words.py),
   so punctuation marks are words; the word-count and mean-length rules count
-  only words with a character that is not punctuation;
+  only tokens with a character outside datatrove's punctuation set;
 * the "#" and ellipsis ratios are per token and checked separately (the score
   column holds the larger of the two);
 * lines for the bullet and ellipsis rules are all lines, blank ones included;
   bullets are "•" and "-";
-* stop words: one deliberate difference. datatrove matches them case-sensitively
-  ("The" is not "the"); we lower-case first, since the paper lists words, not
-  spellings, and a sentence-initial "The" is the word "the". The decision
-  differs on 0.35% of the benchmark's documents;
-  ``case_sensitive_stop_words: true`` gives datatrove's behaviour;
+* stop words: one deliberate difference in the default. datatrove matches
+  them case-sensitively ("The" is not "the"); winnow lower-cases first, since
+  the paper lists words, not spellings, and a sentence-initial "The" is the
+  word "the" (on the demo's synthetic web, datatrove's matching removes twice
+  as many clean pages). ``case_sensitive_stop_words: true`` gives datatrove's
+  rule, and ``recipe: fineweb`` and ``recipe: gopher`` set it;
 * repetition fractions are over all characters of the text; duplicate
   paragraphs are blocks split at two or more newlines, duplicate lines are split
   at runs of newlines, neither stripped;
 * the top n-gram's characters count its words and the spaces between them, and
-  count even when it occurs once; duplicated n-gram characters are counted
-  left to right, skipping past each repeat, so overlapping repeats count once.
+  count even when it occurs once (ties: the n-gram seen first); duplicated
+  n-gram characters are counted left to right, skipping past each repeat, so
+  overlapping repeats count once.
+
+Another difference, kept in every setting: datatrove compares the n-grams of the
+duplicated-n-gram rules as their words glued together without a separator, so
+distinct n-grams can collide ("ab c" and "a bc"); winnow compares word
+sequences. ``dup_ngram_join: none`` reproduces datatrove's comparison (slower:
+it builds every n-gram's string); the benchmark counts the documents on which
+the two differ.
 
 ``tokenizer: whitespace`` gives the paper's literal whitespace words instead.
 Each rule writes its own score column and removes with its own reason
@@ -37,17 +46,27 @@ import re
 from bisect import bisect_right
 
 import numpy as np
+import regex
 
 from filters.base import Filter
-from filters.words import TOKENIZERS, is_symbol_word, word_stats, words as tokenize  # noqa: F401
+from filters.words import TOKENIZERS, doc_tokens
+from pipeline.params import one_of
 
 #: Gopher's stop-word rule: a document must contain at least two of these (Rae et al. 2021, A.1.1).
-GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+#: How the duplicated-n-gram rules compare n-grams: as word sequences, or glued without a separator (datatrove).
+NGRAM_JOINS = ("space", "none")
 
 #: Characters that start a bulleted line.
 BULLETS = ("•", "-")
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+#: Line boundaries of ``str.splitlines``, and whitespace inside a line.
+_EOL = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_BLANK = "[" + regex.escape("".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in _EOL)) + "]"
+#: A line whose first non-blank character is a bullet; a line whose last non-blank characters are an ellipsis.
+_BULLET_LINE = regex.compile(rf"(?<=(?:^|[{_EOL}]){_BLANK}*)[{''.join(BULLETS)}]")
+_ELLIPSIS_LINE = re.compile(rf"(?:\.\.\.|…){_BLANK}*(?=[{_EOL}]|\Z)")
 _LINE_BREAKS = re.compile(r"\n+")
 
 
@@ -58,7 +77,8 @@ def split_lines(text: str) -> list[str]:
 
 def split_paragraphs(text: str) -> list[str]:
     """Blocks separated by two or more newlines (text stripped first, blocks not)."""
-    return _PARAGRAPH_BREAK.split(text.strip())
+    text = text.strip()
+    return _PARAGRAPH_BREAK.split(text) if "\n\n" in text else [text]
 
 
 def duplicate_stats(items: list[str]) -> tuple[int, int]:
@@ -78,74 +98,138 @@ def duplicate_stats(items: list[str]) -> tuple[int, int]:
     return dup_items, dup_chars
 
 
-def ngram_repetition(words: list[str], text_len: int, top_ns, dup_ns) -> dict[int, float]:
-    """n -> repetition fraction of ``text_len`` for the word n-grams of ``words``.
+def ngram_repetition(words, text_len: int, top_ns, dup_ns, dup_join: str = "space") -> dict[int, float]:
+    """n -> repetition fraction of ``text_len`` for the word n-grams of ``words`` (one document; see
+    :func:`ngram_repetition_batch`). ``words`` is a :class:`filters.words.DocTokens` or a list of strings."""
+    return ngram_repetition_batch([(words, text_len)], top_ns, dup_ns, dup_join)[0]
+
+
+def ngram_repetition_batch(docs, top_ns, dup_ns, dup_join: str = "space") -> list[dict[int, float]]:
+    """For each ``(words, text_len)``: n -> repetition fraction of ``text_len`` for the word n-grams.
 
     For n in ``top_ns``: characters of the most frequent n-gram (words plus the
     spaces between them) times its count (ties: the first to occur). For n in
     ``dup_ns``: characters of the words in repeated n-grams, scanning left to
-    right and skipping past each repeat. n-grams get integer codes one word at a
-    time (``pandas.factorize``: codes in order of first appearance), so no
-    n-gram string is ever built; once no n-gram repeats, no longer one can.
+    right and skipping past each repeat. ``dup_join="none"`` compares those
+    n-grams as their words glued together, as datatrove does.
+
+    No n-gram string is built: an n-gram's code comes from its (n-1)-gram's code
+    and the next word's id, and only positions whose (n-1)-gram repeats can
+    start a repeated n-gram, so each length looks at fewer positions than the one
+    before; once none is left, no longer n-gram repeats. The documents of a
+    batch are coded together (a document's id is part of its unigrams' codes),
+    so each n costs one sort for the whole batch.
     """
-    import pandas as pd
-
-    out = {n: 0.0 for n in (*top_ns, *dup_ns)}
-    n_words = len(words)
-    if not n_words or text_len <= 0:
-        return out
-    ids, vocab = pd.factorize(np.array(words, dtype=object))
-    ids = ids.astype(np.int64, copy=False)
-    cum = np.zeros(n_words + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=n_words), out=cum[1:])
-    gram, distinct = ids, len(vocab)
-    last_top, repeated = max(top_ns, default=0), True
-    for n in range(1, max((*top_ns, *dup_ns)) + 1):
-        m = n_words - n + 1
-        if m <= 0 or (not repeated and n > last_top):
-            break
+    ns = (*top_ns, *dup_ns)
+    outs = [{n: 0.0 for n in ns} for _ in docs]
+    items = []
+    for k, (words, text_len) in enumerate(docs):
+        if isinstance(words, list):
+            index: dict[str, int] = {}
+            ids = np.fromiter((index.setdefault(w, len(index)) for w in words), np.int64, len(words))
+            lengths, strings = np.fromiter(map(len, words), np.int64, len(words)), words
+        else:
+            ids, lengths, strings = words.ids, words.lengths(), words
+        if len(ids) and text_len > 0:
+            items.append((k, ids, lengths, text_len, strings))
+    if not items:
+        return outs
+    sizes = np.array([len(it[1]) for it in items])
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    ids = np.concatenate([it[1] for it in items])
+    cum = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate([it[2] for it in items]), out=cum[1:])
+    doc_of = np.repeat(np.arange(len(items)), sizes)
+    text_len = np.array([it[3] for it in items], dtype=np.float64)
+    width = int(ids.max()) + 1  # an n-gram's key: its (n-1)-gram's code * width + the next word's id
+    pos, key = np.arange(len(ids)), doc_of * width + ids  # positions that may start a repeated n-gram
+    min_n, max_top = min(ns), max(top_ns, default=0)
+    for n in range(1, max(ns) + 1):
         if n > 1:
-            if repeated:
-                gram, uniq = pd.factorize(gram[:m] * len(vocab) + ids[n - 1:])
-                distinct = len(uniq)
-            else:  # no (n-1)-gram repeats, so every n-gram is new
-                gram, distinct = np.arange(m), m
-        repeated = distinct < m
+            keep = pos + n <= ends[doc_of[pos]]  # the n-gram lies inside its document
+            pos = pos[keep]
+            key = code[keep] * width + ids[pos + n - 1]
+        first = None
+        if not pos.size:
+            code = counts = np.zeros(0, np.int64)
+        elif n < min_n:  # only which positions repeat matters below the shortest rule
+            _, code, counts = np.unique(key, return_inverse=True, return_counts=True)
+        else:
+            _, first, code, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        code = code.reshape(-1)
+        repeats = counts[code] > 1
         if n in top_ns:
-            if repeated:
-                counts = np.bincount(gram, minlength=distinct)
-                code = int(np.argmax(counts))  # ties: the smallest code, i.e. the n-gram seen first
-                i, top = int(np.argmax(gram == code)), int(counts[code])
-            else:
-                i, top = 0, 1
-            out[n] = (int(cum[i + n] - cum[i]) + n - 1) * top / text_len
-        if n in dup_ns and repeated:
-            out[n] = greedy_duplicate_chars(gram, cum, n) / text_len
-    return out
+            fits = sizes >= n
+            top = np.ones(len(items), np.int64)
+            at = starts.copy()  # no repeat: the first n-gram, once
+            if counts.size and counts.max() > 1:
+                many = np.flatnonzero(counts > 1)
+                c_first = pos[first[many]]
+                c_doc, c_count = doc_of[c_first], counts[many]
+                order = np.lexsort((c_first, -c_count, c_doc))  # per document: most frequent, then first seen
+                docs_in, head = np.unique(c_doc[order], return_index=True)
+                top[docs_in], at[docs_in] = c_count[order][head], c_first[order][head]
+            f = np.flatnonzero(fits)
+            value = (cum[at[f] + n] - cum[at[f]] + n - 1) * top[f] / text_len[f]
+            for j, v in zip(f.tolist(), value.tolist()):
+                outs[items[j][0]][n] = v
+        if n in dup_ns and dup_join == "none":
+            for j, (k, _, _, tl, strings) in enumerate(items):
+                if sizes[j] >= n:
+                    words = strings if isinstance(strings, list) else strings.strings()
+                    g_pos, g_code, g_first = _glued_codes(words, n)
+                    local = cum[starts[j]:ends[j] + 1] - cum[starts[j]]
+                    outs[k][n] = greedy_duplicate_chars(g_pos, g_code, g_first[g_code], local, n) / tl
+        elif n in dup_ns and repeats.any():
+            r_pos, r_code = pos[repeats], code[repeats]
+            r_first = pos[first[r_code]]
+            bounds = np.searchsorted(r_pos, ends).tolist()
+            for j in np.unique(doc_of[r_pos]).tolist():  # the documents with a repeated n-gram
+                lo, hi = (bounds[j - 1] if j else 0), bounds[j]
+                chars = greedy_duplicate_chars(r_pos[lo:hi], r_code[lo:hi], r_first[lo:hi], cum, n)
+                outs[items[j][0]][n] = chars / items[j][3]
+        pos, code = pos[repeats], code[repeats]
+        if not pos.size and n >= max_top and dup_join == "space":
+            break
+    return outs
 
 
-def greedy_duplicate_chars(gram: np.ndarray, cum: np.ndarray, n: int) -> int:
+def _glued_codes(words: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, codes, first position of each code) of the strings of n consecutive words glued together."""
+    seen: dict[str, int] = {}
+    first: list[int] = []
+    codes = []
+    for i in range(len(words) - n + 1):
+        g = "".join(words[i:i + n])
+        c = seen.get(g)
+        if c is None:
+            c = seen[g] = len(first)
+            first.append(i)
+        codes.append(c)
+    return np.arange(len(codes)), np.array(codes, np.int64), np.array(first, np.int64)
+
+
+def greedy_duplicate_chars(pos: np.ndarray, code: np.ndarray, first: np.ndarray, cum: np.ndarray, n: int) -> int:
     """Characters in repeated n-grams: scan left to right; a repeat of an n-gram seen so far counts and is skipped.
 
-    ``gram`` holds n-gram codes in order of first appearance. Only positions
-    whose n-gram occurred before are looked at; an n-gram counts as seen if an
-    earlier occurrence was scanned, i.e. not inside a skipped window.
+    ``pos`` (ascending) and ``code`` give the positions of n-grams that occur
+    more than once and their codes (positions of other n-grams may be left
+    out: they are never repeats), ``first`` where each of them first occurs.
+    Only positions after a code's first occurrence are looked at; an n-gram
+    counts as seen if an earlier occurrence was scanned, i.e. not inside a
+    skipped window.
     """
-    prev_max = np.maximum.accumulate(gram)
-    earlier = np.zeros(gram.size, dtype=bool)
-    earlier[1:] = gram[1:] <= prev_max[:-1]  # a code not above every earlier code occurred before
-    repeats = np.flatnonzero(earlier)
-    first_pos = np.flatnonzero(~earlier).tolist()  # first_pos[code] = where that n-gram first occurs
+    later = first < pos
     seen: set[int] = set()   # codes of repeat positions scanned so far
     skips: list[int] = []    # repeat positions counted; each skips the n - 1 positions after it
     idx = 0
-    for j, g in zip(repeats.tolist(), gram[repeats].tolist()):
+    for j, g, f in zip(pos[later].tolist(), code[later].tolist(), first[later].tolist()):
         if j < idx:
             continue
         if g in seen:
             was_seen = True
         else:  # its first occurrence was scanned unless it lies in a skipped window (w, w + n)
-            f = first_pos[g]
             k = bisect_right(skips, f - 1)
             was_seen = not (k and skips[k - 1] > f - n)
         seen.add(g)
@@ -176,7 +260,7 @@ class GopherQuality(Filter):
     # All thresholds from Rae et al. 2021, Appendix A.1.1.
     defaults = {
         "tokenizer": "spacy_like",      # scoring: "spacy_like" (as datatrove) or "whitespace"
-        "case_sensitive_stop_words": False,  # scoring: True matches "the" but not "The", as datatrove
+        "case_sensitive_stop_words": False,  # scoring: lower-case first; True as datatrove ("The" is not "the")
         "min_words": 50,
         "max_words": 100_000,
         "min_mean_word_length": 3.0,
@@ -197,20 +281,20 @@ class GopherQuality(Filter):
 
     def score(self, doc) -> dict:
         text = doc.text
-        tokens, n_words, word_chars, alpha = word_stats(text, self.params["tokenizer"])
-        n_tokens = len(tokens)
-        lines = text.splitlines() or [""]
+        tokens = doc_tokens(text, self.params["tokenizer"])
+        n_tokens, n_words, word_chars, alpha = len(tokens.ids), tokens.n_words, tokens.word_chars, tokens.n_alpha
+        n_lines = max(len(text.splitlines()), 1)
         hashes = text.count("#")
         ellipses = text.count("...") + text.count("…")
         return {
             "gopher_word_count": n_words,
             "gopher_mean_word_length": word_chars / n_words if n_words else 0.0,
             "gopher_symbol_word_ratio": max(hashes, ellipses) / n_tokens if n_tokens else 0.0,
-            "gopher_bullet_line_frac": sum(ln.lstrip().startswith(BULLETS) for ln in lines) / len(lines),
-            "gopher_ellipsis_line_frac": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines),
+            "gopher_bullet_line_frac": len(_BULLET_LINE.findall(text)) / n_lines,
+            "gopher_ellipsis_line_frac": (len(_ELLIPSIS_LINE.findall(text)) / n_lines
+                                          if "..." in text or "…" in text else 0.0),
             "gopher_alpha_word_frac": alpha / n_tokens if n_tokens else 0.0,
-            "gopher_stop_word_count": len(GOPHER_STOP_WORDS.intersection(
-                tokens if self.params["case_sensitive_stop_words"] else map(str.lower, tokens))),
+            "gopher_stop_word_count": tokens.stop_words(self.params["case_sensitive_stop_words"]),
         }
 
     def decide(self, s: dict):
@@ -255,6 +339,7 @@ class GopherRepetition(Filter):
     # All thresholds from Rae et al. 2021, Table A1.
     defaults = {
         "tokenizer": "spacy_like",  # scoring: "spacy_like" (as datatrove) or "whitespace"
+        "dup_ngram_join": "space",  # scoring: duplicated n-grams compared as word sequences; "none" as datatrove
         "max_dup_line_frac": 0.30,
         "max_dup_para_frac": 0.30,
         "max_dup_line_char_frac": 0.20,
@@ -262,7 +347,8 @@ class GopherRepetition(Filter):
         **{f"max_top_{n}gram_frac": v for n, v in TOP_NGRAM_MAX.items()},
         **{f"max_dup_{n}gram_frac": v for n, v in DUP_NGRAM_MAX.items()},
     }
-    decision_params = tuple(k for k in defaults if k != "tokenizer")
+    decision_params = tuple(k for k in defaults if k not in ("tokenizer", "dup_ngram_join"))
+    checks = {"dup_ngram_join": one_of(*NGRAM_JOINS)}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -271,25 +357,33 @@ class GopherRepetition(Filter):
                              f"choose one of {', '.join(TOKENIZERS)}")
 
     def score(self, doc) -> dict:
-        text = doc.text
-        chars = max(len(text), 1)
-        paras = split_paragraphs(text)
-        lines = _LINE_BREAKS.split(text)
-        dup_paras, dup_para_chars = duplicate_stats(paras)
-        dup_lines, dup_line_chars = duplicate_stats(lines)
-        out = {
-            "gopher_dup_line_frac": dup_lines / len(lines),
-            "gopher_dup_para_frac": dup_paras / len(paras),
-            "gopher_dup_line_char_frac": dup_line_chars / chars,
-            "gopher_dup_para_char_frac": dup_para_chars / chars,
-        }
-        fracs = ngram_repetition(tokenize(text, self.params["tokenizer"]), len(text), tuple(TOP_NGRAM_MAX),
-                                 tuple(DUP_NGRAM_MAX))
-        for n in TOP_NGRAM_MAX:
-            out[f"gopher_top_{n}gram_frac"] = fracs[n]
-        for n in DUP_NGRAM_MAX:
-            out[f"gopher_dup_{n}gram_frac"] = fracs[n]
-        return out
+        return self.score_batch([doc])[0]
+
+    def score_batch(self, docs) -> list[dict]:
+        """Line and paragraph repeats per document; n-grams of the whole batch at once."""
+        outs = []
+        for doc in docs:
+            text = doc.text
+            chars = max(len(text), 1)
+            paras = split_paragraphs(text)
+            lines = _LINE_BREAKS.split(text) if "\n\n" in text else text.split("\n")
+            dup_paras, dup_para_chars = duplicate_stats(paras)
+            dup_lines, dup_line_chars = duplicate_stats(lines)
+            outs.append({
+                "gopher_dup_line_frac": dup_lines / len(lines),
+                "gopher_dup_para_frac": dup_paras / len(paras),
+                "gopher_dup_line_char_frac": dup_line_chars / chars,
+                "gopher_dup_para_char_frac": dup_para_chars / chars,
+            })
+        tokenizer = self.params["tokenizer"]
+        fracs = ngram_repetition_batch([(doc_tokens(d.text, tokenizer), len(d.text)) for d in docs],
+                                       tuple(TOP_NGRAM_MAX), tuple(DUP_NGRAM_MAX), self.params["dup_ngram_join"])
+        for out, f in zip(outs, fracs):
+            for n in TOP_NGRAM_MAX:
+                out[f"gopher_top_{n}gram_frac"] = f[n]
+            for n in DUP_NGRAM_MAX:
+                out[f"gopher_dup_{n}gram_frac"] = f[n]
+        return outs
 
     def decide(self, s: dict):
         p = self.params

@@ -257,6 +257,21 @@ def test_c4_document_rules():
     assert run(C4(), body + "\nint main() { return 0; }")[1] is None
 
 
+def test_c4_keeps_unpunctuated_lines_with_fineweb_setting():
+    """FineWeb runs C4 with unpunctuated lines kept: they stay in the text, count their sentences, and a curly
+    bracket in one of them (a signature line) removes the page."""
+    body = "\n".join([SENTENCE] * 2)
+    text = body + "\nSent from my new phone\nMy homepage is {link} here"
+    s, reason = run(C4(), text)
+    assert s["c4_lines_no_terminal_punct"] == 2 and s["c4_sentence_count"] == 2 and reason == "c4:too_few_sentences"
+    fineweb = C4(drop_no_terminal_punct_lines=False, min_words_per_line=3, min_sentences=5)
+    s, reason = run(fineweb, text)
+    assert s["c4_lines_no_terminal_punct"] == 0 and s["c4_lines_kept"] == 4 and s["c4_sentence_count"] == 4
+    assert s["text"] == text and reason == "c4:curly_bracket"
+    s, reason = run(fineweb, body + "\nSent from my phone\nok")  # too few words is still a line rule
+    assert s["c4_lines_too_few_words"] == 1 and s["c4_lines_kept"] == 3
+
+
 def test_c4_badwords_only_with_a_user_list(tmp_path):
     text = "\n".join([SENTENCE] * 3 + ["The forbidden phrase appears in this line."])
     s, reason = run(C4(), text)
@@ -303,13 +318,16 @@ def test_fineweb_short_lines(short, expected):
 
 
 def test_fineweb_dup_line_chars():
+    """Default 0.01 (FineWeb's released code): one repeated line among 22 is 4.5% of the characters."""
     line = " ".join(unique_words(8, start=900)) + "."
     unique = [" ".join(unique_words(8, start=10 * i)) + "." for i in range(20)]
-    s, reason = run(FineWeb(), "\n".join(unique + [line, line]))  # one repeat of 22 lines
     text = "\n".join(unique + [line, line])
+    s, reason = run(FineWeb(), text)
     assert s["fineweb_dup_line_char_frac"] == pytest.approx(len(line) / (len(text) - text.count("\n")))
-    assert s["fineweb_dup_line_char_frac"] < 0.1 and reason is None
-    s, reason = run(FineWeb(), "\n".join(unique[:7] + [line, line]))
+    assert 0.01 < s["fineweb_dup_line_char_frac"] < 0.1 and reason == "fineweb:dup_line_chars"
+    assert run(FineWeb(max_dup_line_char_frac=0.1), text)[1] is None  # the paper's threshold keeps it
+    assert run(FineWeb(), "\n".join(unique + [line]))[1] is None  # no repeat
+    s, reason = run(FineWeb(max_dup_line_char_frac=0.1), "\n".join(unique[:7] + [line, line]))
     assert s["fineweb_dup_line_char_frac"] >= 0.1 and reason == "fineweb:dup_line_chars"
 
 
@@ -391,3 +409,83 @@ def test_fast_ngram_repetition_matches_the_rule_written_plainly():
             want_top, want_dup = plain(words, max(len(text), 1), n_top, n_dup)
             assert got[n_top] == pytest.approx(want_top), (trial, n_top)
             assert got[n_dup] == pytest.approx(want_dup), (trial, n_dup)
+
+
+def test_ngram_batch_equals_one_document_at_a_time():
+    """Documents coded together give each document the fractions it gets alone."""
+    import random
+
+    from filters.gopher import ngram_repetition, ngram_repetition_batch
+
+    rng = random.Random(1)
+    docs = []
+    for _ in range(60):
+        vocab = ["a", "bb", "ccc", "dd", "e"][: rng.randint(1, 5)]
+        words = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
+        docs.append((words, max(len(" ".join(words)), 1)))
+    together = ngram_repetition_batch(docs, (2, 3, 4), (5, 6, 7, 8, 9, 10))
+    for (words, n_chars), got in zip(docs, together):
+        assert got == pytest.approx(ngram_repetition(words, n_chars, (2, 3, 4), (5, 6, 7, 8, 9, 10)))
+
+
+def test_bullet_and_ellipsis_lines_counted_as_datatrove_counts_them():
+    """The whole-text patterns count the lines datatrove's per-line test counts, with every line boundary
+    str.splitlines knows and every kind of blank inside a line."""
+    import random
+
+    rng = random.Random(2)
+    pool = ["a", "b", " ", "\t", "\x1f", "\xa0", "•", "-", ".", "...", "…", "\n", "\r", "\r\n", "\x0b", "\x0c",
+            "\x1c", "\x85", "\u2028", "\u2029"]
+    for _ in range(2000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 30)))
+        lines = text.splitlines() or [""]
+        s = GopherQuality().score(Document("d", text))
+        assert s["gopher_bullet_line_frac"] == sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines)
+        assert s["gopher_ellipsis_line_frac"] == sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)
+
+
+# ---------------------------------------------------------------------------
+# recipes
+
+
+def test_recipe_fineweb_is_datatroves_chain_in_fineweb_order():
+    stage = FilterStage("heuristics", {"recipe": "fineweb"})
+    assert [f.ref for f in stage.filters] == ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
+    gr, gq, c4, fw = stage.filters
+    assert gq.params["case_sensitive_stop_words"] is True and gq.params["min_stop_words"] == 2
+    assert (c4.params["drop_no_terminal_punct_lines"], c4.params["min_sentences"], c4.params["min_words_per_line"]) \
+        == (False, 5, 3)
+    assert fw.params["max_dup_line_char_frac"] == 0.01 and gr.params["max_dup_10gram_frac"] == 0.1
+    # every parameter is written out, so a later change of a default cannot change the recipe
+    from filters.recipes import RECIPES
+
+    for _, chain in RECIPES.values():
+        for entry in chain:
+            (ref, params), = entry.items()
+            assert set(params) == set(FilterStage("s", {"filters": [ref]}).filters[0].params) - {"badwords_path"}
+
+
+def test_recipe_with_more_filters_and_errors():
+    stage = FilterStage("h", {"recipe": "gopher", "filters": ["ratios"]})
+    assert [f.ref for f in stage.filters] == ["gopher_quality", "gopher_repetition", "ratios"]
+    with pytest.raises(ValueError, match="unknown recipe 'finweb'; choose one of c4, fineweb, gopher"):
+        FilterStage("h", {"recipe": "finweb"})
+    with pytest.raises(ValueError, match="needs `filters:` or `recipe:`"):
+        FilterStage("h", {})
+
+
+def test_recipe_in_a_config_runs_the_chain_in_its_order(tmp_path):
+    """A short page of repeated lines: FineWeb's chain checks repetition first, Gopher's checks quality first."""
+    import json
+
+    from pipeline.rundir import RunFolder
+    from tests.conftest import run_pipeline
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"Buy {w} now.\nBuy {w} now.\nBuy {w} now."})
+                                              + "\n" for w in unique_words(4)))
+    for recipe, reason in (("fineweb", "gopher_repetition:dup_line_frac"), ("gopher", "gopher_quality:word_count")):
+        cfg = {"run_dir": str(tmp_path / recipe),
+               "stages": [{"name": "ingest", "inputs": [{"path": str(tmp_path / "in.jsonl")}]},
+                          {"name": "heuristics", "kind": "filter", "recipe": recipe}]}
+        run = RunFolder(run_pipeline(cfg, tmp_path, name=f"{recipe}.yaml"))
+        assert [r["reason"] for r in run.rows("heuristics", part="removed")] == [reason] * 4
