@@ -50,6 +50,7 @@ import importlib.metadata
 import importlib.util
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,15 @@ def canonical_code(code: str) -> str:
 
 def prepare_text(text: str, max_chars: int | None) -> str:
     """Cap the length, then put everything on one line as fastText expects."""
-    if max_chars:
-        text = text[:max_chars]
-    return " ".join(text.split())
+    return _one_line(text[:max_chars] if max_chars else text)
+
+
+_NOT_ONE_LINE = re.compile(r"[^\S ]|  |^ | $")
+
+
+def _one_line(text: str) -> str:
+    """Whitespace runs as single spaces, none at the ends (most short texts already are)."""
+    return " ".join(text.split()) if _NOT_ONE_LINE.search(text) else text
 
 
 # ---------------------------------------------------------------------------
@@ -231,12 +238,27 @@ class HeliportBackend:
         return label, float(margin)
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        # one loop with every lookup bound locally: on short sentences heliport itself takes a few microseconds,
+        # so any per-text Python work shows (experiments/results/lid_overhead.md)
+        identify, codes, a, b, exp = self.model.identify_with_score, _CODES, *HELIPORT_CALIBRATION, math.exp
         out = []
+        append = out.append
         for t in texts:
-            label, margin = self.predict_raw(t)
-            code = canonical_code(label)
-            out.append((code, heliport_probability(margin) if code else 0.0))
+            if not t:
+                append(("", 0.0))
+                continue
+            label, margin = identify(t)
+            if label == "und":
+                label = self.model.identify(t, ignore_confidence=True)
+            code = codes.get(label)
+            if code is None:
+                code = codes[label] = canonical_code(label)
+            append((code, 1.0 / (1.0 + exp(-(a + b * margin))) if code else 0.0))
         return out
+
+
+#: heliport label -> canonical code, filled as labels are seen
+_CODES: dict[str, str] = {}
 
 
 def make_backend(name: str, model_path: str | None):
@@ -303,7 +325,8 @@ class LanguageID(Filter):
 
     def score_batch(self, docs) -> list[dict]:
         self.ensure_setup()
-        texts = [prepare_text(d.text, self.params["max_chars"]) for d in docs]
+        cap = self.params["max_chars"]
+        texts = [_one_line(d.text[:cap] if cap else d.text) for d in docs]
         return [{"lang": lang, "lang_score": prob} for lang, prob in self.backend.predict(texts)]
 
     def min_score(self, lang: str) -> float:
