@@ -1,126 +1,245 @@
-"""Rule-by-rule agreement of winnow's Gopher, C4 and FineWeb filters with datatrove's, and their speed.
+"""winnow's ``recipe: fineweb`` against datatrove's FineWeb filters: removed-set overlap per rule, per filter and
+for the whole chain, every disagreement class with examples, and speed measured in CPU seconds.
 
-    python -m experiments.benchmarks.heuristics_conformance --datatrove-python /tmp/dtv/bin/python \\
-        --out experiments/results/heuristics_conformance.md
+    PYTHONPATH=. .venv/bin/python -m experiments.benchmarks.heuristics_conformance \\
+        --datatrove-python /tmp/dtv/bin/python --out experiments/results/heuristics_conformance.md
 
-datatrove and spaCy are heavy and not winnow dependencies, so they live in a
-separate virtual environment (``python3 -m venv /tmp/dtv && /tmp/dtv/bin/pip
-install datatrove==0.10.1 spacy regex``). This script writes the documents to a
-JSONL file and runs itself under that interpreter with ``--reference``: that
-process imports only datatrove and writes, per document, the keep/remove
-decision of each rule run *alone* (every other rule of the filter switched off
-through datatrove's own parameters), C4's cleaned text, spaCy's tokens, and the
-time datatrove's four-filter chain takes. winnow then scores the same documents,
-decides each rule alone from its score columns, and counts agreement.
+datatrove and spaCy are not winnow dependencies, so they live in their own
+virtual environment: ``python3 -m venv /tmp/dtv && /tmp/dtv/bin/pip install
+datatrove==0.10.1 spacy regex``. This script writes the documents to a JSONL
+file and runs itself under that interpreter (``--reference``): that process
+imports datatrove only and records, per document, the decision of every rule
+of FineWeb's recipe run *alone* (the other rules of its filter switched off
+through datatrove's own parameters, FineWeb's settings otherwise), of each of
+the four filters as FineWeb configures them, of the whole chain in FineWeb's
+order (C4's cleaned text passed on, as datatrove does), and spaCy's tokens; and
+it dumps the tables winnow re-implements (spaCy's special cases, sentence-final
+marks, datatrove's punctuation sets) so they are compared too.
 
-winnow runs with datatrove's thresholds wherever they differ from winnow's
-defaults (C4: 5 sentences, 3 words per line; FineWeb: duplicated-line
-characters 0.01), so the comparison is of how the rules are measured.
-Documents: Usenet posts, English Wikipedia articles, web pages (resiliparse
-text, as winnow ingests them) and OSCAR documents from ../shared/data.
-Speed: bytes of UTF-8 text per second in one process for the four filters, each
-scoring every document (datatrove: each filter's ``filter``; winnow: each
-filter's ``score`` and ``decide``, its token caches emptied before every pass),
-best of ``--repeat`` passes.
+Agreement alone flatters a rule that removes little, so every row also gives
+both sides' removal counts, the overlap of the removed sets (Jaccard: both
+remove / either removes) and Cohen's kappa, and every class of disagreement
+(rule, which side removes) is counted and shown with examples.
+
+Speed: each side runs FineWeb's chain in a fresh single-threaded process
+(``--time-side``), over ``--rounds`` interleaved rounds that alternate which
+side goes first; the figure is CPU seconds of the filtering loop
+(``time.process_time``: the load of other jobs barely changes it), with wall
+time and the load average beside it. datatrove runs as FineWeb ran it: each
+document goes through the filters until one removes it. winnow runs as its
+filter stage does: every filter scores every document (so any threshold can
+change later without re-scoring; the documents are one shard, as the stage
+scores them), then the decisions are taken in order.
+``--all-score`` also times datatrove with every filter on every document.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import json
+import os
+import platform
 import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from experiments.benchmarks import emit
-
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SOURCES = (("usenet", "raw/usenet-20news.jsonl.gz", "text"), ("wikipedia", "ref/wikipedia-en.jsonl.gz", "text"),
+           ("web pages", "raw/webpages-html.jsonl.gz", "html"), ("oscar", "raw/oscar-sample.jsonl.gz", "text"))
+FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # FineWeb's order
 
-#: rule name -> (datatrove filter, kwargs that switch every other rule off)
+# ---------------------------------------------------------------------------
+# FineWeb's recipe in datatrove's terms: kwargs of each filter as FineWeb runs it, and how to run one rule alone
+
+DT_CLASS = {"gopher_repetition": "GopherRepetitionFilter", "gopher_quality": "GopherQualityFilter",
+            "c4": "C4QualityFilter", "fineweb": "FineWebQualityFilter"}
+DT_FINEWEB = {"gopher_repetition": {}, "gopher_quality": {}, "c4": {"filter_no_terminal_punct": False},
+              "fineweb": {}}
 GQ_OFF = dict(min_doc_words=None, max_doc_words=None, min_avg_word_length=None, max_avg_word_length=None,
               max_symbol_word_ratio=None, max_bullet_lines_ratio=None, max_ellipsis_lines_ratio=None,
               max_non_alpha_words_ratio=None, min_stop_words=None)
 GR_OFF = dict(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None, dup_para_char_frac=None,
               top_n_grams=(), dup_n_grams=())
-C4_OFF = dict(filter_lorem_ipsum=False, filter_curly_bracket=False, min_num_sentences=-1)
+C4_OFF = dict(filter_no_terminal_punct=False, filter_lorem_ipsum=False, filter_curly_bracket=False,
+              min_num_sentences=-1)
 FW_OFF = dict(line_punct_thr=0.0, short_line_thr=1.0, char_duplicates_ratio=1.0, new_line_ratio=1e9)
-REFERENCE_RULES = {
-    "gopher_quality:word_count": ("gq", {**GQ_OFF, "min_doc_words": 50, "max_doc_words": 100_000}),
-    "gopher_quality:mean_word_length": ("gq", {**GQ_OFF, "min_avg_word_length": 3, "max_avg_word_length": 10}),
-    "gopher_quality:symbol_word_ratio": ("gq", {**GQ_OFF, "max_symbol_word_ratio": 0.1}),
-    "gopher_quality:bullet_lines": ("gq", {**GQ_OFF, "max_bullet_lines_ratio": 0.9}),
-    "gopher_quality:ellipsis_lines": ("gq", {**GQ_OFF, "max_ellipsis_lines_ratio": 0.3}),
-    "gopher_quality:alpha_words": ("gq", {**GQ_OFF, "max_non_alpha_words_ratio": 0.8}),
-    "gopher_quality:stop_words": ("gq", {**GQ_OFF, "min_stop_words": 2}),
-    "gopher_repetition:dup_para_frac": ("gr", {**GR_OFF, "dup_para_frac": 0.3}),
-    "gopher_repetition:dup_para_char_frac": ("gr", {**GR_OFF, "dup_para_char_frac": 0.2}),
-    "gopher_repetition:dup_line_frac": ("gr", {**GR_OFF, "dup_line_frac": 0.3}),
-    "gopher_repetition:dup_line_char_frac": ("gr", {**GR_OFF, "dup_line_char_frac": 0.2}),
-    **{f"gopher_repetition:top_{n}gram": ("gr", {**GR_OFF, "top_n_grams": ((n, t),)})
-       for n, t in ((2, 0.2), (3, 0.18), (4, 0.16))},
-    **{f"gopher_repetition:dup_{n}gram": ("gr", {**GR_OFF, "dup_n_grams": ((n, t),)})
-       for n, t in ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))},
-    "c4:lorem_ipsum": ("c4", {**C4_OFF, "filter_lorem_ipsum": True}),
-    "c4:curly_bracket": ("c4", {**C4_OFF, "filter_curly_bracket": True}),
-    "c4:too_few_sentences": ("c4", {**C4_OFF, "min_num_sentences": 5}),
-    "fineweb:line_punct": ("fw", {**FW_OFF, "line_punct_thr": 0.12}),
-    "fineweb:short_lines": ("fw", {**FW_OFF, "short_line_thr": 0.67}),
-    "fineweb:dup_line_chars": ("fw", {**FW_OFF, "char_duplicates_ratio": 0.01}),
-    "fineweb:list_like": ("fw", {**FW_OFF, "new_line_ratio": 0.3}),
+TOP_N = {2: 0.2, 3: 0.18, 4: 0.16}
+DUP_N = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+#: rule -> datatrove kwargs that run it alone, with FineWeb's thresholds
+RULES_ALONE = {
+    "gopher_repetition:dup_para_frac": {**GR_OFF, "dup_para_frac": 0.3},
+    "gopher_repetition:dup_para_char_frac": {**GR_OFF, "dup_para_char_frac": 0.2},
+    "gopher_repetition:dup_line_frac": {**GR_OFF, "dup_line_frac": 0.3},
+    "gopher_repetition:dup_line_char_frac": {**GR_OFF, "dup_line_char_frac": 0.2},
+    **{f"gopher_repetition:top_{n}gram": {**GR_OFF, "top_n_grams": ((n, t),)} for n, t in TOP_N.items()},
+    **{f"gopher_repetition:dup_{n}gram": {**GR_OFF, "dup_n_grams": ((n, t),)} for n, t in DUP_N.items()},
+    "gopher_quality:word_count": {**GQ_OFF, "min_doc_words": 50, "max_doc_words": 100_000},
+    "gopher_quality:mean_word_length": {**GQ_OFF, "min_avg_word_length": 3, "max_avg_word_length": 10},
+    "gopher_quality:symbol_word_ratio": {**GQ_OFF, "max_symbol_word_ratio": 0.1},
+    "gopher_quality:bullet_lines": {**GQ_OFF, "max_bullet_lines_ratio": 0.9},
+    "gopher_quality:ellipsis_lines": {**GQ_OFF, "max_ellipsis_lines_ratio": 0.3},
+    "gopher_quality:alpha_words": {**GQ_OFF, "max_non_alpha_words_ratio": 0.8},
+    "gopher_quality:stop_words": {**GQ_OFF, "min_stop_words": 2},
+    "c4:lorem_ipsum": {**C4_OFF, "filter_lorem_ipsum": True},
+    "c4:curly_bracket": {**C4_OFF, "filter_curly_bracket": True},
+    "c4:too_few_sentences": {**C4_OFF, "min_num_sentences": 5},
+    "fineweb:line_punct": {**FW_OFF, "line_punct_thr": 0.12},
+    "fineweb:short_lines": {**FW_OFF, "short_line_thr": 0.67},
+    "fineweb:dup_line_chars": {**FW_OFF, "char_duplicates_ratio": 0.01},
+    "fineweb:list_like": {**FW_OFF, "new_line_ratio": 0.3},
 }
-#: winnow parameters equal to datatrove's defaults where winnow's defaults differ.
-WINNOW_AS_DATATROVE = {"c4": {"min_sentences": 5, "min_words_per_line": 3},
-                       "fineweb": {"max_dup_line_char_frac": 0.01}}
-FILTERS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
+#: datatrove's removal reasons -> winnow's rule names
+DT_REASONS = {
+    "dup_para_frac": "dup_para_frac", "dup_para_char_frac": "dup_para_char_frac", "dup_line_frac": "dup_line_frac",
+    "dup_line_char_frac": "dup_line_char_frac", **{f"top_{n}_gram": f"top_{n}gram" for n in TOP_N},
+    **{f"duplicated_{n}_n_grams": f"dup_{n}gram" for n in DUP_N},
+    "gopher_short_doc": "word_count", "gopher_long_doc": "word_count",
+    "gopher_below_avg_threshold": "mean_word_length", "gopher_above_avg_threshold": "mean_word_length",
+    "gopher_too_many_hashes": "symbol_word_ratio", "gopher_too_many_ellipsis": "symbol_word_ratio",
+    "gopher_too_many_bullets": "bullet_lines", "gopher_too_many_end_ellipsis": "ellipsis_lines",
+    "gopher_below_alpha_threshold": "alpha_words", "gopher_enough_stop_words": "stop_words",
+    "lorem_ipsum": "lorem_ipsum", "curly_bracket": "curly_bracket", "too_few_sentences": "too_few_sentences",
+    "line_punct_ratio": "line_punct", "short_line_ratio": "short_lines", "char_dup_ratio": "dup_line_chars",
+    "list_ratio": "list_like", "empty": "empty",
+}
 
 
 # ---------------------------------------------------------------------------
 # the datatrove side (runs under the datatrove interpreter; imports no winnow module)
 
 
-def run_reference(docs_path: Path, out_path: Path, repeat: int) -> None:
-    from datatrove.data import Document as DTDocument
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherQualityFilter,
-        GopherRepetitionFilter,
-    )
-    from datatrove.utils.word_tokenizers import load_word_tokenizer
+def _dt_filters(kwargs_by_name: dict) -> dict:
+    import datatrove.pipeline.filters as dtf
 
-    classes = {"gq": GopherQualityFilter, "gr": GopherRepetitionFilter, "c4": C4QualityFilter,
-               "fw": FineWebQualityFilter}
+    return {name: getattr(dtf, DT_CLASS[name])(**kw) for name, kw in kwargs_by_name.items()}
+
+
+def _dt_run(f, text: str) -> tuple[bool, str | None, str]:
+    """(keep, reason, text after) of one datatrove filter; a rule that raises (a ratio over zero words) -> None."""
+    from datatrove.data import Document
+
+    doc = Document(text=text, id="d")
+    try:
+        out = f.filter(doc)
+    except (ZeroDivisionError, ValueError):
+        return None, "error", text
+    keep, reason = (out, None) if isinstance(out, bool) else (bool(out[0]), out[1] if len(out) > 1 else None)
+    return keep, None if keep else reason, doc.text
+
+
+def run_reference(docs_path: Path, out_path: Path) -> None:
+    import datatrove
+    import spacy
+    from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+    from spacy.pipeline.sentencizer import Sentencizer
+    from spacy.symbols import ORTH
+
     texts = [json.loads(line)["text"] for line in docs_path.open(encoding="utf-8")]
-    rules = {rule: classes[kind](**kwargs) for rule, (kind, kwargs) in REFERENCE_RULES.items()}
-    c4_lines_only = C4QualityFilter(**C4_OFF)
+    alone = {rule: _dt_filters({rule.split(":")[0]: kw})[rule.split(":")[0]] for rule, kw in RULES_ALONE.items()}
+    recipe = _dt_filters(DT_FINEWEB)
     tokenizer = load_word_tokenizer("en")
     with out_path.open("w", encoding="utf-8") as out:
-        for i, text in enumerate(texts):
-            row = {"rules": {}}
-            for rule, f in rules.items():
-                try:
-                    result = f.filter(DTDocument(text=text, id=str(i)))
-                    row["rules"][rule] = bool(result if isinstance(result, bool) else result[0])
-                except (ZeroDivisionError, ValueError):  # e.g. a ratio over zero words
-                    row["rules"][rule] = None
-            d = DTDocument(text=text, id=str(i))
-            c4_lines_only.filter(d)
-            row["c4_text"] = d.text
+        for text in texts:
+            row = {"alone": {rule: _dt_run(f, text)[0] for rule, f in alone.items()}, "filters": {}}
+            for name, f in recipe.items():
+                keep, reason, _ = _dt_run(f, text)
+                row["filters"][name] = [keep, reason]
+            chain, current = None, text
+            for name, f in recipe.items():  # FineWeb's order; C4's cleaned text goes on to FineWeb's filter
+                keep, reason, current = _dt_run(f, current)
+                if not keep:
+                    chain = [name, reason]
+                    break
+            row["chain"] = chain
             row["tokens"] = tokenizer.word_tokenize(text)
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for i, text in enumerate(texts):
+    nlp = spacy.blank("en")
+    tables = {
+        "versions": {"datatrove": datatrove.__version__ if hasattr(datatrove, "__version__") else
+                     _dist_version("datatrove"), "spacy": spacy.__version__, "python": platform.python_version()},
+        "special_cases": {k: [t[ORTH] for t in v] for k, v in nlp.tokenizer.rules.items()},
+        "sentence_final": sorted(Sentencizer.default_punct_chars),
+        "terminal_punctuation": sorted(TERMINAL_PUNCTUATION),
+        "punctuation_set": sorted(PUNCTUATION_SET),
+    }
+    out_path.with_suffix(".tables.json").write_text(json.dumps(tables, ensure_ascii=False))
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+# ---------------------------------------------------------------------------
+# timing: one side, one fresh process
+
+
+def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
+    """CPU and wall seconds of FineWeb's chain over the documents, in this (fresh) process."""
+    texts = [json.loads(line)["text"] for line in docs_path.open(encoding="utf-8")]
+    if side == "datatrove":
+        from datatrove.data import Document
+
+        chain = list(_dt_filters(DT_FINEWEB).values())
+
+        def run():
+            for i, text in enumerate(texts):
+                doc = Document(text=text, id=str(i))
+                for f in chain:
+                    try:
+                        out = f.filter(doc)
+                    except (ZeroDivisionError, ValueError):
+                        out = False
+                    if not all_score and not (out if isinstance(out, bool) else out[0]):
+                        break
+    else:
+        from filters.base import filter_class, normalise_decision
+        from filters.recipes import expand
+        from pipeline.document import Document
+
+        chain = []
+        for entry in expand({"recipe": "fineweb"}):
+            (ref, params), = entry.items()
+            f = filter_class(ref)(**params)
+            f.ensure_setup()
+            chain.append(f)
+
+        def run():  # as the filter stage does with a shard: each filter scores every document, then decide
+            docs = [Document(str(i), text) for i, text in enumerate(texts)]
+            results = []
             for f in chain:
-                try:
-                    f.filter(DTDocument(text=text, id=str(i)))
-                except (ZeroDivisionError, ValueError):
-                    pass
-        best = min(best, time.perf_counter() - t0)
-    out_path.with_suffix(".time").write_text(str(best))
+                res = f.score_batch(docs)
+                if f.edits_text:
+                    for d, r in zip(docs, res):
+                        d.text = r.pop("text", d.text)
+                results.append(res)
+            for i in range(len(docs)):
+                scores = {k: v for res in results for k, v in res[i].items()}
+                for f in chain:
+                    if not normalise_decision(f, f.decide(scores))[0]:
+                        break
+    load = os.getloadavg()[0]
+    c0, w0 = time.process_time(), time.perf_counter()
+    run()
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return {"side": side, "cpu_s": cpu, "wall_s": wall, "load": load, "docs": len(texts),
+            "mb": sum(len(t.encode("utf-8")) for t in texts) / 1e6}
+
+
+def _timed(python: str, side: str, docs: Path, all_score: bool) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [python, "-m", "experiments.benchmarks.heuristics_conformance", "--time-side", side, str(docs)]
+    if all_score:
+        cmd.append("--all-score")
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------
@@ -128,17 +247,14 @@ def run_reference(docs_path: Path, out_path: Path, repeat: int) -> None:
 
 
 def load_documents(per_source: int) -> list[tuple[str, str]]:
-    """(source, text) for up to ``per_source`` non-blank documents of each source."""
+    """(source, text) for up to ``per_source`` non-blank documents of each source (web pages: resiliparse text,
+    as winnow ingests them)."""
     from pipeline.ingest.html import extract_text
 
-    sources = (("usenet", SHARED / "raw" / "usenet-20news.jsonl.gz", "text"),
-               ("wikipedia", SHARED / "ref" / "wikipedia-en.jsonl.gz", "text"),
-               ("web pages", SHARED / "raw" / "webpages-html.jsonl.gz", "html"),
-               ("oscar", SHARED / "raw" / "oscar-sample.jsonl.gz", "text"))
     docs = []
-    for name, path, field in sources:
+    for name, rel, field in SOURCES:
         taken = 0
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with gzip.open(SHARED / rel, "rt", encoding="utf-8") as f:
             for line in f:
                 text = json.loads(line).get(field) or ""
                 if field == "html":
@@ -151,26 +267,23 @@ def load_documents(per_source: int) -> list[tuple[str, str]]:
     return docs
 
 
-def winnow_filters():
+def winnow_recipe():
     from filters.base import filter_class
+    from filters.recipes import expand
 
     out = {}
-    for name in FILTERS:
-        f = filter_class(name)(**WINNOW_AS_DATATROVE.get(name, {}))
-        f.ensure_setup()
-        out[name] = f
+    for entry in expand({"recipe": "fineweb"}):
+        (ref, params), = entry.items()
+        out[ref] = filter_class(ref)(**params)
+        out[ref].ensure_setup()
     return out
 
 
-def rules_of(filter_name: str) -> list[str]:
-    return [r for r in REFERENCE_RULES if r.startswith(filter_name + ":")]
-
-
 def decide_alone(f, rule: str, s: dict) -> bool:
-    """Keep decision of one rule of ``f`` alone, from the score columns and ``f``'s thresholds."""
+    """Keep decision of one rule of ``f`` alone, from its score columns and ``f``'s thresholds."""
     p = f.params
     if f.name == "gopher_quality":
-        checks = {
+        return {
             "word_count": p["min_words"] <= s["gopher_word_count"] <= p["max_words"],
             "mean_word_length": (s["gopher_word_count"] == 0 or p["min_mean_word_length"]
                                  <= s["gopher_mean_word_length"] <= p["max_mean_word_length"]),
@@ -179,15 +292,11 @@ def decide_alone(f, rule: str, s: dict) -> bool:
             "ellipsis_lines": s["gopher_ellipsis_line_frac"] <= p["max_ellipsis_line_frac"],
             "alpha_words": s["gopher_alpha_word_frac"] >= p["min_alpha_word_frac"],
             "stop_words": s["gopher_stop_word_count"] >= p["min_stop_words"],
-        }
-        return checks[rule]
+        }[rule]
     if f.name == "gopher_repetition":
-        if rule.startswith("top_"):
-            n = rule[4:-4]
-            return s[f"gopher_top_{n}gram_frac"] <= p[f"max_top_{n}gram_frac"]
-        if rule.startswith("dup_") and rule.endswith("gram"):
-            n = rule[4:-4]
-            return s[f"gopher_dup_{n}gram_frac"] <= p[f"max_dup_{n}gram_frac"]
+        if rule.startswith(("top_", "dup_")) and rule.endswith("gram"):
+            kind, n = rule[:3], rule[4:-4]
+            return s[f"gopher_{kind}_{n}gram_frac"] <= p[f"max_{kind}_{n}gram_frac"]
         return s[f"gopher_{rule}"] <= p[f"max_{rule}"]
     if f.name == "c4":
         return {"lorem_ipsum": not s["c4_lorem_ipsum"], "curly_bracket": not s["c4_curly_bracket"],
@@ -200,22 +309,243 @@ def decide_alone(f, rule: str, s: dict) -> bool:
     raise KeyError(f.name)
 
 
-def winnow_chain_seconds(texts: list[str], repeat: int) -> float:
-    from filters.base import normalise_decision
-    from filters.words import clear_caches
+#: the score column that decides each rule (shown beside disagreement examples)
+RULE_COLUMN = {
+    "word_count": "gopher_word_count", "mean_word_length": "gopher_mean_word_length",
+    "symbol_word_ratio": "gopher_symbol_word_ratio", "bullet_lines": "gopher_bullet_line_frac",
+    "ellipsis_lines": "gopher_ellipsis_line_frac", "alpha_words": "gopher_alpha_word_frac",
+    "stop_words": "gopher_stop_word_count", "lorem_ipsum": "c4_lorem_ipsum", "curly_bracket": "c4_curly_bracket",
+    "too_few_sentences": "c4_sentence_count", "line_punct": "fineweb_line_punct_frac",
+    "short_lines": "fineweb_short_line_frac", "dup_line_chars": "fineweb_dup_line_char_frac",
+    "list_like": "fineweb_newline_word_ratio",
+}
+
+
+def column_of(rule: str) -> str:
+    name = rule.split(":")[1]
+    if name.startswith(("top_", "dup_")) and name.endswith("gram"):
+        return f"gopher_{name[:3]}_{name[4:-4]}gram_frac"
+    return RULE_COLUMN.get(name, f"gopher_{name}")
+
+
+class Overlap:
+    """Counts of two removal decisions over the same documents."""
+
+    def __init__(self):
+        self.both = self.only_dt = self.only_wn = self.neither = 0
+
+    def add(self, dt_removes: bool, wn_removes: bool) -> None:
+        if dt_removes and wn_removes:
+            self.both += 1
+        elif dt_removes:
+            self.only_dt += 1
+        elif wn_removes:
+            self.only_wn += 1
+        else:
+            self.neither += 1
+
+    @property
+    def n(self) -> int:
+        return self.both + self.only_dt + self.only_wn + self.neither
+
+    def row(self) -> list[str]:
+        n, either = self.n, self.both + self.only_dt + self.only_wn
+        agree = (self.both + self.neither) / n if n else 1.0
+        jaccard = f"{self.both / either:.4f}" if either else "n/a (none removed)"
+        p_dt, p_wn = (self.both + self.only_dt) / max(n, 1), (self.both + self.only_wn) / max(n, 1)
+        expected = p_dt * p_wn + (1 - p_dt) * (1 - p_wn)
+        kappa = f"{(agree - expected) / (1 - expected):.4f}" if expected < 1 else "n/a"
+        return [f"{n:,}", f"{100 * agree:.2f}%", f"{self.both + self.only_dt:,}", f"{self.both + self.only_wn:,}",
+                f"{self.both:,}", f"{self.only_dt:,}", f"{self.only_wn:,}", jaccard, kappa]
+
+    @property
+    def jaccard(self) -> float | None:
+        either = self.both + self.only_dt + self.only_wn
+        return self.both / either if either else None
+
+
+OVERLAP_HEAD = ("| {what} | documents | agreement | datatrove removes | winnow removes | both | only datatrove | "
+                "only winnow | Jaccard | Cohen's kappa |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def token_diff(ref: list[str], mine: list[str]) -> str:
+    """The first differing stretch of two token lists, as "spaCy [..] / winnow [..]"."""
+    import difflib
+
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ref, b=mine, autojunk=False).get_opcodes():
+        if op != "equal":
+            return f"spaCy {ref[max(i1 - 1, 0):i2 + 1]} / winnow {mine[max(j1 - 1, 0):j2 + 1]}"
+    return ""
+
+
+def compare_tables(tables: dict) -> list[str]:
+    """Lines saying whether winnow's copies of spaCy's and datatrove's tables equal the installed ones."""
+    from filters.words import PUNCTUATION_SET, SENTENCE_FINAL, SPECIAL_CASES, TERMINAL_PUNCTUATION
+
+    spacy_rules = {k: tuple(v) for k, v in tables["special_cases"].items() if not k.isspace()}
+    ours = dict(SPECIAL_CASES)
+    out = []
+    differ = sorted(k for k in set(spacy_rules) | set(ours) if spacy_rules.get(k) != ours.get(k))
+    out.append(f"- spaCy's English special cases (whitespace entries aside): {len(spacy_rules):,} in spaCy, "
+               f"{len(ours):,} in winnow, " + ("identical." if not differ else f"{len(differ)} differ: {differ[:10]}"))
+    for label, theirs, mine in (("spaCy's sentencizer marks", tables["sentence_final"], SENTENCE_FINAL),
+                                ("datatrove's TERMINAL_PUNCTUATION", tables["terminal_punctuation"],
+                                 TERMINAL_PUNCTUATION),
+                                ("datatrove's PUNCTUATION_SET", tables["punctuation_set"], PUNCTUATION_SET)):
+        a, b = set(theirs), set(mine)
+        out.append(f"- {label}: {len(a)} characters, " + ("identical in winnow." if a == b else
+                   f"winnow lacks {sorted(a - b)!r}, adds {sorted(b - a)!r}."))
+    return out
+
+
+def ngram_join_effect(texts: list[str], reference: list[dict]) -> list[str]:
+    """How many documents datatrove's glued n-gram comparison changes, and agreement with and without it."""
+    from filters.base import filter_class
+    from filters.recipes import expand
+
+    params = next(e["gopher_repetition"] for e in expand({"recipe": "fineweb"}) if "gopher_repetition" in e)
+    spaced = filter_class("gopher_repetition")(**params)
+    glued = filter_class("gopher_repetition")(**{**params, "dup_ngram_join": "none"})
     from pipeline.document import Document
 
-    filters = [winnow_filters()[n] for n in FILTERS]
-    best = float("inf")
-    for _ in range(repeat):
-        clear_caches()  # every pass starts cold, as the first shard of a worker does
-        t0 = time.perf_counter()
-        for i, text in enumerate(texts):
-            doc = Document(str(i), text)
-            for f in filters:
-                normalise_decision(f, f.decide(f.score(doc)))
-        best = min(best, time.perf_counter() - t0)
-    return best
+    lines = []
+    changed: Counter = Counter()
+    agree = {"space": Counter(), "none": Counter()}
+    examples = []
+    for i, (text, ref) in enumerate(zip(texts, reference)):
+        a, b = spaced.score(Document("d", text)), glued.score(Document("d", text))
+        for n in DUP_N:
+            rule = f"gopher_repetition:dup_{n}gram"
+            keep_a, keep_b = decide_alone(spaced, f"dup_{n}gram", a), decide_alone(glued, f"dup_{n}gram", b)
+            changed[rule] += keep_a != keep_b
+            want = ref["alone"][rule]
+            if want is not None:
+                agree["space"][rule] += keep_a == want
+                agree["none"][rule] += keep_b == want
+            if keep_a != keep_b and len(examples) < 3:
+                examples.append(f"document {i}: dup_{n}gram {a[f'gopher_dup_{n}gram_frac']:.4f} as word sequences, "
+                                f"{b[f'gopher_dup_{n}gram_frac']:.4f} glued (threshold {DUP_N[n]})")
+    lines.append("| rule | documents whose decision the glued comparison changes | agreement, word sequences "
+                 "(winnow) | agreement, glued (`dup_ngram_join: none`) |")
+    lines.append("|---|---:|---:|---:|")
+    for n in DUP_N:
+        rule = f"gopher_repetition:dup_{n}gram"
+        lines.append(f"| {rule} | {changed[rule]:,} | {agree['space'][rule]:,} / {len(texts):,} | "
+                     f"{agree['none'][rule]:,} / {len(texts):,} |")
+    return lines + [""] + [f"- {e}" for e in examples]
+
+
+def conformance(docs: list[tuple[str, str]], reference: list[dict], tables: dict) -> tuple[list[str], dict]:
+    from filters.words import words
+    from pipeline.document import Document
+
+    filters = winnow_recipe()
+    rule_overlap = defaultdict(Overlap)
+    rule_source = defaultdict(Overlap)
+    filter_overlap = {name: Overlap() for name in FILTERS}
+    filter_reason = {name: Counter() for name in FILTERS}
+    chain_overlap = Overlap()
+    chain_rule = defaultdict(Overlap)
+    classes = defaultdict(list)
+    skipped = Counter()
+    tok_same = tok_diff_docs = 0
+    for i, ((source, text), ref) in enumerate(zip(docs, reference)):
+        mine = words(text)
+        same_tokens = mine == ref["tokens"]
+        tok_same += same_tokens
+        scores, chain_scores, chain_doc = {}, {}, Document("d", text)
+        for name, f in filters.items():  # each filter alone on the raw text
+            scores[name] = f.score(Document("d", text))
+        for name, f in filters.items():  # the stage: filters in order, C4's text passed on
+            s = f.score(chain_doc)
+            if "text" in s:
+                chain_doc.text = s["text"]
+            chain_scores.update({k: v for k, v in s.items() if k != "text"})
+        for rule, want in ref["alone"].items():
+            name, short = rule.split(":")
+            if want is None:
+                skipped[rule] += 1
+                continue
+            keep = decide_alone(filters[name], short, scores[name])
+            rule_overlap[rule].add(not want, not keep)
+            rule_source[(rule, source)].add(not want, not keep)
+            if keep != want:
+                classes[("rule alone", rule, "only datatrove removes" if keep else "only winnow removes")].append(
+                    (i, source, scores[name].get(column_of(rule)), "" if same_tokens else token_diff(ref["tokens"], mine)))
+        for name, f in filters.items():
+            from filters.base import normalise_decision
+            keep, reason, _ = normalise_decision(f, f.decide(scores[name]))
+            dt_keep, dt_reason = ref["filters"][name]
+            filter_overlap[name].add(not dt_keep, not keep)
+            if not keep and not dt_keep:
+                filter_reason[name][(DT_REASONS.get(dt_reason, dt_reason), reason.split(":")[1])] += 1
+        wn_chain = None
+        for name, f in filters.items():
+            keep, reason, _ = normalise_decision(f, f.decide(chain_scores))
+            if not keep:
+                wn_chain = reason
+                break
+        dt_chain = None if ref["chain"] is None else f"{ref['chain'][0]}:{DT_REASONS.get(ref['chain'][1], ref['chain'][1])}"
+        chain_overlap.add(dt_chain is not None, wn_chain is not None)
+        for rule in {dt_chain, wn_chain} - {None}:
+            chain_rule[rule].add(dt_chain == rule, wn_chain == rule)
+        if dt_chain != wn_chain:
+            col = column_of(wn_chain or dt_chain) if (wn_chain or dt_chain).split(":")[1] != "empty" else None
+            classes[("chain", f"datatrove {dt_chain or 'keeps'}", f"winnow {wn_chain or 'keeps'}")].append(
+                (i, source, chain_scores.get(col) if col else None,
+                 "" if same_tokens else token_diff(ref["tokens"], mine)))
+    stats = {"rules": {r: o.jaccard for r, o in rule_overlap.items()}, "chain": chain_overlap,
+             "classes": classes, "tok_same": tok_same}
+    sources = list(dict.fromkeys(s for s, _ in docs))
+    out = ["## Each rule alone", "",
+           "Each rule of FineWeb's recipe decided alone on the unfiltered text: datatrove's filter with its other "
+           "rules switched off (FineWeb's settings otherwise), winnow's score column against the recipe's "
+           "threshold. Documents on which datatrove's rule raises (a ratio over zero words) are left out of that "
+           "rule" + (": " + ", ".join(f"{r} {n}" for r, n in skipped.items()) if skipped else " (none here)") + ".",
+           "", OVERLAP_HEAD.format(what="rule")]
+    for rule in RULES_ALONE:
+        out.append(f"| {rule} | " + " | ".join(rule_overlap[rule].row()) + " |")
+    out += ["", "Agreement per source:", "",
+            "| rule | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+    for rule in RULES_ALONE:
+        cells = []
+        for s in sources:
+            o = rule_source[(rule, s)]
+            cells.append(f"{100 * (o.both + o.neither) / o.n:.1f}%" if o.n else "n/a")
+        out.append(f"| {rule} | " + " | ".join(cells) + " |")
+    out += ["", "## Each filter as FineWeb configures it (alone, on the unfiltered text)", "",
+            OVERLAP_HEAD.format(what="filter")]
+    for name in FILTERS:
+        out.append(f"| {name} | " + " | ".join(filter_overlap[name].row()) + " |")
+    out += ["", "Removal reasons where both remove (datatrove's reason -> winnow's; equal unless listed):", ""]
+    for name in FILTERS:
+        mism = {k: v for k, v in filter_reason[name].items() if k[0] != k[1]}
+        total = sum(filter_reason[name].values())
+        out.append(f"- {name}: {total - sum(mism.values()):,} of {total:,} with the same rule"
+                   + ("" if not mism else "; " + ", ".join(f"{a} -> {b}: {n}" for (a, b), n in mism.items())))
+    out += ["", "## The whole chain (`recipe: fineweb`)", "",
+            "FineWeb's order: Gopher repetition, Gopher quality, C4 (cleaned text passed on), FineWeb. A document "
+            "is charged to the first rule that removes it.", "", OVERLAP_HEAD.format(what="chain"),
+            "| removed by any rule | " + " | ".join(chain_overlap.row()) + " |"]
+    for rule in sorted(chain_rule, key=lambda r: (FILTERS.index(r.split(":")[0]), r)):
+        out.append(f"| charged to {rule} | " + " | ".join(chain_rule[rule].row()) + " |")
+    out += ["", "## Every disagreement, by class", "",
+            "A class is a rule decided alone and the side that removes, or a pair of chain outcomes. Examples "
+            "give the document (its position in the set), its source, winnow's score for the rule, and where "
+            "winnow's tokens differ from spaCy's (blank: identical tokens).", ""]
+    if not classes:
+        out.append("None.")
+    for key in sorted(classes, key=lambda k: (k[0] != "rule alone", -len(classes[k]), k)):
+        cases = classes[key]
+        out.append(f"- **{key[0]}: {key[1]}, {key[2]}**: {len(cases)} document{'s' * (len(cases) != 1)}")
+        for i, source, value, diff in cases[:3]:
+            v = "" if value is None else f", score {value:.4g}" if isinstance(value, float) else f", score {value}"
+            out.append(f"  - document {i} ({source}{v})" + (f"; tokens: {diff}" if diff else ""))
+    out += ["", "## Tokenizer and tables", "",
+            f"winnow's `spacy_like` tokens equal spaCy's (as datatrove calls it) for {tok_same:,} of {len(docs):,} "
+            "documents.", ""]
+    out += compare_tables(tables)
+    return out, stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,126 +553,127 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datatrove-python", default="/tmp/dtv/bin/python",
                    help="interpreter of a venv with datatrove==0.10.1, spacy and regex")
     p.add_argument("--per-source", type=int, default=1000, help="documents per source (default 1000)")
-    p.add_argument("--repeat", type=int, default=2, help="timed passes; the best is reported")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    p.add_argument("--all-score", action="store_true",
+                   help="also time datatrove scoring every filter on every document, as winnow's stage does")
+    p.add_argument("--no-timing", action="store_true", help="conformance only")
     p.add_argument("--out", type=Path, help="write the Markdown report here")
-    p.add_argument("--winnow-speed-only", action="store_true",
-                   help="time winnow's four-filter chain only (no datatrove), print MB/s and exit")
     p.add_argument("--reference", nargs=2, type=Path, metavar=("DOCS", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--time-side", nargs=2, metavar=("SIDE", "DOCS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.reference:
-        run_reference(*args.reference, repeat=args.repeat)
+        run_reference(*args.reference)
         return 0
-    if args.winnow_speed_only:
-        texts = [t for _, t in load_documents(args.per_source)]
-        mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-        seconds = winnow_chain_seconds(texts, args.repeat)
-        print(f"winnow four-filter chain: {len(texts):,} documents, {mb:.1f} MB, {seconds:.2f} s, "
-              f"{mb / seconds:.2f} MB/s (one process)")
+    if args.time_side:
+        print(json.dumps(time_side(args.time_side[0], Path(args.time_side[1]), args.all_score)))
         return 0
 
-    from filters.words import spacy_like_words
-    from pipeline.document import Document
+    from experiments.benchmarks import emit
 
+    t_start = time.time()
     docs = load_documents(args.per_source)
     texts = [t for _, t in docs]
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    counts = Counter(s for s, _ in docs)
     with tempfile.TemporaryDirectory() as tmp:
         docs_path, ref_path = Path(tmp) / "docs.jsonl", Path(tmp) / "reference.jsonl"
         with docs_path.open("w", encoding="utf-8") as f:
             for t in texts:
                 f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-        subprocess.run([args.datatrove_python, __file__, "--reference", str(docs_path), str(ref_path),
-                        "--repeat", str(args.repeat)], check=True)
+        print(f"reference decisions (datatrove, {len(docs):,} documents) ...", file=sys.stderr)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        subprocess.run([args.datatrove_python, "-m", "experiments.benchmarks.heuristics_conformance", "--reference",
+                        str(docs_path), str(ref_path)], check=True, env=env, cwd=Path(__file__).resolve().parents[2])
         reference = [json.loads(line) for line in ref_path.open(encoding="utf-8")]
-        dt_seconds = float(ref_path.with_suffix(".time").read_text())
+        tables = json.loads(ref_path.with_suffix(".tables.json").read_text())
+        print("winnow decisions ...", file=sys.stderr)
+        body, stats = conformance(docs, reference, tables)
+        join_lines = ngram_join_effect(texts, reference)
+        timing = []
+        if not args.no_timing:
+            web_path = Path(tmp) / "web.jsonl"
+            with web_path.open("w", encoding="utf-8") as f:
+                for s, t in docs:
+                    if s == "web pages":
+                        f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+            pythons = {"datatrove": args.datatrove_python, "winnow": sys.executable}
+            plan = [("all documents", docs_path, False), ("web pages", web_path, False)]
+            if args.all_score:
+                plan.append(("all documents, datatrove scoring every filter", docs_path, True))
+            for label, path, all_score in plan:
+                for r in range(args.rounds):
+                    order = ("datatrove", "winnow") if r % 2 == 0 else ("winnow", "datatrove")
+                    for side in order:
+                        if all_score and side == "winnow":
+                            continue
+                        print(f"timing {label}, round {r + 1}, {side} ...", file=sys.stderr)
+                        res = _timed(pythons[side], side, path, all_score)
+                        timing.append({"set": label, "round": r + 1, **res})
+    elapsed = time.time() - t_start
 
-    filters = winnow_filters()
-    agree: dict[str, list[int]] = {r: [0, 0, 0, 0] for r in REFERENCE_RULES}  # agree, total, dt removes, winnow removes
-    per_source_agree: dict[tuple[str, str], list[int]] = {}
-    c4_text_same = token_docs_same = 0
-    token_diff = token_total = 0
-    for (source, text), ref in zip(docs, reference):
-        doc = Document("d", text)
-        for name, f in filters.items():
-            scores = f.score(doc)
-            if name == "c4":
-                c4_text_same += scores["text"] == ref["c4_text"]
-            keeps = {rule: decide_alone(f, rule.split(":", 1)[1], scores) for rule in rules_of(name)}
-            for rule, keep in keeps.items():
-                want = ref["rules"][rule]
-                if want is None:
-                    continue
-                a = agree[rule]
-                a[0] += keep == want
-                a[1] += 1
-                a[2] += not want
-                a[3] += not keep
-                ps = per_source_agree.setdefault((rule, source), [0, 0])
-                ps[0] += keep == want
-                ps[1] += 1
-        mine = spacy_like_words(text)
-        if mine == ref["tokens"]:
-            token_docs_same += 1
-        else:
-            import difflib
-            sm = difflib.SequenceMatcher(a=ref["tokens"], b=mine, autojunk=False)
-            token_diff += sum(max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in sm.get_opcodes() if op != "equal")
-        token_total += len(ref["tokens"])
-
-    wn_seconds = winnow_chain_seconds(texts, args.repeat)
-    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-    sources = sorted({s for s, _ in docs}, key=[s for s, _ in docs].index)
-    counts = {s: sum(1 for x, _ in docs if x == s) for s in sources}
-
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
     cmd = ("PYTHONPATH=. .venv/bin/python -m experiments.benchmarks.heuristics_conformance --datatrove-python "
            f"{args.datatrove_python}" + (f" --per-source {args.per_source}" if args.per_source != 1000 else "")
-           + f" --out {args.out}")
-    out = ["# Heuristic filters: agreement with datatrove 0.10.1, and speed", "",
-           f"Command: `{cmd}` (datatrove venv: `pip install datatrove==0.10.1 spacy regex`; spaCy "
-           "English tokenizer, as datatrove loads it for English).", "",
-           f"Documents: {len(docs):,} (" + ", ".join(f"{s} {counts[s]:,}" for s in sources)
-           + f"), {mb:.1f} MB of UTF-8 text. Each rule is decided alone on the unfiltered text (datatrove: "
-           "the filter with every other rule switched off by its own parameters; winnow: the rule's score "
-           "column against its threshold). winnow runs with datatrove's thresholds where its defaults differ: "
-           + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in WINNOW_AS_DATATROVE.items())
-           + ". Documents where datatrove's rule raises (a ratio over zero words) are left out of that rule.", "",
-           "| rule | agreement | datatrove removes | winnow removes | " + " | ".join(sources) + " |",
-           "|---|---:|---:|---:|" + "---:|" * len(sources)]
-    worst = 1.0
-    for rule, (ok, total, dt_rm, wn_rm) in agree.items():
-        rate = ok / max(total, 1)
-        worst = min(worst, rate)
-        cells = []
-        for s in sources:
-            a, t = per_source_agree.get((rule, s), [0, 0])
-            cells.append(f"{100 * a / t:.1f}%" if t else "n/a")
-        out.append(f"| {rule} | {100 * rate:.2f}% | {dt_rm:,} | {wn_rm:,} | " + " | ".join(cells) + " |")
-    out += ["", f"Lowest per-rule agreement: {100 * worst:.2f}%.", "",
-            f"C4 line edits: cleaned text identical to datatrove's for {c4_text_same:,} of {len(docs):,} documents "
-            f"({100 * c4_text_same / len(docs):.1f}%).", "",
-            f"Tokenizer (`spacy_like` vs spaCy): identical token lists for {token_docs_same:,} of {len(docs):,} "
-            f"documents; {token_diff:,} of {token_total:,} tokens differ ({100 * token_diff / max(token_total, 1):.2f}%).",
-            "", "## Where winnow differs from datatrove, and why", "",
-            "- `gopher_quality:stop_words`: winnow lower-cases words before matching the eight stop words "
-            "(a sentence-initial \"The\" is the word \"the\"; Rae et al. list words, not spellings); datatrove "
-            "matches case-sensitively. `case_sensitive_stop_words: true` gives datatrove's rule.",
-            "- Thresholds, not measurements: winnow's C4 defaults are the paper's 3 sentences and 5 words per line "
-            "(datatrove: 5 and 3), FineWeb's duplicated-line characters the paper's 0.1 (datatrove: 0.01). This "
-            "benchmark runs winnow with datatrove's values; set them in a config to get datatrove's filter.",
-            "- The remaining disagreements (under 0.4% of documents per rule) come from the tokenizer: "
-            "`spacy_like` reproduces spaCy's token list exactly for most documents but not all (rare exceptions "
-            "such as emoticons, abbreviations spaCy lists and winnow does not, non-Latin scripts).",
-            "- `tokenizer: whitespace` (the paper's literal words) is an option for every word-based rule.",
-            "", "## Speed (one process, all four filters score every document)", "",
-            "Measured on a 2-core machine shared with other jobs: the ratio, measured in the same run, is the "
-            "meaningful figure; absolute MB/s are below what an idle core gives. winnow's token caches are "
-            "emptied before its timed pass.", "",
-            "| implementation | seconds | MB/s |", "|---|---:|---:|",
-            f"| datatrove 0.10.1 (spaCy tokenizer) | {dt_seconds:.2f} | {mb / dt_seconds:.2f} |",
-            f"| winnow (spacy_like tokenizer) | {wn_seconds:.2f} | {mb / wn_seconds:.2f} |", "",
-            f"winnow / datatrove: {dt_seconds / wn_seconds:.1f}x."]
-    text = "\n".join(out) + "\n"
-    emit(text, args.out)
+           + (f" --rounds {args.rounds}" if args.rounds != 3 else "") + (" --all-score" if args.all_score else "")
+           + (" --no-timing" if args.no_timing else "") + (f" --out {args.out}" if args.out else ""))
+    chain = stats["chain"]
+    worst = min((j for j in stats["rules"].values() if j is not None), default=None)
+    versions = tables["versions"]
+    out = ["# Heuristic filters: `recipe: fineweb` against datatrove's FineWeb filters", "",
+           f"Command: `{cmd}`", "",
+           f"Code: winnow {commit}{' (uncommitted changes)' if dirty else ''}; datatrove {versions['datatrove']}, "
+           f"spaCy {versions['spacy']} (venv: `pip install datatrove==0.10.1 spacy regex`), Python "
+           f"{platform.python_version()}; {os.cpu_count()} cores; run took {elapsed / 60:.0f} min.", "",
+           f"Documents: {len(docs):,} (" + ", ".join(f"{s} {n:,}" for s, n in counts.items())
+           + f"), {mb:.1f} MB of UTF-8 text; web pages are resiliparse's text, as winnow ingests them.", "",
+           "## Summary", "",
+           f"- Whole chain: {100 * (chain.both + chain.neither) / chain.n:.2f}% agreement; removed sets overlap "
+           f"{chain.jaccard:.4f} (Jaccard); datatrove removes {chain.both + chain.only_dt:,}, winnow "
+           f"{chain.both + chain.only_wn:,}.",
+           f"- Each rule alone: lowest removed-set overlap {worst:.4f}" if worst is not None else "- (no rule removes)",
+           ""]
+    if timing:
+        out += speed_section(timing)
+    out += body
+    out += ["", "## datatrove's glued n-grams", "",
+            "datatrove's duplicated-n-gram rules compare n-grams as their words glued together without a "
+            "separator, so distinct n-grams can be taken for repeats. winnow compares word sequences "
+            "(`dup_ngram_join: space`, the recipe's setting); `dup_ngram_join: none` reproduces datatrove.", ""]
+    out += join_lines
+    emit("\n".join(out) + "\n", args.out)
     return 0
+
+
+def speed_section(timing: list[dict]) -> list[str]:
+    from statistics import median
+
+    out = ["## Speed (CPU seconds, fresh single-threaded processes, interleaved rounds)", "",
+           "CPU seconds of the filtering loop in a fresh process per side and round (the first side alternates); "
+           "MB/s per core = MB of text / CPU seconds. Wall time and the 1-minute load average when each process "
+           "started are given beside (the machine has other jobs). datatrove runs FineWeb's chain as FineWeb ran "
+           "it (a document stops at the first filter that removes it); winnow runs it as its filter stage does "
+           "(every filter scores every document, then decisions in order).", "",
+           "| set | round | side | CPU s | MB/s per core | wall s | load |", "|---|---:|---|---:|---:|---:|---:|"]
+    for t in timing:
+        out.append(f"| {t['set']} | {t['round']} | {t['side']} | {t['cpu_s']:.2f} | {t['mb'] / t['cpu_s']:.2f} | "
+                   f"{t['wall_s']:.2f} | {t['load']:.1f} |")
+    out += ["", "| set | MB | datatrove MB/s per core (median) | winnow MB/s per core (median) | winnow / datatrove "
+            "(median of rounds) |", "|---|---:|---:|---:|---:|"]
+    sets = list(dict.fromkeys(t["set"] for t in timing))
+    winnow_all = {t["round"]: t for t in timing if t["set"] == "all documents" and t["side"] == "winnow"}
+    for s in sets:
+        dt = {t["round"]: t for t in timing if t["set"] == s and t["side"] == "datatrove"}
+        wn = {t["round"]: t for t in timing if t["set"] == s and t["side"] == "winnow"} or winnow_all
+        rounds = sorted(set(dt) & set(wn))
+        if not rounds:
+            continue
+        mb = dt[rounds[0]]["mb"]
+        ratio = median(dt[r]["cpu_s"] / wn[r]["cpu_s"] for r in rounds)
+        out.append(f"| {s} | {mb:.1f} | {median(mb / dt[r]['cpu_s'] for r in rounds):.2f} | "
+                   f"{median(mb / wn[r]['cpu_s'] for r in rounds):.2f} | {ratio:.1f}x |")
+    return out + [""]
 
 
 if __name__ == "__main__":

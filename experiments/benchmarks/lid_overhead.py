@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_sets(tmp: Path, sentences: int, pages: int) -> dict[str, Path]:
-    from pipeline.ingest import extract_text
+    from pipeline.ingest.html import extract_text
 
     out = {}
     rows = []
