@@ -32,6 +32,7 @@ min_words_per_line: 3``, which ``recipe: fineweb`` sets (filters/recipes.py).
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 from pathlib import Path
 
 from filters.base import Filter
@@ -51,6 +52,23 @@ LINE_RULES = ("long_word", "no_terminal_punct", "too_few_words", "javascript", "
 
 
 
+
+
+def _plain_page(lines: list[str], min_words: int, check_punct: bool) -> tuple[list[str], list, dict]:
+    """The line rules on a page where only punctuation and word count can drop a line (no citation marker,
+    curly bracket, long word or listed phrase anywhere): the same decisions as the general loop, a list
+    operation each. Returns the kept lines, their chunk ranges and the dropped-line counts."""
+    counts = list(map(len, map(str.split, lines)))
+    starts = list(accumulate(counts, initial=0))
+    dropped = dict.fromkeys(LINE_RULES, 0)
+    idx = [i for i, n in enumerate(counts) if n]
+    if check_punct:
+        ends_ok = [i for i in idx if (ln := lines[i].rstrip()).endswith(TERMINAL_PUNCTUATION) and not ln.endswith("...")]
+        dropped["no_terminal_punct"] = len(idx) - len(ends_ok)
+        idx = ends_ok
+    kept_idx = [i for i in idx if counts[i] >= min_words]
+    dropped["too_few_words"] = len(idx) - len(kept_idx)
+    return [lines[i].strip() for i in kept_idx], [(starts[i], starts[i + 1]) for i in kept_idx], dropped
 
 
 def load_badwords(path: str | Path) -> re.Pattern:
@@ -120,7 +138,11 @@ class C4(Filter):
         tokens = doc_tokens(original)  # shared with the other filters of the stage; sentences come from it
         spans: list = []  # per kept line, the range of the page's chunks it is (None if citations changed it)
         chunk = 0
-        for raw in original.splitlines():
+        lines = original.splitlines()
+        if not (check_cite or check_lower or check_curly) and max(map(len, lines), default=0) <= max_word:
+            kept, spans, dropped = _plain_page(lines, min_words, check_punct)
+            lines = []  # nothing left for the general loop below
+        for raw in lines:
             parts = raw.split()
             n_words = len(parts)
             span = (chunk, chunk + n_words)

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from filters.apply import check_columns, decide_filters, plan_filters, score_filters
 from filters.base import Filter, filter_class, parse_filter_specs
+from filters.recipes import expand as expand_recipe
 from pipeline.document import FAILED_RULES, iter_documents
 
 #: Score-cache columns of a text-editing stage (see the module docstring); never shown as scores.
@@ -60,10 +61,10 @@ class FilterStage(Stage):
 
     def __init__(self, name: str, params: dict):
         super().__init__(name, params)
-        self.validated({"filters": None})
+        self.validated({"filters": None, "recipe": None})
         self.filters: list[Filter] = []
         seen: dict[str, str] = {}
-        for ref, p in parse_filter_specs(params.get("filters")):
+        for ref, p in parse_filter_specs(expand_recipe({"name": name, **params})):  # `recipe:` first, then `filters:`
             f = filter_class(ref)(**p)
             f.ref = ref  # type: ignore[attr-defined]
             check_columns(f)
@@ -73,7 +74,7 @@ class FilterStage(Stage):
                 seen[col] = ref
             self.filters.append(f)
         if not self.filters:
-            raise ValueError(f"stage {name}: a filter stage needs `filters:`")
+            raise ValueError(f"stage {name}: a filter stage needs `filters:` or `recipe:`")
         self.edits_text = any(f.edits_text for f in self.filters)
 
     def scoring_config(self) -> dict:

@@ -370,6 +370,10 @@ _AFFIX_FIRST = {p[0] for p in _AFFIX_SPECIALS}
 _AFFIX_MAX = max(map(len, _AFFIX_SPECIALS), default=0)
 
 
+#: A closing mark that is a one-character suffix after any word.
+_CLOSING = frozenset(",;:!?)]\"'.")
+
+
 def _split_fast(chunk: str) -> list[str] | None:
     """Tokens of the commonest chunk shapes by the same rules, without the general loop; None otherwise.
 
@@ -382,6 +386,12 @@ def _split_fast(chunk: str) -> list[str] | None:
         return list(special)
     if chunk.isalpha() or chunk.isdigit():
         return [chunk]
+    word, mark = chunk[:-1], chunk[-1]
+    if mark in _CLOSING and (word.isalpha() or word.isdigit()):  # the commonest: "word," "word." "it)"
+        if mark != "." or (word[-1] in _DIGITS or _flags(word[-1]) & _DOT_OK
+                           or len(word) > 1 and _flags(word[-2]) & _UP and _flags(word[-1]) & _UP):
+            return [*SPECIAL_CASES.get(word, (word,)), mark]
+        return [chunk]  # "J." stays one token
     n = len(chunk)
     i = 0
     while i < n and _flags(chunk[i]) & _P1 and chunk[i] != "…":
@@ -753,19 +763,23 @@ def lines_sentences(lines: list[str], doc: DocTokens | None = None, spans: list 
         lines, spans = [ln for ln in lines if _may_break(ln)], None
     if not lines:
         return total
+    spans = spans or [None] * len(lines)
     vocab = _fresh_vocab() if doc is None else doc.vocab
     doc_kinds = b"" if doc is None else vocab.kind[doc.ids].tobytes()
     ends = [0] if doc is None else [0, *doc.chunk_ends.tolist()]
+    if doc is not None and None not in spans and _single_spaced("\n".join(lines).replace("\n", " ")):
+        # the common case: every line is a run of the page's chunks, separated by single spaces
+        return total + len(_NEW_SENTENCE.findall(_SEP.join([doc_kinds[ends[a]:ends[b]] for a, b in spans])))
     chunks = vocab.chunks["spacy_like"]
     pieces = []
-    for ln, sp in zip(lines, spans or [None] * len(lines)):
+    for ln, sp in zip(lines, spans):
         if sp is not None:
             piece = doc_kinds[ends[sp[0]]:ends[sp[1]]]
         else:
             ids = np.fromiter(chain.from_iterable(vocab.chunk_entries(ln.split(), "spacy_like")), np.int64)
             vocab.sync()
             piece = vocab.kind[ids].tobytes()
-        if b"\x02" in piece and _ODD_SPACE.search(ln):  # tabs, runs of spaces: whitespace tokens
+        if b"\x02" in piece and not _single_spaced(ln):  # tabs, runs of spaces: whitespace tokens
             if sp is not None and not ln[0].isspace() and not ln[-1].isspace():
                 piece = _between_chunks(ln, piece, doc.chunk_ends, sp)
             else:
@@ -777,6 +791,12 @@ def lines_sentences(lines: list[str], doc: DocTokens | None = None, spans: list 
 #: The last character of a line that is neither punctuation nor a space (searched from the end).
 _LAST_NON_PUNCT = regex.compile(r"(?r)[^\p{P}\s]")
 _ODD_SPACE = re.compile(r"[^\S ]|  ")  # str.isspace's whitespace other than a space, or two spaces
+
+
+def _single_spaced(line: str) -> bool:
+    """No whitespace in ``line`` but single spaces (False also for other unprintable characters, which only
+    sends a line the slower, exact way): every other whitespace character is unprintable to Python."""
+    return "  " not in line and line.isprintable()
 _FINAL_CLASS = regex.compile("[" + regex.escape("".join(sorted(SENTENCE_FINAL))) + "]")
 
 

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -198,31 +200,15 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
                     if not all_score and not (out if isinstance(out, bool) else out[0]):
                         break
     else:
-        from filters.base import filter_class, normalise_decision
-        from filters.recipes import expand
+        from filters.apply import apply_filters
         from pipeline.document import Document
 
-        chain = []
-        for entry in expand({"recipe": "fineweb"}):
-            (ref, params), = entry.items()
-            f = filter_class(ref)(**params)
-            f.ensure_setup()
-            chain.append(f)
+        chain = list(winnow_recipe().values())
+        docs = [Document(str(i), text) for i, text in enumerate(texts)]
 
-        def run():  # as the filter stage does with a shard: each filter scores every document, then decide
-            docs = [Document(str(i), text) for i, text in enumerate(texts)]
-            results = []
-            for f in chain:
-                res = f.score_batch(docs)
-                if f.edits_text:
-                    for d, r in zip(docs, res):
-                        d.text = r.pop("text", d.text)
-                results.append(res)
-            for i in range(len(docs)):
-                scores = {k: v for res in results for k, v in res[i].items()}
-                for f in chain:
-                    if not normalise_decision(f, f.decide(scores))[0]:
-                        break
+        def run():  # what a filter stage does with a shard: every filter scores every document, then decides
+            apply_filters(docs, chain)
+
     load = os.getloadavg()[0]
     c0, w0 = time.process_time(), time.perf_counter()
     run()
@@ -445,7 +431,7 @@ def conformance(docs: list[tuple[str, str]], reference: list[dict], tables: dict
     filter_overlap = {name: Overlap() for name in FILTERS}
     filter_reason = {name: Counter() for name in FILTERS}
     chain_overlap = Overlap()
-    chain_rule = defaultdict(Overlap)
+    chain_pairs = []  # per document: (datatrove's chain outcome, winnow's)
     classes = defaultdict(list)
     skipped = Counter()
     tok_same = tok_diff_docs = 0
@@ -487,13 +473,17 @@ def conformance(docs: list[tuple[str, str]], reference: list[dict], tables: dict
                 break
         dt_chain = None if ref["chain"] is None else f"{ref['chain'][0]}:{DT_REASONS.get(ref['chain'][1], ref['chain'][1])}"
         chain_overlap.add(dt_chain is not None, wn_chain is not None)
-        for rule in {dt_chain, wn_chain} - {None}:
-            chain_rule[rule].add(dt_chain == rule, wn_chain == rule)
+        chain_pairs.append((dt_chain, wn_chain))
         if dt_chain != wn_chain:
             col = column_of(wn_chain or dt_chain) if (wn_chain or dt_chain).split(":")[1] != "empty" else None
             classes[("chain", f"datatrove {dt_chain or 'keeps'}", f"winnow {wn_chain or 'keeps'}")].append(
                 (i, source, chain_scores.get(col) if col else None,
                  "" if same_tokens else token_diff(ref["tokens"], mine)))
+    chain_rule = {}
+    for rule in {r for pair in chain_pairs for r in pair} - {None}:  # the rule each side charges, over all documents
+        chain_rule[rule] = Overlap()
+        for dt_chain, wn_chain in chain_pairs:
+            chain_rule[rule].add(dt_chain == rule, wn_chain == rule)
     stats = {"rules": {r: o.jaccard for r, o in rule_overlap.items()}, "chain": chain_overlap,
              "classes": classes, "tok_same": tok_same}
     sources = list(dict.fromkeys(s for s, _ in docs))
@@ -557,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all-score", action="store_true",
                    help="also time datatrove scoring every filter on every document, as winnow's stage does")
     p.add_argument("--no-timing", action="store_true", help="conformance only")
+    p.add_argument("--reference-cache", type=Path,
+                   help="keep datatrove's decisions in this file and reuse them when it exists (they take half an "
+                        "hour; the file is tied to the documents by a hash)")
     p.add_argument("--out", type=Path, help="write the Markdown report here")
     p.add_argument("--reference", nargs=2, type=Path, metavar=("DOCS", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--time-side", nargs=2, metavar=("SIDE", "DOCS"), help=argparse.SUPPRESS)
@@ -580,10 +573,22 @@ def main(argv: list[str] | None = None) -> int:
         with docs_path.open("w", encoding="utf-8") as f:
             for t in texts:
                 f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-        print(f"reference decisions (datatrove, {len(docs):,} documents) ...", file=sys.stderr)
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        subprocess.run([args.datatrove_python, "-m", "experiments.benchmarks.heuristics_conformance", "--reference",
-                        str(docs_path), str(ref_path)], check=True, env=env, cwd=Path(__file__).resolve().parents[2])
+        digest = hashlib.sha256(docs_path.read_bytes()).hexdigest()[:16]
+        cache = args.reference_cache
+        if cache and cache.exists() and cache.with_suffix(".sha").read_text() == digest:
+            print(f"reference decisions from {cache}", file=sys.stderr)
+            shutil.copy(cache, ref_path)
+            shutil.copy(cache.with_suffix(".tables.json"), ref_path.with_suffix(".tables.json"))
+        else:
+            print(f"reference decisions (datatrove, {len(docs):,} documents) ...", file=sys.stderr)
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+            subprocess.run([args.datatrove_python, "-m", "experiments.benchmarks.heuristics_conformance",
+                            "--reference", str(docs_path), str(ref_path)], check=True, env=env,
+                           cwd=Path(__file__).resolve().parents[2])
+            if cache:
+                shutil.copy(ref_path, cache)
+                shutil.copy(ref_path.with_suffix(".tables.json"), cache.with_suffix(".tables.json"))
+                cache.with_suffix(".sha").write_text(digest)
         reference = [json.loads(line) for line in ref_path.open(encoding="utf-8")]
         tables = json.loads(ref_path.with_suffix(".tables.json").read_text())
         print("winnow decisions ...", file=sys.stderr)
@@ -617,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = ("PYTHONPATH=. .venv/bin/python -m experiments.benchmarks.heuristics_conformance --datatrove-python "
            f"{args.datatrove_python}" + (f" --per-source {args.per_source}" if args.per_source != 1000 else "")
            + (f" --rounds {args.rounds}" if args.rounds != 3 else "") + (" --all-score" if args.all_score else "")
-           + (" --no-timing" if args.no_timing else "") + (f" --out {args.out}" if args.out else ""))
+           + (" --no-timing" if args.no_timing else "")
+           + (f" --reference-cache {args.reference_cache}" if args.reference_cache else "")
+           + (f" --out {args.out}" if args.out else ""))
     chain = stats["chain"]
     worst = min((j for j in stats["rules"].values() if j is not None), default=None)
     versions = tables["versions"]
