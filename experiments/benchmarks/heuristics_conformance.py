@@ -217,10 +217,70 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
             "mb": sum(len(t.encode("utf-8")) for t in texts) / 1e6}
 
 
-def _timed(python: str, side: str, docs: Path, all_score: bool) -> dict:
+def time_parts(side: str, docs_path: Path) -> dict:
+    """Where each side's CPU time goes on the chain (one fresh process, not interleaved: a profile, not a race).
+
+    datatrove: spaCy tokenising each document once (what its filters share through a cache), then each filter's
+    time within the chain. winnow: tokenising (shared by the filters of a stage), each filter's scoring of the
+    whole shard in stage order, and the decisions.
+    """
+    texts = [json.loads(line)["text"] for line in docs_path.open(encoding="utf-8")]
+    parts: dict[str, float] = {}
+    clock = time.process_time
+    if side == "datatrove":
+        from datatrove.data import Document
+        from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+        tokenizer = load_word_tokenizer("en")
+        c = clock()
+        for text in texts:
+            tokenizer.word_tokenize(text)
+        parts["spaCy tokens of every document (alone, for scale)"] = clock() - c
+        chain = _dt_filters(DT_FINEWEB)
+        parts.update(dict.fromkeys(chain, 0.0))
+        for i, text in enumerate(texts):
+            doc = Document(text=text, id=str(i))
+            for name, f in chain.items():
+                c = clock()
+                try:
+                    out = f.filter(doc)
+                except (ZeroDivisionError, ValueError):
+                    out = False
+                parts[name] += clock() - c
+                if not (out if isinstance(out, bool) else out[0]):
+                    break
+    else:
+        from filters.apply import decide_filters
+        from filters.words import doc_tokens
+        from pipeline.document import Document
+
+        chain = winnow_recipe()
+        docs = [Document(str(i), text) for i, text in enumerate(texts)]
+        c = clock()
+        for d in docs:
+            doc_tokens(d.text)
+        parts["tokens (shared by the filters)"] = clock() - c
+        results = []
+        for name, f in chain.items():
+            c = clock()
+            res = f.score_batch(docs)
+            if f.edits_text:
+                for d, r in zip(docs, res):
+                    d.text = r.pop("text", d.text)
+            results.append(res)
+            parts[name] = clock() - c
+        c = clock()
+        rows = {k: [r[k] for r in res] for res in results for k in res[0]}
+        decide_filters(rows, [d.id for d in docs], list(chain.values()))
+        parts["decisions"] = clock() - c
+    return {"side": side, "parts": parts}
+
+
+def _timed(python: str, side: str, docs: Path, all_score: bool, parts: bool = False) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    cmd = [python, "-m", "experiments.benchmarks.heuristics_conformance", "--time-side", side, str(docs)]
+    cmd = [python, "-m", "experiments.benchmarks.heuristics_conformance", "--time-parts" if parts else "--time-side",
+           side, str(docs)]
     if all_score:
         cmd.append("--all-score")
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
@@ -517,7 +577,8 @@ def conformance(docs: list[tuple[str, str]], reference: list[dict], tables: dict
             "FineWeb's order: Gopher repetition, Gopher quality, C4 (cleaned text passed on), FineWeb. A document "
             "is charged to the first rule that removes it.", "", OVERLAP_HEAD.format(what="chain"),
             "| removed by any rule | " + " | ".join(chain_overlap.row()) + " |"]
-    for rule in sorted(chain_rule, key=lambda r: (FILTERS.index(r.split(":")[0]), r)):
+    order = list(RULES_ALONE)
+    for rule in sorted(chain_rule, key=lambda r: (FILTERS.index(r.split(":")[0]), order.index(r) if r in order else 99)):
         out.append(f"| charged to {rule} | " + " | ".join(chain_rule[rule].row()) + " |")
     out += ["", "## Every disagreement, by class", "",
             "A class is a rule decided alone and the side that removes, or a pair of chain outcomes. Examples "
@@ -553,12 +614,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the Markdown report here")
     p.add_argument("--reference", nargs=2, type=Path, metavar=("DOCS", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--time-side", nargs=2, metavar=("SIDE", "DOCS"), help=argparse.SUPPRESS)
+    p.add_argument("--time-parts", nargs=2, metavar=("SIDE", "DOCS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.reference:
         run_reference(*args.reference)
         return 0
     if args.time_side:
         print(json.dumps(time_side(args.time_side[0], Path(args.time_side[1]), args.all_score)))
+        return 0
+    if args.time_parts:
+        print(json.dumps(time_parts(args.time_parts[0], Path(args.time_parts[1]))))
         return 0
 
     from experiments.benchmarks import emit
@@ -594,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         print("winnow decisions ...", file=sys.stderr)
         body, stats = conformance(docs, reference, tables)
         join_lines = ngram_join_effect(texts, reference)
-        timing = []
+        timing, profile = [], []
         if not args.no_timing:
             web_path = Path(tmp) / "web.jsonl"
             with web_path.open("w", encoding="utf-8") as f:
@@ -614,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"timing {label}, round {r + 1}, {side} ...", file=sys.stderr)
                         res = _timed(pythons[side], side, path, all_score)
                         timing.append({"set": label, "round": r + 1, **res})
+            print("where the time goes ...", file=sys.stderr)
+            profile = [_timed(pythons[side], side, docs_path, False, parts=True) for side in ("datatrove", "winnow")]
     elapsed = time.time() - t_start
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -642,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
            f"- Each rule alone: lowest removed-set overlap {worst:.4f}" if worst is not None else "- (no rule removes)",
            ""]
     if timing:
-        out += speed_section(timing)
+        out += speed_section(timing) + parts_section(profile)
     out += body
     out += ["", "## datatrove's glued n-grams", "",
             "datatrove's duplicated-n-gram rules compare n-grams as their words glued together without a "
@@ -651,6 +718,17 @@ def main(argv: list[str] | None = None) -> int:
     out += join_lines
     emit("\n".join(out) + "\n", args.out)
     return 0
+
+
+def parts_section(profile: list[dict]) -> list[str]:
+    out = ["Where the time goes (CPU seconds, all documents, one fresh process per side; a profile, not part of the "
+           "race above):", "", "| side | part | CPU s | share |", "|---|---|---:|---:|"]
+    for p in profile:
+        total = sum(v for k, v in p["parts"].items() if "alone" not in k)
+        for k, v in p["parts"].items():
+            share = "" if "alone" in k else f"{100 * v / total:.0f}%"
+            out.append(f"| {p['side']} | {k} | {v:.2f} | {share} |")
+    return out + [""]
 
 
 def speed_section(timing: list[dict]) -> list[str]:
