@@ -365,6 +365,9 @@ def available_filters() -> dict[str, tuple[type[Filter], str]]:
 def parse_filter_specs(entries: list) -> list[tuple[str, dict]]:
     """Config entries are ``name`` or ``{name: {params}}``."""
     out = []
+    if entries is not None and not isinstance(entries, list):  # `filters: c4` would be read letter by letter
+        raise ValueError(f"`filters` must be a list (e.g. [c4, gopher_quality]), got {type(entries).__name__} "
+                         f"{entries!r}")
     for e in entries or []:
         if isinstance(e, str):
             out.append((e, {}))

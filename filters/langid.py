@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.base import Filter
-from pipeline.params import at_least, between, list_of, one_of, optional
+from pipeline.params import ParamError, at_least, between, list_of, one_of, optional
 
 _LABEL_PREFIX = "__label__"
 _MODELS: dict[str, Any] = {}
@@ -317,7 +317,7 @@ class LanguageID(Filter):
             if missing:
                 hint = {"bs": "sh", "hr": "sh", "sr": "sh", "id": "ms"}
                 said = ", ".join(f"{m} (reported as {hint[m]})" if m in hint else m for m in missing)
-                raise ValueError(f"langid: backend {self.params['backend']} never reports {said}; "
+                raise ParamError(f"langid: backend {self.params['backend']} never reports {said}; "
                                  f"list the code it reports or choose another backend")
 
     def score(self, doc) -> dict:

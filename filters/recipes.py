@@ -68,7 +68,10 @@ RECIPES: dict[str, tuple[str, list[dict[str, dict[str, Any]]]]] = {
 def expand(stage: dict) -> list:
     """A filter stage's filter entries: its ``recipe``'s chain (if any), then its own ``filters``."""
     name = stage.get("recipe")
-    own = list(stage.get("filters") or [])
+    own = stage.get("filters") or []
+    if not isinstance(own, list):  # `filters: c4` would be read letter by letter
+        raise ValueError(f"`filters` must be a list (e.g. [c4, gopher_quality]), got {type(own).__name__} {own!r}")
+    own = list(own)
     if name is None:
         return own
     if name not in RECIPES:

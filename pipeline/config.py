@@ -262,6 +262,8 @@ def config_from_dict(
         raise ConfigError(str(e)) from None
     if "stages" not in raw or not raw["stages"]:
         raise ConfigError("config needs a non-empty `stages` list")
+    if not isinstance(raw["stages"], list):  # `stages: ingest` would be read letter by letter
+        raise ConfigError(f"stages: expected a list of stages, got {type(raw['stages']).__name__} {raw['stages']!r}")
     stages = [_normalise_stage(e, i) for i, e in enumerate(raw["stages"])]
     names = [s["name"] for s in stages]
     dup = {n for n in names if names.count(n) > 1}
@@ -272,6 +274,8 @@ def config_from_dict(
     built = _build_stages(stages)
     if not isinstance(raw.get("run_dir", ""), (str, Path)):
         raise ConfigError(f"run_dir: expected a folder path, got {type(raw['run_dir']).__name__}")
+    if "run_dir" in raw and not str(raw["run_dir"]).strip():
+        raise ConfigError("run_dir: empty; name a folder for this run")
     run_dir = Path(raw.get("run_dir", "runs/default"))
     if not run_dir.is_absolute():
         run_dir = (base / run_dir).resolve()

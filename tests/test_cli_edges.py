@@ -672,3 +672,23 @@ def test_a_readme_script_on_a_wrong_path_is_one_line_too(tmp_path, capsys, monke
     assert run_guarded(filter_truth.main, prog="filter_truth") == EXIT_INPUT
     err = capsys.readouterr().err.strip()
     assert err.startswith("filter_truth: error: ") and "no pipeline.json" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(stages="ingest"), r"^stages: expected a list of stages, got str 'ingest'$"),
+    (lambda c: c["stages"][1].update(filters="c4"), r"`filters` must be a list \(e.g. \[c4, gopher_quality\]\), got str"),
+    (lambda c: c.update(run_dir=""), r"^run_dir: empty; name a folder for this run$"),
+    (lambda c: c.update(run_dir="  "), r"^run_dir: empty"),
+])
+def test_a_string_where_a_list_belongs_is_not_read_letter_by_letter(tmp_path, edit, match):
+    cfg = _config(tmp_path)
+    edit(cfg)
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(cfg, base=tmp_path)
+
+
+def test_a_language_the_backend_never_reports_is_a_config_error(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    cfg["stages"][1]["filters"] = [{"langid": {"languages": ["xx"]}}]
+    assert main(["run", str(_write(tmp_path, cfg)), "--no-progress"]) == EXIT_CONFIG
+    assert "langid: backend heliport never reports xx" in _one_line_error(capsys)
