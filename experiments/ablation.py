@@ -349,9 +349,9 @@ _GPU_LOCK = None
 
 
 def _claim_gpu(spec: dict):
-    """The device this run trains on: the CPU; on Ray the GPU Ray assigned (cuda:0 of what it exposes); locally the
-    first of this machine's GPUs whose lock file nobody holds (held until the process exits, so k workers on k GPUs
-    never share one)."""
+    """The device this run trains on: the CPU; on Ray the GPU Ray assigned (cuda:0 of what it exposes); locally a
+    free slot on this machine's GPUs -- ``1 / gpus_per_run`` slots per GPU (one by default; 0.25 puts four small runs
+    on each GPU), each a lock file held until the process exits, so k GPUs never take more runs than slots."""
     import fcntl
 
     import torch
@@ -363,16 +363,20 @@ def _claim_gpu(spec: dict):
         return torch.device("cuda:0")
     if _GPU_LOCK is not None:
         return torch.device(f"cuda:{_GPU_LOCK[1]}")
-    for i in range(torch.cuda.device_count()):
-        f = open(Path(tempfile.gettempdir()) / f"winnow-gpu-{os.getuid()}-{i}.lock", "w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        _GPU_LOCK = (f, i)
-        return torch.device(f"cuda:{i}")
-    raise RuntimeError(f"no free GPU among {torch.cuda.device_count()}: more local workers than GPUs")
+    slots = max(1, int(round(1 / spec.get("gpus_per_run") if spec.get("gpus_per_run") else 1)))
+    for slot in range(slots):  # fill every GPU's first slot before any GPU's second
+        for i in range(torch.cuda.device_count()):
+            f = open(Path(tempfile.gettempdir()) / f"winnow-gpu-{os.getuid()}-{i}" f"{f'-{slot}' if slot else ''}.lock",
+                     "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            _GPU_LOCK = (f, i)
+            return torch.device(f"cuda:{i}")
+    raise RuntimeError(f"no free GPU among {torch.cuda.device_count()} ({slots} run(s) each): more local workers "
+                       "than GPU slots")
 
 
 def _point_file(run_dir: Path, p: dict) -> Path:

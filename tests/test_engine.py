@@ -219,7 +219,18 @@ def test_gpu_claims_are_exclusive_per_process(tmp_path, monkeypatch):
     monkeypatch.setattr(ab, "_GPU_LOCK", None)
     with pytest.raises(RuntimeError, match="no free GPU"):
         ab._claim_gpu({"device": "cuda"})
-    first[0].close()
+    # small models share a GPU: gpus_per_run 0.5 gives each GPU a second slot, filled only once every first is taken
+    monkeypatch.setattr(ab, "_GPU_LOCK", None)
+    assert str(ab._claim_gpu({"device": "cuda", "gpus_per_run": 0.5})) == "cuda:0"
+    second = ab._GPU_LOCK
+    monkeypatch.setattr(ab, "_GPU_LOCK", None)
+    assert str(ab._claim_gpu({"device": "cuda", "gpus_per_run": 0.5})) == "cuda:1"
+    monkeypatch.setattr(ab, "_GPU_LOCK", None)
+    with pytest.raises(RuntimeError, match="2 run"):
+        ab._claim_gpu({"device": "cuda", "gpus_per_run": 0.5})
+    for lock in (first, second, ab._GPU_LOCK):
+        if lock:
+            lock[0].close()
 
 
 # ---------------------------------------------------------------------------
