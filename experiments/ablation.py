@@ -45,7 +45,7 @@ from pipeline.config import PipelineConfig
 from pipeline.shards import atomic_write_bytes, atomic_write_json, fingerprint, read_json, remove_inside, sha256_file
 
 RUN_FILES = ("run.json", "config.json", "done.json", "train_log.jsonl", "points.jsonl", "evals.jsonl",
-             "eval.json", "final_items.npz", "final_eval.json")
+             "eval.json", "final_items.npz", "final_eval.json", "ngram.json", "ngram2_items.npz", "ngram3_items.npz")
 
 
 def _trained_filter_model_paths(cfg: PipelineConfig) -> list[str]:
@@ -89,7 +89,7 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
     """Evaluation sets, tokenizer and subsets, each redone only when its fingerprint changed. Returns what the
     runs need: ``{"out", "eval_sets", "fingerprints", "tok_path", "vocab", "subsets"}``."""
     from experiments.data import ContaminationIndex, build_eval_sets
-    from experiments.subsets import SUBSET_MANIFEST, build_subset
+    from experiments.subsets import SUBSET_MANIFEST, _warn, build_subset
     from experiments.tokenizer import load_tokenizer, train_tokenizer
 
     out = Path(s["out_dir"])
@@ -137,7 +137,13 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
     # 3. token-budget subsets, one per (rung, arm, seed); each checked for 13-gram overlap with every eval set
     contamination = None
     subsets: dict[tuple, dict] = {}
-    order = sorted(s["arms"], key=lambda a: bool(a.get("budget_of")))  # candidates before the controls matching them
+    # candidates before the controls matching their budget or mix
+    order = sorted(s["arms"], key=lambda a: bool(a.get("budget_of") or a.get("mix_of")))
+    # metadata keys a source-matched control mixes over: its candidate's subsets count their tokens per value
+    count_keys: dict[str, list[str]] = {}
+    for a in s["arms"]:
+        if a.get("mix_of"):
+            count_keys.setdefault(a["mix_of"], []).append(a["key"])
     for rung in rungs(s, vocab, only_scales):
         for arm in order:
             for seed in arm.get("seeds") or s["seeds"]:
@@ -145,13 +151,21 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
                 matched = subsets.get((rung["name"], arm.get("budget_of"), seed))
                 if matched is not None:  # what the candidate actually holds at this rung and seed
                     budget = min(budget, int(matched["manifest"]["tokens"]))
+                mix = None
+                if arm.get("mix_of"):  # the mix of the candidate's subset of this rung and seed
+                    shares = subsets[(rung["name"], arm["mix_of"], seed)]["manifest"]["composition_tokens"].get(
+                        arm["key"]) or {}
+                    mix = {"key": arm["key"], "shares": shares}
+                cap = arm.get("doc_cap") if arm.get("doc_cap") is not None else s.get("doc_cap")
                 draw = cfg.seed if arm.get("data") == "fixed" else int(seed)
                 d = subset_dir(out, arm, draw, rung["name"] if s["scales"] else None)
                 key = (rung["name"], arm["name"], seed)
                 ref = arm.get("reference")
+                keys = count_keys.get(arm["name"])
                 data_fp = fingerprint("subset", arm["stage"], budget, arm.get("sources"), ref,
                                       sha256_file(Path(ref["path"])) if ref else None, draw, tok_fp,
-                                      _stage_fp(cfg.run_dir, arm["stage"]))
+                                      _stage_fp(cfg.run_dir, arm["stage"]),
+                                      *([{"doc_cap": cap, "mix": mix, "count_keys": keys}] if cap or mix or keys else []))
                 c_fp = fingerprint("contamination", data_fp, es_fp, s["contamination_ngram"])
                 m_path = d / SUBSET_MANIFEST
                 if _fresh(m_path, data_fp) and read_json(m_path).get("contamination_fingerprint") == c_fp and (
@@ -161,12 +175,16 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
                     if contamination is None:
                         contamination = ContaminationIndex(eval_sets, n=int(s["contamination_ngram"]))
                     m = build_subset(cfg.run_dir, arm["stage"], budget, tok, tok_path, d, draw, contamination,
-                                     sources=arm.get("sources"), reference=ref,
+                                     sources=arm.get("sources"), reference=ref, doc_cap=cap, mix=mix,
+                                     count_keys=keys, min_docs=s.get("min_docs"),
                                      fingerprints={"fingerprint": data_fp, "contamination_fingerprint": c_fp})
                     worst = max((v["rate"] for v in m.get("contamination_13gram", {}).values()), default=0.0)
                     log(f"subset {arm['name']}{' @ ' + rung['name'] if s['scales'] else ''} (draw {draw}): "
                         f"{m['tokens']:,} tokens from {m['documents']:,} docs of {arm['stage']}"
-                        + (" (stage exhausted!)" if m["exhausted"] else "") + f"; max 13-gram contamination {worst:.1%}")
+                        + f"; max 13-gram contamination {worst:.1%}")
+                m = _warn(m, s.get("min_docs"))
+                for w in m["warnings"]:
+                    log(f"  warning: subset {arm['name']} (draw {draw}): {w}")
                 subsets[key] = {"dir": str(d), "manifest": m}
     return {"out": out, "eval_sets": eval_sets, "tok_path": tok_path, "vocab": vocab, "subsets": subsets,
             "fingerprints": {"eval_sets": es_fp, "tokenizer": tok_fp}}
@@ -268,14 +286,53 @@ def metric_specs(s: dict, eval_set_names: list[str]) -> list[dict]:
 
 
 def _write_experiment_json(out: Path, experiment: dict) -> None:
-    """The one place experiment.json is written (provenance goes here too)."""
-    atomic_write_json(out / "experiment.json", experiment)
+    """The one place experiment.json is written, with the provenance of the code and machine that wrote it (winnow
+    version, git commit and whether the tree was dirty, torch / transformers / tokenizers versions, host, CPU) and
+    the plan made before it (``plan.json`` from ``--plan``), so the report can set prediction against outcome."""
+    from pipeline.provenance import stamped
+
+    if (out / "plan.json").exists():
+        experiment = {**experiment, "plan": read_json(out / "plan.json")}
+    atomic_write_json(out / "experiment.json", stamped(experiment))
+
+
+def resolve_speed(s: dict, out: Path, first: dict, vocab: int, device, log=print, retime: bool = False,
+                  settings_from: str | Path | None = None) -> dict | None:
+    """Precision / compile / threads for every run, when any is "auto": the settings recorded in this folder
+    (``speed.json``) by default, else those recorded in ``settings_from`` (a results folder's experiment.json, or the
+    config's ``experiment.settings_from``), else measured now on the first rung's model and recorded. A re-run of a
+    config therefore trains exactly as the recorded run did; ``retime`` measures again (explicitly)."""
+    from experiments.train import choose_speed_settings
+
+    tc = first["train"]
+    if "auto" not in (tc["bf16"], tc["compile"], tc["threads"]):
+        return None
+    speed_path = out / "speed.json"
+    src = settings_from or s.get("settings_from")
+    if speed_path.exists() and not retime:
+        speed = read_json(speed_path)
+    elif src and not retime:
+        folder = Path(src) if Path(src).is_absolute() or settings_from else Path(s["base_dir"]) / src
+        rec = read_json(folder / "experiment.json") if (folder / "experiment.json").exists() else {}
+        speed = rec.get("speed")
+        if not speed:
+            raise ValueError(f"{folder}: no recorded speed settings (experiment.json with `speed`) to reuse; "
+                             "use --retime to measure them here")
+        speed = {**speed, "reused_from": str(folder)}
+        log(f"training speed: reusing the settings recorded in {folder} ({'bf16' if speed['bf16'] else 'fp32'}, "
+            f"{speed['threads']} thread(s), compile {speed['compile']})")
+    else:
+        speed = choose_speed_settings(first["model"], tc, vocab, device, log=log)
+    atomic_write_json(speed_path, speed)
+    return speed
 
 
 def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = None, workers: int | None = None,
-                 executor: str | None = None, only_scales: list[str] | None = None) -> Path:
-    """Run the experiment of ``cfg`` (resuming; redoing exactly what a changed config invalidates)."""
-    from experiments.train import choose_speed_settings, device_peak_flops, pick_device
+                 executor: str | None = None, only_scales: list[str] | None = None, retime: bool = False,
+                 settings_from: str | Path | None = None) -> Path:
+    """Run the experiment of ``cfg`` (resuming; redoing exactly what a changed config invalidates). Training
+    precision, compile and threads come from the recorded settings unless ``retime`` (see :func:`resolve_speed`)."""
+    from experiments.train import device_peak_flops, pick_device
     from pipeline.executors import make_executor, run_all
 
     s = experiment_settings(cfg)
@@ -288,15 +345,9 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     kind = executor or ex["executor"] or "local"
     n_workers = workers or ex["workers"] or _default_workers(cfg, device, ex)
 
-    # precision / compile / threads: measured once on the first rung's model when "auto", used by every run
-    speed = None
     first = rungs(s, prep["vocab"], only_scales)[0]
     tc = first["train"]
-    if "auto" in (tc["bf16"], tc["compile"], tc["threads"]):
-        speed_path = out / "speed.json"
-        speed = read_json(speed_path) if speed_path.exists() else choose_speed_settings(
-            first["model"], tc, prep["vocab"], device, log=log)
-        atomic_write_json(speed_path, speed)
+    speed = resolve_speed(s, out, first, prep["vocab"], device, log, retime, settings_from)
     bf16 = bool(speed["bf16"] if speed else tc["bf16"])
     threads = (speed or {}).get("threads") or tc["threads"]
     peak = device_peak_flops(device, bf16, threads if device.type == "cpu" else None)
@@ -320,6 +371,8 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     runner = make_executor(kind, n_workers, progress=False, options=options)
     resources = {"num_cpus": int(threads) if isinstance(threads, int) else 1,
                  "num_gpus": ex["gpus_per_run"] if device.type == "cuda" else 0}
+    t_grid, load0 = time.perf_counter(), os.getloadavg()[0]
+    todo = sum(not (Path(sp["run_dir"]) / "done.json").exists() for sp in specs)
     try:
         results = run_all(runner, execute_run, [(sp,) for sp in specs], "training runs", [sp["id"] for sp in specs],
                           **({"resources": resources} if kind == "ray" else {}))
@@ -328,6 +381,9 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
         if close:
             close()
     experiment["runs"] = {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in results}
+    # the grid's wall time (what --plan predicts); only comparable when this invocation trained every run
+    experiment["grid"] = {"seconds": round(time.perf_counter() - t_grid, 1), "runs": len(specs), "trained_now": todo,
+                          "workers": n_workers, "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
     experiment["seconds_this_invocation"] = round(time.perf_counter() - t_start, 1)
     _write_experiment_json(out, experiment)
     return out
@@ -524,6 +580,7 @@ def execute_run(spec: dict) -> dict:
         if not spec["keep_points"]:
             for p in points:
                 _point_file(run_dir, p).unlink(missing_ok=True)
+    _ngram_baselines(spec, run_dir)
     done = read_json(run_dir / "done.json")
     ev = read_json(ev_path)
     if trained_now:
@@ -533,6 +590,38 @@ def execute_run(spec: dict) -> dict:
     return {"id": spec["id"], "seconds_run": round(seconds_train, 2), "seconds_eval": ev["seconds"],
             "final": read_json(run_dir / "final_eval.json"), "mfu": done.get("mfu"),
             "tokens_per_second": done["tokens_per_second"]}
+
+
+def _ngram_baselines(spec: dict, run_dir: Path) -> None:
+    """The sanity gate's reference (:mod:`experiments.ngram_baseline`): Kneser-Ney n-grams fitted to this run's
+    training subset and scored by the same tasks on the same final items as the model; redone with the evaluation
+    (same fingerprint). Seconds on CPU, so every run of every arm gets them."""
+    from experiments.ngram_baseline import ORDERS, score_baselines
+    from experiments.subsets import load_tokens
+    from experiments.tasks import TaskContext, build_task
+    from experiments.tokenizer import load_tokenizer
+
+    marker = run_dir / "ngram.json"
+    if _fresh(marker, spec["eval_fingerprint"]) and all((run_dir / f"ngram{o}_items.npz").exists() for o in ORDERS):
+        return
+    t0 = time.perf_counter()
+    tok_path = Path(spec["tokenizer_path"])
+    key = (spec["eval_sets_path"], sha256_file(Path(spec["eval_sets_path"])))
+    if key not in _EVAL_SETS:
+        _EVAL_SETS.clear()
+        _EVAL_SETS[key] = read_json(Path(key[0]))
+    tc = spec["task_context"]
+    ctx = TaskContext(eval_sets=_EVAL_SETS[key], seed=tc["seed"], eval_max_chars=tc["eval_max_chars"],
+                      base=Path(tc["base"]))
+    tasks = [build_task(t, ctx) for t in spec["tasks"]]
+    prepared = _prepared(tasks, load_tokenizer(tok_path), spec["model"]["context"], True,
+                         (key[1], sha256_file(tok_path)))
+    res = score_baselines(load_tokens(Path(spec["subset_dir"])), spec["vocab_size"], tasks, prepared, ORDERS)
+    for order, (_, items) in res.items():
+        save_items(run_dir, items, f"ngram{order}_items.npz")
+    atomic_write_json(marker, {"fingerprint": spec["eval_fingerprint"], "orders": list(res),
+                               "final": {str(o): m for o, (m, _) in res.items()},
+                               "seconds": round(time.perf_counter() - t0, 2)})
 
 
 def _points_present(run_dir: Path, spec: dict) -> bool:
@@ -557,16 +646,17 @@ def _read_jsonl(path: Path) -> list[dict]:
 # per-run results
 
 
-def save_items(run_dir: Path, items: dict[str, np.ndarray]) -> None:
-    """Per-item results of the final evaluation (``<task>/<array>``), small enough to commit."""
+def save_items(run_dir: Path, items: dict[str, np.ndarray], name: str = "final_items.npz") -> None:
+    """Per-item results of the final evaluation (``<task>/<array>``), small enough to commit; ``name``: the file
+    (the n-gram baselines' items sit beside the model's in the same layout)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in sorted(items.items())})
-    atomic_write_bytes(Path(run_dir) / "final_items.npz", buf.getvalue())
+    atomic_write_bytes(Path(run_dir) / name, buf.getvalue())
 
 
-def load_items(run_dir: Path) -> dict[str, np.ndarray]:
-    """``{"<task>/<array>": array}`` from final_items.npz (empty when absent)."""
-    path = Path(run_dir) / "final_items.npz"
+def load_items(run_dir: Path, name: str = "final_items.npz") -> dict[str, np.ndarray]:
+    """``{"<task>/<array>": array}`` from final_items.npz (or ``name``; empty when absent)."""
+    path = Path(run_dir) / name
     if not path.exists():
         return {}
     with np.load(path, allow_pickle=False) as z:
@@ -610,4 +700,9 @@ def load_results(out: Path) -> list[dict]:
             "items": load_items(d), "eval": read_json(d / "eval.json") if (d / "eval.json").exists() else None,
         })
         runs[-1]["values"] = task_values(tasks, runs[-1]["items"])
+        ngram = {}
+        for f in sorted(d.glob("ngram*_items.npz")):
+            items = load_items(d, f.name)
+            ngram[int(f.name[len("ngram"):-len("_items.npz")])] = {"items": items, "values": task_values(tasks, items)}
+        runs[-1]["ngram"] = ngram
     return runs

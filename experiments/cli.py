@@ -253,8 +253,15 @@ def cmd_ablation(args) -> int:
 
         out_dir = experiment_settings(cfg)["out_dir"] + "_aa"
         cfg.raw["experiment"].update(aa=True, out_dir=out_dir)
+    if args.plan:
+        from experiments.plan import plan_ablation, table
+
+        plan = plan_ablation(cfg, log=_log, workers=args.workers, executor=args.executor, only_scales=args.scale,
+                             retime=args.retime, settings_from=args.settings_from)
+        print("\n".join(table(plan)))
+        return 0
     out = run_ablation(cfg, log=_log, only_arms=args.arm, workers=args.workers, executor=args.executor,
-                       only_scales=args.scale)
+                       only_scales=args.scale, retime=args.retime, settings_from=args.settings_from)
     if not args.no_report:
         path = write_report(out, command=f"winnow ablation {args.config}")
         print(f"report: {path}")
@@ -367,6 +374,17 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--aa", action="store_true",
                    help="A/A check: train only the baseline arm and a copy of it with other seeds (same recipe), "
                         "into <out_dir>_aa; a calibrated report finds no difference (about 95%% of the time)")
+    a.add_argument("--plan", action="store_true",
+                   help="train nothing: prepare the data (pipeline, evaluation sets, tokenizer, subsets), time a few "
+                        "steps and one evaluation per model size with the executor's parallelism, and print the "
+                        "grid's predicted wall time, documents per subset, epochs, tokens per parameter, the minimum "
+                        "detectable effect at the configured seeds and the seeds the equivalence margin needs "
+                        "(from experiment.prior_spread); written to plan.json, which the report compares with the run")
+    a.add_argument("--retime", action="store_true",
+                   help="measure training precision / compile / threads again instead of reusing the recorded ones")
+    a.add_argument("--settings-from", metavar="RESULTS_DIR",
+                   help="reuse the training settings recorded in this results folder's experiment.json (e.g. a "
+                        "committed result), so a re-run trains exactly as it did")
     a.set_defaults(fn=cmd_ablation)
     r = sub.add_parser("report", help="write report.md and plots for a finished (or partial) ablation")
     r.add_argument("target", help="the ablation's config, or its output folder")

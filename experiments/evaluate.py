@@ -37,6 +37,9 @@ def continuation_logprobs(model, seqs: list[list[int]], starts: list[int] | int,
     Batches hold at most ``max_tokens`` padded tokens, longest first, so a
     batch's padding is small and memory is bounded.
     """
+    own = getattr(model, "score_continuations", None)
+    if own is not None:  # a scorer that is not a network (the n-gram baseline) answers the same question itself
+        return own(seqs, starts)
     starts = [starts] * len(seqs) if isinstance(starts, int) else list(starts)
     device = torch.device(device)
     max_tokens = max_tokens or (1024 if device.type == "cpu" else 32768)

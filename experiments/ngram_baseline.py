@@ -121,68 +121,40 @@ class KneserNey:
             p = np.where(seen, (c - disc) / safe + gamma / safe * p, p)
         return p
 
-    def sequence_bits(self, seqs: list[np.ndarray] | list[list[int]]) -> np.ndarray:
-        """Bits (-log2 P) of tokens 1.. of each sequence given its earlier tokens -- what the transformer is scored
-        on (the first token, end-of-text, is context only)."""
+    def score_continuations(self, seqs, starts) -> np.ndarray:
+        """Natural-log probability of tokens ``start..`` of each sequence given the tokens before it (within the
+        sequence): the question every evaluation task asks (:func:`experiments.evaluate.continuation_logprobs`
+        hands it to this method), so the baseline is scored by the same tasks on the same sequences as a model."""
         N = self.order
+        starts = [starts] * len(seqs) if isinstance(starts, int) else list(starts)
         lens = np.array([len(s) for s in seqs], dtype=np.int64)
-        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]) if len(seqs) else np.zeros(0, np.int64)
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(seqs) else np.zeros(0, np.int64)
-        pos = np.concatenate([np.arange(st + 1, st + n) for st, n in zip(starts, lens)]) if len(seqs) else \
-            np.zeros(0, np.int64)
-        owner = np.repeat(np.arange(len(seqs)), np.maximum(lens - 1, 0))
-        seq_start = starts[owner]
+        if not len(seqs):
+            return np.zeros(0)
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+        first = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        pos = np.concatenate([np.arange(f + max(int(st), 1), f + n) for f, st, n in zip(first, starts, lens)])
+        owner = np.repeat(np.arange(len(seqs)), [max(0, n - max(int(st), 1)) for st, n in zip(starts, lens)])
         ctx = np.full((len(pos), N - 1), -1, dtype=np.int64)
-        for j in range(1, N):  # column N-1-j holds the token j positions back
+        for j in range(1, N):  # column N-1-j holds the token j positions back (-1 before the sequence's start)
             back = pos - j
-            ok = back >= seq_start
-            ctx[:, N - 1 - j] = np.where(ok, flat[np.maximum(back, 0)], -1)
-        bits = -np.log(self.prob(ctx, flat[pos])) / LN2
+            ctx[:, N - 1 - j] = np.where(back >= first[owner], flat[np.maximum(back, 0)], -1)
         out = np.zeros(len(seqs))
-        np.add.at(out, owner, bits)
+        np.add.at(out, owner, np.log(self.prob(ctx, flat[pos])))
         return out
 
-
-def window_sequences(prepared: dict) -> list[np.ndarray]:
-    """Each evaluation document's token sequence, rebuilt from the model's evaluation windows
-    (:func:`experiments.evaluate.prepare_bpb_windows`: consecutive windows of a document share one token), so the
-    baseline predicts exactly the tokens the model predicts."""
-    per_doc: dict[int, list[int]] = {}
-    for w, o in zip(prepared["windows"], prepared["owners"]):
-        o = int(o)
-        if o in per_doc:
-            per_doc[o].extend(w[1:])
-        else:
-            per_doc[o] = list(w)
-    return [np.asarray(per_doc.get(i, [0]), dtype=np.int64) for i in range(len(prepared["bytes"]))]
+    def sequence_bits(self, seqs) -> np.ndarray:
+        """Bits (-log2 P) of tokens 1.. of each sequence (the first token, end-of-text, is context only)."""
+        return -self.score_continuations(seqs, 1) / LN2
 
 
-def score_baselines(tokens: np.ndarray, vocab_size: int, prepared: dict[str, dict], blimp: tuple | None = None,
-                    orders=ORDERS) -> dict[int, dict]:
-    """Fit one model per order to ``tokens`` and score every prepared evaluation set (and BLiMP pairs, given as
-    ``(pairs, seqs)`` from :func:`experiments.evaluate.prepare_blimp`).
+def score_baselines(tokens: np.ndarray, vocab_size: int, tasks: list, prepared: dict, orders=ORDERS) -> dict[int, tuple]:
+    """Fit one model per order to ``tokens`` (a run's training subset) and score it with the run's evaluation
+    ``tasks`` on their ``prepared`` items (:func:`experiments.tasks.evaluate_model`). Returns ``{order: (metrics,
+    items)}``, items in the same ``<task>/<array>`` layout as the model's own, so the report reads both alike."""
+    from experiments.tasks import evaluate_model
 
-    Returns ``{order: details}`` with ``details`` shaped like the model's own evaluation
-    (``{set: {"bpb", "doc_bits", "doc_bytes"}, "blimp": {"accuracy", "correct", "by_field"}}``), so the same
-    per-item files and the same metric code serve both.
-    """
-    seqs = {name: window_sequences(prep) for name, prep in prepared.items()}
-    out: dict[int, dict] = {}
+    out = {}
     for order in orders:
         lm = KneserNey(order, vocab_size).fit(tokens)
-        details: dict = {}
-        for name, prep in prepared.items():
-            bits = lm.sequence_bits(seqs[name])
-            details[name] = {"bpb": float(bits.sum() / prep["bytes"].sum()), "doc_bits": bits.tolist(),
-                             "doc_bytes": prep["bytes"].tolist()}
-        if blimp:
-            pairs, bseqs = blimp
-            b = lm.sequence_bits(bseqs)
-            correct = b[0::2] < b[1::2]  # fewer bits = higher probability for the grammatical sentence; ties wrong
-            fields: dict[str, list[bool]] = {}
-            for p, c in zip(pairs, correct):
-                fields.setdefault(p["field"], []).append(bool(c))
-            details["blimp"] = {"accuracy": float(correct.mean()), "correct": correct.astype(int).tolist(),
-                                "by_field": {k: float(np.mean(v)) for k, v in sorted(fields.items())}}
-        out[order] = details
+        out[order] = evaluate_model(tasks, prepared, lm, None)
     return out

@@ -13,6 +13,8 @@ This module is the arithmetic; the timing lives with the training code it times.
 from __future__ import annotations
 
 import math
+import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -201,3 +203,189 @@ def summarise(rows: list[dict]) -> list[dict]:
             a["seconds"] = r["seconds"] if a["seconds"] is None else max(a["seconds"], r["seconds"])
         a["warnings"] += [w for w in r.get("warnings", []) if w not in a["warnings"]]
     return list(out.values())
+
+
+# ---------------------------------------------------------------------------
+# timing on this machine, with the executor's parallelism
+
+
+def time_rung(spec: dict) -> dict:
+    """One timing task (run by every worker at once, as the grid's runs will be): the real training function on
+    ``n1`` and ``n2`` steps (the difference is the cost of a step, the rest a run's fixed cost: model, checkpoint,
+    final point), one evaluation of every task on the curve's items and on the final items, the weights' save and
+    load of an evaluation point, and the n-gram baselines on the largest subset."""
+    import tempfile
+
+    import torch
+
+    from experiments.ablation import _prepared
+    from experiments.ngram_baseline import ORDERS, score_baselines
+    from experiments.subsets import load_tokens
+    from experiments.tasks import TaskContext, build_task, evaluate_model
+    from experiments.tokenizer import load_tokenizer
+    from experiments.train import build_model, train
+    from pipeline.shards import read_json, sha256_file
+
+    t_start = time.perf_counter()
+    if isinstance(spec["train"].get("threads"), int):
+        torch.set_num_threads(int(spec["train"]["threads"]))
+    device = torch.device(spec["device"])
+    tokens = load_tokens(Path(spec["subset_dir"]))
+    out: dict = {spec["n1"]: [], spec["n2"]: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        # a first short run pays the process's one-time costs (imports, kernels); then short and long, twice,
+        # interleaved, so a change of load hits both
+        for k, n in enumerate((2, spec["n1"], spec["n2"], spec["n1"], spec["n2"])):
+            tc = {**spec["train"], "steps": n, "decay_budgets": [], "eval_every": n, "checkpoint_every": n,
+                  "warmup_steps": 1}
+            t = time.perf_counter()
+            train(tokens, spec["vocab_size"], Path(tmp) / f"s{k}", spec["model"], tc, 0, on_point=lambda m, p: None,
+                  log=lambda m: None, device=device)
+            if k:
+                out[n].append(time.perf_counter() - t)
+        t1, t2 = float(np.median(out[spec["n1"]])), float(np.median(out[spec["n2"]]))
+        step_s = max(0.0, (t2 - t1) / (spec["n2"] - spec["n1"]))
+        fixed_s = max(0.0, t1 - spec["n1"] * step_s)
+        t = time.perf_counter()
+        tc = spec["task_context"]
+        ctx = TaskContext(eval_sets=read_json(Path(spec["eval_sets_path"])), seed=tc["seed"],
+                          eval_max_chars=tc["eval_max_chars"], base=Path(tc["base"]))
+        tasks = [build_task(x, ctx) for x in spec["tasks"]]
+        tok = load_tokenizer(Path(spec["tokenizer_path"]))
+        key = (sha256_file(Path(spec["eval_sets_path"])), sha256_file(Path(spec["tokenizer_path"])))
+        small = _prepared(tasks, tok, spec["model"]["context"], False, key)
+        final = _prepared(tasks, tok, spec["model"]["context"], True, key)
+        prepare_s = time.perf_counter() - t
+        model = build_model(spec["model"], spec["vocab_size"], 0).to(device).eval()
+        from experiments.ablation import _load_weights, _save_weights
+
+        t = time.perf_counter()
+        _save_weights(model, Path(tmp) / "w.safetensors")
+        _load_weights(model, Path(tmp) / "w.safetensors", device)
+        point_s = time.perf_counter() - t
+        t = time.perf_counter()
+        evaluate_model(tasks, small, model, device)
+        eval_s = time.perf_counter() - t + point_s
+        t = time.perf_counter()
+        evaluate_model(tasks, final, model, device)
+        final_eval_s = time.perf_counter() - t + point_s
+        t = time.perf_counter()
+        score_baselines(load_tokens(Path(spec["ngram_subset_dir"])), spec["vocab_size"], tasks, final, ORDERS)
+        ngram_s = time.perf_counter() - t
+    return {"step_s": step_s, "fixed_s": fixed_s, "eval_s": eval_s, "final_eval_s": final_eval_s,
+            "prepare_s": prepare_s, "ngram_s": ngram_s, "task_s": time.perf_counter() - t_start,
+            "loadavg": os.getloadavg()[0]}
+
+
+def plan_ablation(cfg, log=print, workers: int | None = None, executor: str | None = None,
+                  only_scales: list[str] | None = None, retime: bool = False, settings_from=None,
+                  steps: tuple[int, int] = (4, 16)) -> dict:
+    """The plan of ``cfg``'s grid (see the module docstring); written to ``plan.json`` in the experiment folder, from
+    which the report sets it against what ran. Trains no model of the grid."""
+    from experiments.ablation import (_default_workers, experiment_settings, prepare_experiment, resolve_speed,
+                                      rungs, run_pipeline, run_specs)
+    from experiments.train import pick_device
+    from pipeline.executors import make_executor, run_all
+    from pipeline.shards import atomic_write_json
+
+    s = experiment_settings(cfg)
+    t0 = time.perf_counter()
+    run_pipeline(cfg, log)
+    prep = prepare_experiment(cfg, s, log, only_scales)
+    out = prep["out"]
+    device = pick_device()
+    ex = s["execution"]
+    kind = executor or ex["executor"] or "local"
+    n_workers = workers or ex["workers"] or _default_workers(cfg, device, ex)
+    all_rungs = rungs(s, prep["vocab"], only_scales)
+    speed = resolve_speed(s, out, all_rungs[0], prep["vocab"], device, log, retime, settings_from)
+    specs = run_specs(cfg, s, prep, speed, None, device.type, only_scales=only_scales)
+    prep_s = time.perf_counter() - t0
+    log(f"prepared in {prep_s:.0f} s (pipeline, evaluation sets, tokenizer, {len(prep['subsets'])} subsets); "
+        f"timing {steps[1]} steps and one evaluation per model size on {n_workers} {kind} worker(s) at once")
+
+    # time each rung's model with every worker busy, as in the grid
+    timing: dict[str, dict] = {}
+    runner = make_executor(kind, n_workers, progress=False)
+    try:
+        for rung in all_rungs:
+            mine = [sp for sp in specs if (sp["scale"] or "") == rung["name"]]
+            biggest = max(mine, key=lambda sp: sp["subset"]["tokens"])
+            tspec = {k: biggest[k] for k in ("model", "vocab_size", "tokenizer_path", "eval_sets_path", "tasks",
+                                             "task_context", "subset_dir", "device")}
+            tspec.update(train=mine[0]["train"], n1=steps[0], n2=steps[1], ngram_subset_dir=biggest["subset_dir"])
+            t = time.perf_counter()
+            res = run_all(runner, time_rung, [(tspec,)] * n_workers, "timing", [f"timing {i}" for i in range(n_workers)])
+            wall = time.perf_counter() - t
+            med = {k: float(np.median([r[k] for r in res])) for k in res[0]}
+            med["spawn_s"] = max(0.0, wall - max(r["task_s"] for r in res))
+            timing[rung["name"]] = med
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+
+    per_worker = max(1.0, len(specs) / n_workers)
+    rows, durations = [], []
+    for sp in specs:
+        tm = timing[sp["scale"] or ""]
+        shape = run_shape(sp["train"], sp["train"]["steps"])
+        sec = run_seconds(shape, {"step_s": tm["step_s"], "eval_s": tm["eval_s"], "final_eval_s": tm["final_eval_s"],
+                                  "ngram_s": tm["ngram_s"],
+                                  "startup_s": tm["fixed_s"] + tm["prepare_s"] / per_worker})
+        durations.append(sec)
+        m = sp["subset"]
+        params = next(r for r in all_rungs if r["name"] == (sp["scale"] or ""))
+        n_params = (params.get("params") or _params(sp["model"], sp["vocab_size"]))["non_embedding"]
+        tokens_seen = sp["train"]["steps"] * sp["train"]["batch_size"] * sp["model"]["context"]
+        rows.append({"arm": sp["arm"]["name"], "scale": sp["scale"], "seed": sp["seed"], "subset_tokens": m["tokens"],
+                     "documents": m["documents"], "epochs": tokens_seen / max(m["tokens"], 1),
+                     "tokens_seen": tokens_seen, "params": n_params, "seconds": sec,
+                     "warnings": m.get("warnings") or []})
+    spawn = max(t["spawn_s"] for t in timing.values()) if n_workers > 1 else 0.0
+    grid = {"predicted_s": grid_wall(durations, n_workers) + spawn, "runs": len(specs), "workers": n_workers,
+            "timing_note": f"load average {os.getloadavg()[0]:.1f} while timing"}
+    cmp_ = s["compare"]
+    seeds = {a["name"]: a.get("seeds") or s["seeds"] for a in s["arms"]}
+    base, cand = cmp_.get("baseline"), cmp_.get("candidate")
+    power = None
+    if base in seeds and cand in seeds:
+        paired = seeds[base] == seeds[cand] if cmp_.get("paired", "auto") == "auto" else bool(cmp_["paired"])
+        spread = prior_spread(s, Path(s["base_dir"]), lambda f: _pilot_spread(f, s))
+        if spread and spread.get("paired") is not None and bool(spread["paired"]) != paired:
+            log(f"note: the prior spread is {'paired' if spread['paired'] else 'unpaired'}; this design is "
+                f"{'paired' if paired else 'unpaired'}")
+        power = power_summary(spread, min(len(seeds[base]), len(seeds[cand])), paired,
+                              s.get("equivalence_margin"))
+    plan = {"arms": summarise(rows), "grid": grid, "power": power, "timing": timing, "runs": rows,
+            "speed": speed, "prepare_seconds": round(prep_s, 1), "executor": kind}
+    atomic_write_json(out / "plan.json", plan)
+    return plan
+
+
+def _params(model_cfg: dict, vocab: int) -> dict:
+    from experiments.train import model_params
+
+    return model_params(model_cfg, vocab)
+
+
+def _pilot_spread(folder: Path, s: dict) -> dict:
+    """The per-seed spread of a pilot's results folder on this experiment's primary metric, between its baseline and
+    candidate arms (paired when they ran the same seeds)."""
+    from experiments.ablation import load_results
+    from pipeline.shards import read_json
+
+    exp = read_json(folder / "experiment.json")
+    cmp_ = exp["settings"].get("compare") or {}
+    metric = s.get("primary_metric") or exp["settings"].get("primary_metric")
+    runs = load_results(folder)
+    by = {}
+    for r in runs:
+        if r.get("scale") is None:
+            by.setdefault(r["arm"], []).append(r)
+    a = sorted(by.get(cmp_.get("baseline"), []), key=lambda r: r["seed"])
+    b = sorted(by.get(cmp_.get("candidate"), []), key=lambda r: r["seed"])
+    if len(a) < 2 or len(b) < 2 or metric not in a[0]["values"]:
+        raise ValueError(f"pilot {folder}: needs two or more seeds of its baseline and candidate on {metric}")
+    paired = [r["seed"] for r in a] == [r["seed"] for r in b]
+    return spread_from_runs([r["values"][metric] for r in a], [r["values"][metric] for r in b], paired)

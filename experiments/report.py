@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import plots
 from experiments.ablation import load_results, recorded_tasks
 from experiments.stats import (ALPHA, DEFAULT_MARGIN, MIN_SEEDS, cluster_bootstrap_mean, compare, equivalence,
-                               fit_power_law, holm, mean_ci, resolve_margin, tokens_to_match)
+                               fit_power_law, holm, mean_ci, minimum_detectable_effect, resolve_margin,
+                               seeds_for_margin, tokens_to_match)
 from pipeline.shards import atomic_write_bytes, atomic_write_json, read_json
 
 # ---------------------------------------------------------------------------
@@ -106,20 +108,30 @@ def verdict_tests(base_runs: list[dict], cand_runs: list[dict], metrics: list[st
 
 
 def equivalence_test(base_runs: list[dict], cand_runs: list[dict], metric: str, margin_spec=None,
-                     paired: str | bool = "auto", seeds_needed: bool = True) -> dict:
+                     paired: str | bool = "auto", seeds_needed: bool = True, lower: bool | None = None) -> dict:
     """The "as good as" verdict on one metric (:func:`experiments.stats.equivalence`), with the declared margin
-    resolved against the baseline's mean when it is relative; pairing as in :func:`compare_arms`."""
+    resolved against the baseline's mean when it is relative; pairing as in :func:`compare_arms`. ``lower``:
+    whether lower is better (default: as the metric's task declares)."""
     seeds_a, seeds_b = [r["seed"] for r in base_runs], [r["seed"] for r in cand_runs]
     use_pair = (seeds_a == seeds_b) if paired == "auto" else bool(paired) and seeds_a == seeds_b
     a = [metric_value(r, metric) for r in base_runs]
     b = [metric_value(r, metric) for r in cand_runs]
     margin, how = resolve_margin(margin_spec, float(np.mean(a)))
-    res = equivalence(a, b, margin, paired=use_pair, lower_is_better=lower_is_better(metric),
+    res = equivalence(a, b, margin, paired=use_pair, lower_is_better=lower_is_better(metric) if lower is None else lower,
                       seeds_needed=seeds_needed)
     res.update(metric=metric, margin_how=how, margin_spec=DEFAULT_MARGIN if margin_spec is None else margin_spec,
+               margin_declared=margin_spec is not None,
                exploratory=min(len(a), len(b)) < MIN_SEEDS)
     if res["exploratory"] and res["verdict"] != "inconclusive":
         res.update(verdict="inconclusive", reason=f"fewer than {MIN_SEEDS} seeds in an arm (exploratory)")
+    if seeds_needed and res.get("sd") and res["sd"] > 0 and min(res["n"]) >= 2:
+        ratio = None
+        if not use_pair:
+            sa, sb = float(np.std(a, ddof=1)), float(np.std(b, ddof=1))
+            ratio = sb / sa if sa > 0 else None
+        res["mde"] = minimum_detectable_effect(res["sd"], min(res["n"]), use_pair, sd_ratio=ratio)
+        res["seeds_for_margin"] = seeds_for_margin(res["sd"], margin, use_pair, sd_ratio=ratio)
+        res["seeds_for_equivalence"] = seeds_for_margin(res["sd"], margin, use_pair, sd_ratio=ratio, equivalent=True)
     return res
 
 
@@ -159,89 +171,10 @@ def _unit(metric: str) -> str:
 # plots
 
 
-def _plots(out: Path, stages: list[dict], by_arm: dict[str, list[dict]], metrics: list[str], suffix: str = "",
-           title: str = "") -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    if stages and not suffix:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        names = [s["stage"] for s in stages]
-        ax.bar(names, [s["kept_chars"] / 1e6 for s in stages], color="#4477aa", label="characters kept (M)")
-        ax.set_ylabel("characters kept (millions)")
-        for i, s in enumerate(stages):
-            ax.text(i, s["kept_chars"] / 1e6, f"{s['kept']:,} docs", ha="center", va="bottom", fontsize=8)
-        ax.set_title("Filtering funnel")
-        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-        fig.tight_layout()
-        fig.savefig(out / "funnel.png", dpi=110)
-        plt.close(fig)
-        files.append("funnel.png")
-    if not by_arm:
-        return files
-    colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(by_arm)}
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm, runs in by_arm.items():
-        for j, r in enumerate(runs):
-            ax.plot([l["tokens_seen"] for l in r["log"]], [l["loss"] for l in r["log"]], color=colors[arm],
-                    alpha=0.8, lw=1, label=arm if j == 0 else None)
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("training loss (nats/token)")
-    ax.set_title("Training loss (each seed; trunk of the schedule)" + title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"loss{suffix}.png", dpi=110)
-    plt.close(fig)
-    files.append(f"loss{suffix}.png")
-    n = len(metrics)
-    ncols = min(3, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    for ax, metric in zip(axes.flat, metrics):
-        for arm, runs in by_arm.items():
-            xs, ys = _mean_curve(runs, metric, decayed=True)
-            if len(xs):
-                ax.plot(xs, ys, marker="o", ms=3, color=colors[arm], label=f"{arm} ({len(runs)} seeds)")
-            xs, ys = _mean_curve(runs, metric, decayed=False)
-            if len(xs):
-                ax.plot(xs, ys, ls=":", lw=0.8, color=colors[arm])
-        ax.set_title(metric)
-        ax.set_xlabel("tokens seen")
-        ax.set_xscale("log")
-        chance = (_INFO.get(metric) or {}).get("chance")
-        if chance is not None:
-            ax.axhline(chance, color="grey", lw=0.8, ls="--")
-    if axes.flat[0].get_legend_handles_labels()[0]:
-        axes.flat[0].legend(fontsize=7)
-    fig.suptitle("solid: decayed checkpoints (cool-down branch at each budget); dotted: undecayed trunk" + title,
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"curves{suffix}.png", dpi=110)
-    plt.close(fig)
-    files.append(f"curves{suffix}.png")
-    return files
-
-
 def _decayed_points(run: dict, metric: str) -> tuple[list[float], list[float]]:
     pts = [(e["tokens_seen"], e[metric]) for e in run["evals"] if e.get("decayed") and metric in e]
     pts.sort()
     return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def _mean_curve(runs: list[dict], metric: str, decayed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds of a metric against tokens seen, at the points every seed has."""
-    per: dict[int, list[float]] = defaultdict(list)
-    for r in runs:
-        for e in r["evals"]:
-            if metric in e and bool(e.get("decayed")) == decayed:
-                per[e["tokens_seen"]].append(e[metric])
-    xs = sorted(t for t, v in per.items() if len(v) == len(runs))
-    return np.array(xs, dtype=float), np.array([np.mean(per[x]) for x in xs])
 
 
 # ---------------------------------------------------------------------------
@@ -434,6 +367,7 @@ def write_report(out: Path, command: str | None = None) -> Path:
     L = ["# winnow ablation report", ""]
     if command:
         L += [f"Reproduce: `{command}`", ""]
+    L += [_made_by(exp), ""]
     if stages:
         L += ["## Filtering funnel", "", "| stage | docs in | kept | chars kept | share of raw chars |",
               "|---|---:|---:|---:|---:|"]
@@ -442,7 +376,7 @@ def write_report(out: Path, command: str | None = None) -> Path:
             L.append(f"| {x['stage']} | {x['docs_in']:,} | {x['kept']:,} | {x['kept_chars']:,} | "
                      f"{100 * x['kept_chars'] / raw_chars:.1f}% |")
         L += ["", "![funnel](funnel.png)", ""]
-        _plots(out, stages, {}, [], suffix="")  # the funnel plot
+        plots.funnel_plot(out, stages)
     verdicts: list[tuple[str | None, str]] = []
     rung_arms: dict[str | None, dict[str, list[dict]]] = {}
     for scale in scales:
@@ -460,12 +394,28 @@ def write_report(out: Path, command: str | None = None) -> Path:
         L += _consistency_section(rung_arms, primary, scales)
     if verdicts:
         if ladder:
-            lines = ["", "**Verdict per rung:**", ""] + [f"- **{sc}**: {v}" for sc, v in verdicts]
+            lines = ["", "**Verdict per rung:**", ""] + [f"- **{sc}**:\n" + "\n".join("  " + x for x in v.splitlines())
+                                                         for sc, v in verdicts]
         else:
-            lines = ["", f"**Verdict:** {verdicts[0][1]}"]
+            lines = ["", "**Verdict:**", "", verdicts[0][1]]
         L[1:1] = lines
     atomic_write_bytes(out / "report.md", ("\n".join(L) + "\n").encode("utf-8"))
     return out / "report.md"
+
+
+def _made_by(exp: dict) -> str:
+    """Which code and machine made these results (experiment.json's provenance), and the settings a re-run reuses."""
+    from pipeline.provenance import describe
+
+    rec = exp.get("provenance")
+    speed = exp.get("speed") or {}
+    used = (f" Training settings recorded for re-runs: {'bf16' if speed.get('bf16') else 'fp32'}, "
+            f"{speed.get('threads')} thread(s) per run, compile {bool(speed.get('compile'))}"
+            + (f" (reused from {speed['reused_from']})" if speed.get("reused_from") else "") + "." if speed else "")
+    if not rec:
+        return ("Made by: code not recorded (these results predate provenance records; the folder's README names the "
+                "commit that made them)." + used)
+    return f"Made by: {describe(rec)}." + used
 
 
 def _rung_sections(out: Path, exp: dict, by_arm: dict[str, list[dict]], metrics: list[str], eval_names: list[str],
@@ -474,7 +424,9 @@ def _rung_sections(out: Path, exp: dict, by_arm: dict[str, list[dict]], metrics:
     """Every section of one rung (the whole report without a ladder) and its verdict line."""
     s = exp["settings"]
     suffix = f"-{scale}" if scale else ""
-    _plots(out, [], by_arm, metrics, suffix=suffix, title=f" -- rung {scale}" if scale else "")
+    title = f" -- rung {scale}" if scale else ""
+    plots.curves_plot(out, by_arm, metrics, _INFO, suffix, title)
+    plots.loss_plot(out, by_arm, suffix, title)
     L: list[str] = []
     cfg0 = next(iter(by_arm.values()))[0]["config"]
     tc = cfg0["train"]
@@ -505,6 +457,7 @@ def _rung_sections(out: Path, exp: dict, by_arm: dict[str, list[dict]], metrics:
                  f"{', '.join(str(r['seed']) for r in rs)} |")
     L += ["", f"Arms with fewer than {MIN_SEEDS} seeds are exploratory: shown, never tested in the verdict. "
           "Tokens per parameter: tokens seen per non-embedding parameter.", ""]
+    L += _plan_section(exp, by_arm, primary, base, cand, paired, scale)
     L += _speed_section(by_arm)
     # results
     L += ["## Results (final checkpoint; mean ± 95% t-interval over seeds)", "",
@@ -529,6 +482,19 @@ def _rung_sections(out: Path, exp: dict, by_arm: dict[str, list[dict]], metrics:
             if n in c else "–" for n in eval_names) + " |")
     L += ["", "Share of evaluation documents with at least one 13-word sequence that also occurs in the arm's "
           "training text (held-out ids are excluded from training; this catches copies under other ids).", ""]
+    gate = None
+    if base in by_arm and cand in by_arm:
+        from experiments.sanity import gate as sanity_gate, section as sanity_section
+
+        gate = sanity_gate(by_arm, primary, eval_names, (base, cand), metric_value, _INFO,
+                           s.get("contamination_gap"))
+        L += _equivalence_section(by_arm, primary, base, cand, paired, s)
+        eq = equivalence_test(by_arm[base], by_arm[cand], primary, s.get("equivalence_margin"), paired,
+                              seeds_needed=False)
+        best = (gate["rows"].get(base, {}).get("ngram") or {}).get("best")
+        name = plots.verdict_plot(out, by_arm, primary, _INFO, metric_value, base, eq["margin"], best, suffix, title)
+        L += [f"![verdict]({name})", ""] if name else []
+        L += sanity_section(gate, by_arm, metric_value, metrics)
     # comparisons against the baseline
     if base in by_arm:
         rows = []
@@ -552,14 +518,75 @@ def _rung_sections(out: Path, exp: dict, by_arm: dict[str, list[dict]], metrics:
               "adjusted p and no claim.", ""]
         L += _efficiency_section(by_arm, base, primary)
     L += _item_sections(by_arm, metrics)
-    return L, _verdict(by_arm, metrics, primary, base, cand, paired)
+    return L, _verdict(by_arm, metrics, primary, base, cand, paired, s, gate)
 
 
 def _verdict(by_arm: dict[str, list[dict]], metrics: list[str], primary: str, base: str | None, cand: str | None,
-             paired) -> str | None:
-    """The verdict line on the primary metric, with the secondary metrics' Holm-corrected outcomes."""
+             paired, s: dict | None = None, gate: dict | None = None) -> str | None:
+    """The verdict on the primary metric, as bullets: the sanity gate first, then "as good as?" (the equivalence
+    test against the declared margin, with the minimum detectable effect at the seeds used), a contamination gap
+    above the declared level, and the difference tests (secondary metrics Holm-corrected)."""
     if base not in by_arm or cand not in by_arm:
         return None
+    from experiments.sanity import verdict_lines
+
+    lines = verdict_lines(gate) if gate else []
+    eq = equivalence_test(by_arm[base], by_arm[cand], primary, (s or {}).get("equivalence_margin"), paired)
+    lines.insert(1 if gate else 0, _as_good_as_line(eq, base, cand, primary))
+    if gate and gate["data_statistics"] and eq["verdict"] == "inconclusive":
+        need = eq.get("seeds_for_margin")
+        lines.insert(2, f"**At this scale winnow cannot decide** whether `{cand}` is as good as `{base}`: the models "
+                     "do not beat n-gram tables of their own training data and the equivalence test is inconclusive. "
+                     "Deciding needs models that beat their n-gram baselines (more parameters and tokens per run: "
+                     "`experiment.scales`)" + (f" and, at the observed spread, about {_n(need)} seeds per arm to show "
+                                               f"\"not worse by more than {eq['margin']:.4f}\" when the arms are equal"
+                                               if eq.get("sd") else "") + ".")
+    lines.append("**Difference tests:** " + _difference_verdict(by_arm, metrics, primary, base, cand, paired))
+    return "\n".join(f"- {x}" for x in lines)
+
+
+def _as_good_as_line(eq: dict, base: str, cand: str, primary: str) -> str:
+    """One sentence: the equivalence verdict, its margin, its interval, the MDE at the seeds used, and (when
+    inconclusive) the seeds that would decide it at the observed spread."""
+    unit = _unit(primary)
+    nb, nc = eq["n"]
+    margin = (f"margin {eq['margin']:.4f} {unit} ({eq['margin_how']}; "
+              + ("declared before the run)" if eq.get("margin_declared") else "the default: none was declared)"))
+    worse = f"`{cand}` − `{base}` = {eq['worse_by']:+.4f} {unit} in the worse direction"
+    if eq.get("ci90") is None:
+        return (f"**As good as? Inconclusive** on {primary} (primary): {worse}; {margin}; "
+                f"{eq.get('reason', 'no test')} ({nc} vs {nb} seeds).")
+    ci = f"90% CI [{eq['ci90'][0]:+.4f}, {eq['ci90'][1]:+.4f}]"
+    mde = eq.get("mde")
+    tail = f" The minimum detectable effect at {min(nb, nc)} {'paired ' if eq['test'] == 'paired t' else ''}seeds " \
+           f"is {mde:.4f} {unit} (two-sided test, 80% power, at the observed spread {eq['sd']:.4f})." if mde else ""
+    v = eq["verdict"]
+    if v == "as good as":
+        how = ("equivalent within the margin (TOST p = " + _p(eq["p_equivalent"]) + ")" if eq["equivalent"] else
+               "not worse by more than the margin (non-inferiority p = " + _p(eq["p_noninferior"]) + "), though "
+               "not shown to be within it on the better side")
+        extra = (f"; a difference smaller than the margin is detected (p = {_p(eq['p_difference'])})"
+                 if eq["difference_detected"] else "")
+        head = f"**As good as: yes** on {primary} (primary): `{cand}` is {how}{extra}"
+    elif v == "better by more than the margin":
+        head = (f"**As good as: better by more than the margin** on {primary} (primary) (p = "
+                f"{_p(eq['p_better_by_margin'])})")
+    elif v == "worse":
+        head = (f"**As good as: no, worse** on {primary} (primary): p = {_p(eq['p_difference'])}"
+                + (", and worse by more than the margin" if eq.get("worse_than_margin") else
+                   "; whether by more than the margin is not shown"))
+    else:
+        need = eq.get("seeds_to_decide")
+        head = (f"**As good as? Inconclusive** on {primary} (primary): neither \"not worse by more than the "
+                f"margin\" (non-inferiority p = {_p(eq['p_noninferior'])}) nor a difference (p = "
+                f"{_p(eq['p_difference'])}) is shown; at the observed spread about "
+                + (f"{need:,}" if need else "more than 100,000") + " seeds per arm would decide it (80% probability)")
+    return f"{head}. {worse} ({ci}, {eq['test']}-test, {nc} vs {nb} seeds); {margin}.{tail}"
+
+
+def _difference_verdict(by_arm: dict[str, list[dict]], metrics: list[str], primary: str, base: str, cand: str,
+                        paired) -> str:
+    """The difference tests' verdict: the primary metric at ALPHA, the secondary metrics Holm-corrected."""
     vt = verdict_tests(by_arm[base], by_arm[cand], metrics, primary, paired)
     r = vt["primary"]
     nb, nc = len(by_arm[base]), len(by_arm[cand])
@@ -584,6 +611,83 @@ def _verdict(by_arm: dict[str, list[dict]], metrics: list[str], primary: str, ba
     if rest:
         verdict += "; no detected difference on " + ", ".join(rest)
     return verdict + "."
+
+
+def _equivalence_section(by_arm: dict[str, list[dict]], primary: str, base: str, cand: str, paired, s: dict) -> list[str]:
+    """"As good as?" in detail: the margin and why, both one-sided tests, the verdict's four outcomes, and what the
+    seeds used can and cannot show at the observed spread."""
+    from experiments.stats import DEFAULT_MARGIN_REASON
+
+    eq = equivalence_test(by_arm[base], by_arm[cand], primary, s.get("equivalence_margin"), paired)
+    unit = _unit(primary)
+    declared = s.get("equivalence_margin")
+    L = [f"## As good as? `{cand}` against `{base}` within a declared margin", "",
+         f"The question is one-sided: is `{cand}` not worse than `{base}` on {primary} by more than a margin declared "
+         f"before the run? Margin: **{eq['margin']:.4f} {unit}** ("
+         + (f"`experiment.equivalence_margin: {declared}`, {eq['margin_how']}" if declared is not None else
+            f"the default, {DEFAULT_MARGIN_REASON}; {eq['margin_how']}") + "). Per-seed values, "
+         f"{eq['test']}-tests over seeds ({eq['n'][1]} vs {eq['n'][0]}), each one-sided test at {ALPHA:g}:", "",
+         "| test | null hypothesis | p |", "|---|---|---:|",
+         f"| non-inferiority (the claim) | `{cand}` worse by the margin or more | {_p(eq['p_noninferior'])} |",
+         f"| equivalence (TOST, both sides) | worse or better by the margin or more | {_p(eq['p_equivalent'])} |",
+         f"| better by more than the margin | not better by more than the margin | {_p(eq['p_better_by_margin'])} |",
+         f"| difference (two-sided) | no difference | {_p(eq['p_difference'])} |", "",
+         f"Observed: `{cand}` − `{base}` = {eq['worse_by']:+.4f} {unit} in the worse direction"
+         + (f", 90% CI [{eq['ci90'][0]:+.4f}, {eq['ci90'][1]:+.4f}], 95% CI [{eq['ci95'][0]:+.4f}, "
+            f"{eq['ci95'][1]:+.4f}]; per-seed spread {eq['sd']:.4f}" if eq.get("ci90") else "")
+         + f". Verdict: **{eq['verdict']}**. \"As good as\" needs the non-inferiority test; \"worse\" needs the "
+         "difference test and a failed non-inferiority test; anything else is inconclusive.", ""]
+    if eq.get("mde") is not None:
+        L += [f"At this spread, with {min(eq['n'])} seeds per arm: the smallest difference the two-sided test detects "
+              f"with 80% power is **{eq['mde']:.4f} {unit}**; showing \"not worse by more than the margin\" with 80% "
+              f"power when the arms are truly equal needs **{_n(eq.get('seeds_for_margin'))}** seeds per arm "
+              f"({_n(eq.get('seeds_for_equivalence'))} for equivalence on both sides)"
+              + (f"; at the observed difference, {_n(eq.get('seeds_to_decide'))} seeds per arm would reach a "
+                 "decided verdict with 80% probability" if eq["verdict"] == "inconclusive" else "") + ".", ""]
+    return L
+
+
+def _n(n) -> str:
+    return "more than 100,000" if n is None else f"{n:,}"
+
+
+def _plan_section(exp: dict, by_arm: dict[str, list[dict]], primary: str, base: str | None, cand: str | None,
+                  paired, scale: str | None) -> list[str]:
+    """The plan's table for what actually ran: documents per subset, epochs, tokens per parameter and time per
+    arm; the grid's measured wall time against the plan's prediction (when ``--plan`` ran first); and power at the
+    observed spread."""
+    from experiments.plan import power_summary, spread_from_runs, summarise, table
+
+    rows = []
+    for arm, rs in by_arm.items():
+        for r in rs:
+            d = r["done"]
+            ev = (r.get("eval") or {}).get("seconds") or 0.0
+            rows.append({"arm": arm, "scale": scale, "seed": r["seed"], "subset_tokens": r["subset"].get("tokens"),
+                         "documents": r["subset"].get("documents"), "epochs": d.get("epochs"),
+                         "tokens_seen": d["tokens_seen"], "params": r["config"]["params"]["non_embedding"],
+                         "seconds": d.get("seconds_training", 0) + d.get("seconds_points_and_branches", 0) + ev,
+                         "warnings": r["subset"].get("warnings") or []})
+    plan = {"arms": summarise(rows), "seconds_label": "measured time per run (slowest seed)"}
+    predicted = (exp.get("plan") or {}).get("grid") or {}
+    grid = exp.get("grid") or {}
+    full = grid.get("seconds") is not None and grid.get("trained_now") == grid.get("runs")
+    if full or predicted.get("predicted_s") is not None:  # a resumed grid's wall time measures only its rest
+        plan["grid"] = {"predicted_s": predicted.get("predicted_s"), "measured_s": grid["seconds"] if full else None,
+                        "runs": grid.get("runs") or predicted.get("runs"), "workers": grid.get("workers")
+                        or predicted.get("workers")}
+    if base in by_arm and cand in by_arm:
+        a = [metric_value(r, primary) for r in by_arm[base]]
+        b = [metric_value(r, primary) for r in by_arm[cand]]
+        use_pair = ([r["seed"] for r in by_arm[base]] == [r["seed"] for r in by_arm[cand]]) if paired == "auto" \
+            else bool(paired)
+        if min(len(a), len(b)) >= 2:
+            sp = {**spread_from_runs(a, b, use_pair), "source": "the observed seeds"}
+            plan["power"] = power_summary(sp, min(len(a), len(b)), use_pair,
+                                          exp["settings"].get("equivalence_margin"))
+    return ["## What ran, against the plan", "",
+            "The table `winnow ablation CONFIG --plan` prints before any training, for what actually ran (documents "
+            "per subset over seeds; ⚠ marks subsets with a warning).", "", *table(plan)]
 
 
 def _speed_section(by_arm: dict[str, list[dict]]) -> list[str]:
@@ -643,7 +747,7 @@ def _consistency_section(rung_arms: dict[str | None, dict[str, list[dict]]], pri
 # files of an ablation folder that a committed results folder keeps (small; enough to rebuild the report)
 KEEP_TOP = ("experiment.json", "eval_sets.json", "eval_sets.manifest.json", "funnel.json", "tokenizer.manifest.json")
 KEEP_RUN = ("run.json", "arm.json", "config.json", "done.json", "train_log.jsonl", "points.jsonl", "evals.jsonl",
-            "eval.json", "final_items.npz", "final_eval.json")
+            "eval.json", "final_items.npz", "final_eval.json", "ngram.json", "ngram2_items.npz", "ngram3_items.npz")
 
 
 def export_results(out: Path, dest: Path) -> Path:

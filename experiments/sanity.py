@@ -41,37 +41,45 @@ def _contamination(run: dict, sets: list[str]) -> float | None:
 
 
 def ngram_runs(runs: list[dict], order: int) -> list[dict]:
-    """Pseudo-runs carrying the order-``order`` baseline's per-item values, so the report's metric code scores
-    them exactly as it scores the models."""
-    return [{**r, "items": r["ngram"][order]} for r in runs]
+    """Pseudo-runs carrying the order-``order`` baseline's per-item results and values (computed by the same
+    tasks from the same kind of items), so the report's metric code reads them exactly as it reads the models."""
+    return [{**r, "items": r["ngram"][order]["items"], "values": r["ngram"][order]["values"]} for r in runs]
+
+
+def chance_metrics(info: dict[str, dict]) -> list[str]:
+    """Metrics with a chance level and clustered per-item outcomes (minimal pairs): tested against chance."""
+    return [m for m, i in info.items() if i.get("chance") is not None and i.get("item_array") and i.get("cluster")]
 
 
 def gate(by_arm: dict[str, list[dict]], primary: str, eval_names: list[str], verdict_arms: tuple[str, str],
-         value: Callable[[dict, str], float], lower_is_better: bool = True,
-         contamination_level: float | None = None) -> dict:
+         value: Callable[[dict, str], float], info: dict[str, dict], contamination_level: float | None = None) -> dict:
     """Per-arm checks and the gate's outcome for the verdict's arms (baseline, candidate).
 
-    ``value(run, metric)`` is the report's per-run metric. Arms whose runs lack n-gram values (results made
-    before the baselines existed) are reported as unchecked, and the gate says so rather than passing them.
+    ``value(run, metric)`` is the report's per-run metric; ``info`` the tasks' metric declarations (direction,
+    chance level, item arrays). Arms whose runs lack n-gram results (made before the baselines existed) are
+    reported as unchecked, and the gate says so rather than passing them.
     """
     level = DEFAULT_CONTAMINATION_GAP if contamination_level is None else float(contamination_level)
+    lower = not info[primary]["higher_is_better"]
     sets = primary_sets(primary, eval_names)
+    pairs = chance_metrics(info)
     rows: dict[str, dict] = {}
     for arm, runs in by_arm.items():
-        row: dict = {"seeds": len(runs)}
+        row: dict = {"seeds": len(runs), "chance": {}}
         orders = sorted(set.intersection(*[set(r.get("ngram") or {}) for r in runs])) if runs else []
-        if orders and primary != "blimp":
+        if orders and all(primary in r["ngram"][o]["values"] for r in runs for o in orders):
             model = [value(r, primary) for r in runs]
-            per = {}
-            for o in orders:
-                per[o] = beats(model, [value(r, primary) for r in ngram_runs(runs, o)], lower_is_better)
-            best = min(orders, key=lambda o: (per[o]["reference"] if lower_is_better else -per[o]["reference"]))
+            per = {o: beats(model, [value(r, primary) for r in ngram_runs(runs, o)], lower) for o in orders}
+            best = min(orders, key=lambda o: per[o]["reference"] if lower else -per[o]["reference"])
             row["ngram"] = {"orders": per, "best": best, "status": per[best]["status"]}
-        if all("blimp" in r["items"] for r in runs):
-            row["blimp"] = above_chance([r["items"]["blimp"]["correct"] for r in runs],
-                                        runs[0]["items"]["blimp"]["paradigm"])
-            if orders and all("blimp" in r["ngram"][orders[-1]] for r in runs):
-                row["blimp_ngram"] = float(np.mean([r["ngram"][orders[-1]]["blimp"]["correct"] for r in runs]))
+        for m in pairs:
+            i = info[m]
+            arr, cl = f"{i['task']}/{i['item_array']}", f"{i['task']}/{i['cluster']}"
+            if not all(arr in r["items"] for r in runs):
+                continue
+            row["chance"][m] = above_chance([r["items"][arr] for r in runs], runs[0]["items"][cl], i["chance"])
+            if orders and all(m in r["ngram"][orders[-1]]["values"] for r in runs):
+                row["chance"][m]["ngram"] = float(np.mean([r["ngram"][orders[-1]]["values"][m] for r in runs]))
         rates = [x for x in (_contamination(r, sets) for r in runs) if x is not None]
         row["contamination"] = float(np.mean(rates)) if rates else None
         rows[arm] = row
@@ -81,19 +89,20 @@ def gate(by_arm: dict[str, list[dict]], primary: str, eval_names: list[str], ver
         row = rows.get(arm)
         if row is None:
             continue
-        if "ngram" not in row and primary != "blimp":
+        if "ngram" not in row:
             unchecked.append(arm)
-        elif "ngram" in row and row["ngram"]["status"] != "beats":
+        elif row["ngram"]["status"] != "beats":
             failed.append(("ngram", arm))
-        if "blimp" in row and not row["blimp"]["above"]:
-            failed.append(("blimp", arm))
+        for m, c in row["chance"].items():
+            if not c["above"]:
+                failed.append((m, arm))
     gap = None
     if base in rows and cand in rows and rows[base]["contamination"] is not None \
             and rows[cand]["contamination"] is not None:
         gap = rows[cand]["contamination"] - rows[base]["contamination"]
-    return {"rows": rows, "primary": primary, "sets": sets, "failed": failed, "unchecked": unchecked,
-            "passed": not failed and not unchecked, "data_statistics": any(k == "ngram" for k, _ in failed)
-            or any(k == "blimp" for k, _ in failed), "contamination_gap": gap, "contamination_level": level,
+    return {"rows": rows, "primary": primary, "sets": sets, "chance_metrics": pairs, "failed": failed,
+            "unchecked": unchecked, "passed": not failed and not unchecked, "data_statistics": bool(failed),
+            "contamination_gap": gap, "contamination_level": level, "contamination_declared": contamination_level is not None,
             "contamination_flag": gap is not None and abs(gap) > level, "verdict_arms": verdict_arms}
 
 
@@ -109,48 +118,55 @@ def verdict_lines(g: dict) -> list[str]:
         parts = []
         ng = [a for k, a in g["failed"] if k == "ngram"]
         if ng:
-            parts.append("the models of " + " and ".join(
-                f"`{a}` ({_bpb(rows[a]['ngram']['orders'][rows[a]['ngram']['best']]['model'])} on {g['primary']}) "
-                f"do not beat a Kneser-Ney {rows[a]['ngram']['best']}-gram fitted to the same subsets "
-                f"({_bpb(rows[a]['ngram']['orders'][rows[a]['ngram']['best']]['reference'])})" for a in ng))
-        bl = [a for k, a in g["failed"] if k == "blimp"]
-        if bl:
-            parts.append("minimal pairs (BLiMP) are at chance for " + " and ".join(
-                f"`{a}` ({rows[a]['blimp']['accuracy']:.3f})" for a in bl))
-        out.append("**Sanity gate: failed.** " + "; ".join(parts)[0].upper() + "; ".join(parts)[1:]
-                   + ". At this scale the comparison below is one of the subsets' token statistics (data "
+            def one(a):
+                n = rows[a]["ngram"]
+                b = n["orders"][n["best"]]
+                how = "worse" if n["status"] == "does not beat" else "not significantly better"
+                return f"`{a}` {b['model']:.4f} against {b['reference']:.4f} for the {n['best']}-gram ({how})"
+            parts.append(f"trained models do not beat a Kneser-Ney n-gram fitted to their own training subsets on "
+                         f"{g['primary']}: " + "; ".join(one(a) for a in ng))
+        for m in g["chance_metrics"]:
+            bl = [a for k, a in g["failed"] if k == m]
+            if bl:
+                parts.append(f"{m} (minimal pairs) is at chance for " + " and ".join(
+                    f"`{a}` ({rows[a]['chance'][m]['accuracy']:.3f})" for a in bl))
+        text = "; ".join(parts)
+        out.append("**Sanity gate: failed.** " + text[0].upper() + text[1:] + ". At this scale the comparison below is one of the subsets' token statistics (data "
                    "statistics), not of what trained models learn from them.")
     elif g["unchecked"]:
         out.append("**Sanity gate: not checked** for " + ", ".join(f"`{a}`" for a in g["unchecked"])
                    + " (no n-gram baselines in these results).")
     else:
         out.append(f"**Sanity gate: passed** (`{base}` and `{cand}` beat their n-gram baselines on {g['primary']}"
-                   + ("; BLiMP above chance" if "blimp" in rows.get(cand, {}) else "") + ").")
+                   + "".join(f"; {m} above chance" for m in rows.get(cand, {}).get("chance", {})) + ").")
     if g["contamination_flag"]:
         more, less = (cand, base) if g["contamination_gap"] > 0 else (base, cand)
         out.append(f"**Contamination gap:** `{more}`'s subsets share a 13-gram with "
                    f"{100 * rows[more]['contamination']:.0f}% of the {g['primary']} evaluation documents against "
                    f"{100 * rows[less]['contamination']:.0f}% for `{less}` (gap {100 * abs(g['contamination_gap']):.0f} "
-                   f"points, above the declared {100 * g['contamination_level']:.0f}): part of the difference may be "
+                   f"points, above the {100 * g['contamination_level']:.0f} points set by `experiment.contamination_gap`"
+                   + ("" if g.get("contamination_declared") else ", its default") + "): part of the difference may be "
                    "text the models saw in training.")
     return out
 
 
 def section(g: dict, by_arm: dict[str, list[dict]], value: Callable[[dict, str], float],
             metrics: list[str]) -> list[str]:
-    """The report's sanity-gate section: each arm against its n-gram baselines, BLiMP against chance, the
+    """The report's sanity-gate section: each arm against its n-gram baselines, minimal pairs against chance, the
     contamination of the primary sets, and whether the n-gram baselines reproduce the verdict arms' differences."""
     rows = g["rows"]
     orders = sorted({o for r in rows.values() if "ngram" in r for o in r["ngram"]["orders"]})
+    pm = g["chance_metrics"]
     L = ["## Sanity gate: models against n-gram baselines, minimal pairs against chance", "",
          f"For every arm and seed, interpolated modified Kneser-Ney models (orders {', '.join(map(str, orders)) or '–'}) "
          "are fitted to exactly the tokens the model trained on (same tokenizer, same end-of-text separators) and "
-         "scored on exactly the tokens the model is scored on. An arm passes when its models beat the stronger "
-         "baseline on the primary metric (one-sided paired t-test over seeds at 0.05); BLiMP passes when the "
-         "seed-averaged accuracy is above 0.5 (one-sided t-test over paradigm means).", "",
+         "scored by the same evaluation tasks on the same sequences as the model. An arm passes when its models "
+         "beat the stronger baseline on the primary metric (one-sided paired t-test over seeds at 0.05); minimal "
+         "pairs pass when the seed-averaged accuracy is above chance (one-sided t-test over paradigm means).", "",
          f"| arm | seeds | model {g['primary']} | " + " | ".join(f"KN {o}-gram" for o in orders)
-         + " | vs n-gram | BLiMP (p vs chance) | KN BLiMP | contamination of the primary sets |",
-         "|---|---:|---:|" + "---:|" * len(orders) + "---|---|---:|---:|"]
+         + " | models vs n-gram | " + "".join(f"{m} (vs chance) | KN {m} | " for m in pm)
+         + "contamination of the primary sets |",
+         "|---|---:|---:|" + "---:|" * len(orders) + "---|" + "---|---:|" * len(pm) + "---:|"]
     for arm, r in rows.items():
         ng = r.get("ngram")
         cells = [f"{_bpb(ng['orders'][ng['best']]['model'])}" if ng else "–"]
@@ -158,19 +174,21 @@ def section(g: dict, by_arm: dict[str, list[dict]], value: Callable[[dict, str],
         if ng:
             b = ng["orders"][ng["best"]]
             p = f", p = {b['p']:.3g}" if b["p"] is not None else ""
-            cells.append(f"{ng['status']} ({b['advantage']:+.4f}{p})")
+            cells.append(f"**{ng['status']}** ({b['advantage']:+.4f}{p})")
         else:
             cells.append("not checked")
-        bl = r.get("blimp")
-        cells.append(f"{bl['accuracy']:.3f} ({'above chance' if bl['above'] else 'at chance'}"
-                     + (f", p = {bl['p']:.3g}" if bl["p"] is not None else "") + ")" if bl else "–")
-        cells.append(f"{r['blimp_ngram']:.3f}" if r.get("blimp_ngram") is not None else "–")
+        for m in pm:
+            c = r["chance"].get(m)
+            cells.append(f"{c['accuracy']:.3f} ({'above chance' if c['above'] else '**at chance**'}"
+                         + (f", p = {c['p']:.3g}" if c["p"] is not None else "") + ")" if c else "–")
+            cells.append(f"{c['ngram']:.3f}" if c and c.get("ngram") is not None else "–")
         cells.append(f"{100 * r['contamination']:.1f}%" if r["contamination"] is not None else "–")
         L.append(f"| {arm} | {r['seeds']} | " + " | ".join(cells) + " |")
-    L += ["", "Advantage: how much lower (better) the model's bits per byte are than the stronger baseline's. "
-          f"Contamination: share of the primary metric's evaluation documents ({', '.join(g['sets']) or '–'}) with "
-          "a 13-gram in the arm's training subset, mean over seeds; a gap between the verdict's arms above "
-          f"{100 * g['contamination_level']:.0f} points is named in the verdict.", ""]
+    L += ["", "Advantage: how much better the model's primary metric is than the stronger baseline's (positive: the "
+          f"model is better). Contamination: share of the primary metric's evaluation documents "
+          f"({', '.join(g['sets']) or '–'}) with a 13-gram in the arm's training subset, mean over seeds; a gap "
+          f"between the verdict's arms above {100 * g['contamination_level']:.0f} points is named in the verdict.",
+          ""]
     base, cand = g["verdict_arms"]
     if base in by_arm and cand in by_arm and orders and all("ngram" in rows.get(a, {}) for a in (base, cand)):
         o = rows[base]["ngram"]["best"]
@@ -181,7 +199,7 @@ def section(g: dict, by_arm: dict[str, list[dict]], value: Callable[[dict, str],
               f"| metric | models: {cand} − {base} | KN {o}-grams: {cand} − {base} |", "|---|---:|---:|"]
         md, nd = [], []
         for m in metrics:
-            if m == "blimp":
+            if m in pm:
                 continue
             try:
                 a = np.mean([value(r, m) for r in by_arm[cand]]) - np.mean([value(r, m) for r in by_arm[base]])

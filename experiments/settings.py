@@ -65,7 +65,7 @@ EVAL_SET_CHECKS = {"name": of_type(str), "kind": optional(one_of("raw", "file", 
 ARM_DEFAULTS = {"name": None, "kind": None, "stage": None, "tokens": None, "tokens_fraction": None, "seeds": None,
                 "data": "per_seed", "steps": None, "source": None, "path": None, "text_field": "text",
                 "id_field": "id", "min_chars": 0, "doc_cap": None}
-ARM_CHECKS = {"tokens": optional(at_least(1, integer=True)),
+ARM_CHECKS = {"tokens": optional(at_least(1, integer=True)), "doc_cap": optional(between(0, 1, lo_open=True)),
               "tokens_fraction": optional(between(0, 1000, lo_open=True)),
               "seeds": optional(of_type(list, name="a list of whole numbers")),
               "data": one_of("per_seed", "fixed"),
@@ -92,12 +92,28 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     "aa": False, "scales": None, "execution": {}, "keep_points": True,
     # issue 20 (equiv): the equivalence verdict, the plan, the sanity gate, subset guards
     "equivalence_margin": None, "prior_spread": None, "contamination_gap": None, "min_docs": None, "doc_cap": None,
+    "settings_from": None,
 }
 EXPERIMENT_CHECKS = {"seeds": of_type(list, name="a list of whole numbers"), "primary_metric": optional(of_type(str)),
                      "eval_max_chars": at_least(1, integer=True), "contamination_ngram": at_least(1, integer=True),
                      "aa": of_type(bool), "keep_points": of_type(bool), "out_dir": optional(of_type(str)),
                      "eval_sets": of_type(list), "tasks": of_type(list), "arms": of_type(list),
-                     "scales": optional(of_type(list, name="a list of rungs"))}
+                     "scales": optional(of_type(list, name="a list of rungs")),
+                     "doc_cap": optional(between(0, 1, lo_open=True)), "min_docs": optional(at_least(1, integer=True)),
+                     "contamination_gap": optional(between(0, 1)),
+                     "prior_spread": optional(of_type(dict, name="{sd: X} or {pilot: RESULTS_DIR}")),
+                     "equivalence_margin": lambda v: None if v is None or _margin_ok(v) else
+                     "a positive number (absolute), 'N%' (of the baseline's mean), {absolute: X} or {relative: X}"}
+
+
+def _margin_ok(v) -> bool:
+    from experiments.stats import resolve_margin
+
+    try:
+        resolve_margin(v, 1.0)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _section(owner: str, given: Any, defaults: dict, checks: dict | None = None) -> dict:
@@ -179,8 +195,21 @@ def _reference_only(arm: dict, s: dict, cfg: PipelineConfig) -> dict:
     return out
 
 
-#: Control arms by ``kind``. Add a kind by adding an entry (the source-matched control is one).
-ARM_KINDS: dict[str, ArmKind] = {"raw-small": ArmKind(_raw_small), "reference-only": ArmKind(_reference_only)}
+def _source_matched(arm: dict, s: dict, cfg: PipelineConfig) -> dict:
+    """Raw (first-stage) documents at the candidate's budget *and* its mix over a metadata key (``key``: ``source``
+    by default; ``language``, ``truth`` or a field of the documents' metadata), drawn per seed to match that seed's
+    candidate subset: "better documents within the same sources" against "a different source mix"."""
+    cand = _candidate(arm, s)
+    if cand is None:
+        raise ParamError(f"arm {arm.get('name') or 'source-matched'}: kind source-matched copies the candidate's mix; "
+                         "set compare.candidate")
+    return {**arm, "name": arm.get("name") or "source-matched", "stage": arm.get("stage") or cfg.stage_names()[0],
+            **_budget_of(arm, cand), "mix_of": cand["name"], "key": arm.get("key") or "source"}
+
+
+#: Control arms by ``kind``. Add a kind by adding an entry.
+ARM_KINDS: dict[str, ArmKind] = {"raw-small": ArmKind(_raw_small), "reference-only": ArmKind(_reference_only),
+                                 "source-matched": ArmKind(_source_matched, {"key": "source"})}
 
 REFERENCE_FIELDS = {"text_field": "text", "id_field": "id", "min_chars": 0}
 

@@ -207,7 +207,7 @@ def resolve_margin(spec, baseline_mean: float | None) -> tuple[float, str]:
                 raise ValueError(f"equivalence_margin must be positive, got {spec!r}")
             if baseline_mean is None:
                 raise ValueError("a relative equivalence_margin needs the baseline's value")
-            return rel * abs(float(baseline_mean)), f"{s} of the baseline's mean ({float(baseline_mean):.4f})"
+            return rel * abs(float(baseline_mean)), f"{s} of the baseline's mean, {float(baseline_mean):.4f}"
     m = float(spec)
     if not m > 0:
         raise ValueError(f"equivalence_margin must be positive, got {spec!r}")

@@ -36,7 +36,8 @@ def token_dtype(vocab_size: int):
 def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokenizer_path: Path, out_dir: Path,
                  seed: int, contamination: ContaminationIndex | None = None, batch: int = 256,
                  sources: list[str] | None = None, reference: dict | None = None, doc_cap: float | None = None,
-                 mix: dict | None = None, min_docs: int | None = None, fingerprints: dict | None = None) -> dict:
+                 mix: dict | None = None, min_docs: int | None = None, fingerprints: dict | None = None,
+                 count_keys: list[str] | None = None) -> dict:
     """Draw ``budget`` tokens of non-held-out documents of ``stage`` (only those from ``sources`` if given), or,
     with ``reference`` (``{path, text_field, id_field, min_chars}``), of that external JSONL's train split.
 
@@ -44,7 +45,8 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     end-of-text), so a few long pages cannot make up most of a small subset. ``mix``: ``{"key": K, "shares":
     {value: share}}`` draws each value of metadata key K (``source``, ``language``, ``truth`` or a field of the
     document's metadata) up to its share of the budget -- the source-matched control. ``min_docs``: fewer
-    documents than this puts a warning in the manifest (``warnings``) for the caller to show.
+    documents than this puts a warning in the manifest (``warnings``) for the caller to show. ``count_keys``:
+    further metadata keys whose tokens per value the manifest's composition records (what a mix copies).
 
     ``fingerprints`` (``{"fingerprint", "contamination_fingerprint"}``, from the ablation, which decides itself
     when a subset is stale) are recorded in the manifest and the subset is always drawn; without them it is reused
@@ -79,11 +81,13 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     ids: list[str] = []
     counts: list[int] = []
     composition: dict[str, dict[str, int]] = {"source": {}, "language": {}, "length": {}, "truth": {}}
-    if mix and mix["key"] not in composition:
-        composition[mix["key"]] = {}
+    extra = [k for k in dict.fromkeys(([mix["key"]] if mix else []) + list(count_keys or []))
+             if k not in ("source", "language", "length", "truth")]
+    for k in extra:
+        composition[k] = {}
     total = capped = 0
     found: list[np.ndarray] = []
-    chars = 0
+    chars = nbytes = 0
 
     def room(d) -> int:
         if quota is None:
@@ -117,13 +121,14 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
                                ("length", _length_bucket(len(enc.ids) + 1)), ("truth", truth_kind(d.get("metadata")))):
                 if value is not None:
                     composition[key][value] = composition[key].get(value, 0) + int(take)
-            if mix and mix["key"] not in ("source", "language", "length", "truth"):
-                v = key_value(d, mix["key"])
-                composition[mix["key"]][v] = composition[mix["key"]].get(v, 0) + int(take)
+            for k in extra:
+                v = key_value(d, k)
+                composition[k][v] = composition[k].get(v, 0) + int(take)
             if quota is not None:
                 v = key_value(d, mix["key"])
                 taken[v] = taken.get(v, 0) + int(take)
             chars += len(text)
+            nbytes += len(text.encode("utf-8"))
             total += take
             if contamination is not None:
                 found.append(contamination.overlapping(text))
@@ -137,7 +142,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         if not (path.exists() and path.read_bytes() == data):  # a re-check of contamination leaves the draw alone
             atomic_write_bytes(path, data)
     m = {
-        **recipe, "tokens": int(total), "documents": len(ids), "chars": chars,
+        **recipe, "tokens": int(total), "documents": len(ids), "chars": chars, "bytes": nbytes,
         "exhausted": total < budget, "available_documents": len(docs),
         "tokens_sha256": sha256_file(out_dir / "tokens.npy"),
         "composition_tokens": {k: dict(sorted(v.items())) for k, v in composition.items() if v},

@@ -265,11 +265,15 @@ def train(tokens: np.ndarray, vocab_size: int, out_dir: Path, model_cfg: dict, t
     _truncate_jsonl(out_dir / "points.jsonl", start)
     params = count_params(model)
     fpt = flops_per_token(mc, vocab_size, params)
-    atomic_write_json(out_dir / "config.json", {"model": mc, "train": c, "seed": seed, "vocab_size": vocab_size,
+    from pipeline.provenance import stamped
+
+    # what made this run: code, packages, CPU (provenance), and the precision / compile / threads actually used
+    atomic_write_json(out_dir / "config.json", stamped({"model": mc, "train": c, "seed": seed, "vocab_size": vocab_size,
+                                                "threads_used": torch.get_num_threads() if device.type == "cpu" else None,
                                                 "params": params, "flops_per_token": fpt, "device": device.type,
                                                 "device_name": _device_name(device), "peak": peak,
                                                 "speed": speed, "subset_tokens": int(len(tokens)),
-                                                "epochs": round(batches.epochs(c["steps"]), 3)})
+                                                "epochs": round(batches.epochs(c["steps"]), 3)}))
     step_fn = make_step(model, opt, c, device)
     tokens_per_step = c["batch_size"] * mc["context"]
     # WSD cool-down branches: budget B (steps) forks from the trunk at B - decay(B) and decays to B

@@ -13,6 +13,7 @@ import pytest
 
 from experiments.synthetic_web import write_corpus
 from tests.conftest import write_config
+from tests.test_report_stats import verdict_of
 
 TINY = {"arch": "llama", "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "context": 32}
 
@@ -255,8 +256,8 @@ def test_a_task_from_a_users_module_runs_through_the_ablation_and_the_report(cor
     report = write_report(out).read_text()
     assert "**copy/gain** (primary)" in report and "tiny_cloze/p_correct" in report
     assert "copy/gain (bits per byte saved on the second copy): higher is better" in report
-    verdict = report.split("**Verdict:**")[1].split("\n")[0]
-    assert verdict.strip().startswith("On copy/gain (primary)")
+    verdict = verdict_of(report)
+    assert "**Difference tests:** On copy/gain (primary)" in verdict and "**As good as?" in verdict
     with np.load(out / "runs" / "raw-seed0" / "final_items.npz") as z:
         assert z["copy/gain"].shape == (2,) and z["tiny_cloze/logp"].shape == (3, 2)
 

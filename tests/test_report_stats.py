@@ -60,6 +60,11 @@ def with_values(run: dict) -> dict:
     return run
 
 
+def verdict_of(report: str) -> str:
+    """The report's verdict block: the bullets after **Verdict:** (sanity gate, as good as?, difference tests)."""
+    return report.split("**Verdict:**", 1)[1].lstrip("\n").split("\n\n", 1)[0]
+
+
 DESIGNS = {  # name: (seeds A, seeds B, shared share, paired)
     "3 vs 3, Welch": ([0, 1, 2], [10, 11, 12], 0.0, "auto"),
     "3 vs 3, paired by seed": ([0, 1, 2], [0, 1, 2], 0.5, "auto"),
@@ -196,7 +201,7 @@ def test_aa_mode_makes_a_copy_arm_with_its_own_seeds_and_the_report_finds_no_dif
     a, b = _null_experiment(np.random.default_rng(0), [0, 1, 2], [1000, 1001, 1002])
     _write_synthetic_ablation(tmp_path / "abl", a, b)
     report = write_report(tmp_path / "abl").read_text()
-    verdict = report.split("**Verdict:**")[1].split("\n")[0]
+    verdict = verdict_of(report)
     assert "no difference between `copy` and `base` is detected" in verdict
     assert "Welch t-test over seeds, 3 vs 3 seeds" in verdict and "Holm" in verdict
     assert "## blimp: items" in report and "paradigm-cluster" in report
@@ -216,14 +221,14 @@ def test_committed_results_rebuild_their_report_exactly(name, tmp_path):
     command = committed.joinpath("report.md").read_text().split("Reproduce: `")[1].split("`")[0]
     rebuilt = write_report(work, command=command).read_text()
     assert rebuilt == (committed / "report.md").read_text()
-    verdict = rebuilt.split("**Verdict:**")[1].split("\n")[0]
+    verdict = verdict_of(rebuilt)
     assert "t-test over seeds, 3 vs 3 seeds" in verdict and "Holm-corrected" in verdict
 
 
 def test_the_demo_aa_run_finds_no_difference():
     """A real A/A ablation (demo harness: raw-large against itself with other seeds) through the report code."""
     report = (DATA / "demo_aa_results" / "report.md").read_text()
-    verdict = report.split("**Verdict:**")[1].split("\n")[0]
+    verdict = verdict_of(report)
     assert "no difference between `raw-large-again` and `raw-large` is detected" in verdict
     assert "no detected difference on bpb/raw" in verdict
 
