@@ -89,7 +89,7 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
     """Evaluation sets, tokenizer and subsets, each redone only when its fingerprint changed. Returns what the
     runs need: ``{"out", "eval_sets", "fingerprints", "tok_path", "vocab", "subsets"}``."""
     from experiments.data import ContaminationIndex, build_eval_sets
-    from experiments.subsets import SUBSET_MANIFEST, _warn, build_subset
+    from experiments.subsets import SUBSET_MANIFEST, with_warnings, build_subset
     from experiments.tokenizer import load_tokenizer, train_tokenizer
 
     out = Path(s["out_dir"])
@@ -162,10 +162,10 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
                 key = (rung["name"], arm["name"], seed)
                 ref = arm.get("reference")
                 keys = count_keys.get(arm["name"])
+                guards = [{"doc_cap": cap, "mix": mix, "count_keys": keys}] if cap or mix or keys else []
                 data_fp = fingerprint("subset", arm["stage"], budget, arm.get("sources"), ref,
                                       sha256_file(Path(ref["path"])) if ref else None, draw, tok_fp,
-                                      _stage_fp(cfg.run_dir, arm["stage"]),
-                                      *([{"doc_cap": cap, "mix": mix, "count_keys": keys}] if cap or mix or keys else []))
+                                      _stage_fp(cfg.run_dir, arm["stage"]), *guards)
                 c_fp = fingerprint("contamination", data_fp, es_fp, s["contamination_ngram"])
                 m_path = d / SUBSET_MANIFEST
                 if _fresh(m_path, data_fp) and read_json(m_path).get("contamination_fingerprint") == c_fp and (
@@ -182,7 +182,7 @@ def prepare_experiment(cfg: PipelineConfig, s: dict, log=print, only_scales: lis
                     log(f"subset {arm['name']}{' @ ' + rung['name'] if s['scales'] else ''} (draw {draw}): "
                         f"{m['tokens']:,} tokens from {m['documents']:,} docs of {arm['stage']}"
                         + f"; max 13-gram contamination {worst:.1%}")
-                m = _warn(m, s.get("min_docs"))
+                m = with_warnings(m, s.get("min_docs"))
                 for w in m["warnings"]:
                     log(f"  warning: subset {arm['name']} (draw {draw}): {w}")
                 subsets[key] = {"dir": str(d), "manifest": m}
@@ -343,7 +343,7 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     device = pick_device()
     ex = s["execution"]
     kind = executor or ex["executor"] or "local"
-    n_workers = workers or ex["workers"] or _default_workers(cfg, device, ex)
+    n_workers = workers or ex["workers"] or default_workers(cfg, device, ex)
 
     first = rungs(s, prep["vocab"], only_scales)[0]
     tc = first["train"]
@@ -389,7 +389,7 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     return out
 
 
-def _default_workers(cfg: PipelineConfig, device, ex: dict) -> int:
+def default_workers(cfg: PipelineConfig, device, ex: dict) -> int:
     if device.type == "cuda":
         import torch
 
@@ -440,14 +440,14 @@ def _point_file(run_dir: Path, p: dict) -> Path:
     return run_dir / "points" / f"step-{p['step']:07d}{tag}.safetensors"
 
 
-def _save_weights(model, path: Path) -> None:
+def save_weights(model, path: Path) -> None:
     from safetensors.torch import save
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(state))
 
 
-def _load_weights(model, path: Path, device) -> None:
+def load_weights(model, path: Path, device) -> None:
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(path), device=str(device)))
@@ -476,7 +476,7 @@ def save_final_model(model, tok_path: Path, dest: Path) -> None:
 _PREPARED: dict = {}
 
 
-def _prepared(tasks, tok, context: int, final: bool, data_key: tuple) -> dict:
+def prepared_items(tasks, tok, context: int, final: bool, data_key: tuple) -> dict:
     """Each task's prepared items, once per process (the same for every run of a worker with the same evaluation
     sets and tokenizer: ``data_key`` holds their checksums)."""
     out = {}
@@ -532,7 +532,7 @@ def execute_run(spec: dict) -> dict:
             f"epochs of {arm['name']}'s subset)")
 
         def on_point(model, p):
-            _save_weights(model, _point_file(run_dir, p))
+            save_weights(model, _point_file(run_dir, p))
             if p["decayed"] and "branch_from" not in p:
                 save_final_model(model, tok_path, run_dir / "final")
 
@@ -561,8 +561,8 @@ def execute_run(spec: dict) -> dict:
         steps = spec["train"]["steps"]
         for p in points:
             final = p["step"] == steps and "branch_from" not in p
-            _load_weights(model, _point_file(run_dir, p), device)
-            metrics, items = evaluate_model(tasks, _prepared(tasks, tok, ctx_len, final, data_key), model, device)
+            load_weights(model, _point_file(run_dir, p), device)
+            metrics, items = evaluate_model(tasks, prepared_items(tasks, tok, ctx_len, final, data_key), model, device)
             evals.append({"step": p["step"], "tokens_seen": p["tokens_seen"], **metrics,
                           **({"decayed": True} if p["decayed"] else {}),
                           **({"branch_from": p["branch_from"]} if "branch_from" in p else {})})
@@ -614,7 +614,7 @@ def _ngram_baselines(spec: dict, run_dir: Path) -> None:
     ctx = TaskContext(eval_sets=_EVAL_SETS[key], seed=tc["seed"], eval_max_chars=tc["eval_max_chars"],
                       base=Path(tc["base"]))
     tasks = [build_task(t, ctx) for t in spec["tasks"]]
-    prepared = _prepared(tasks, load_tokenizer(tok_path), spec["model"]["context"], True,
+    prepared = prepared_items(tasks, load_tokenizer(tok_path), spec["model"]["context"], True,
                          (key[1], sha256_file(tok_path)))
     res = score_baselines(load_tokens(Path(spec["subset_dir"])), spec["vocab_size"], tasks, prepared, ORDERS)
     for order, (_, items) in res.items():

@@ -218,7 +218,7 @@ def time_rung(spec: dict) -> dict:
 
     import torch
 
-    from experiments.ablation import _prepared
+    from experiments.ablation import prepared_items
     from experiments.ngram_baseline import ORDERS, score_baselines
     from experiments.subsets import load_tokens
     from experiments.tasks import TaskContext, build_task, evaluate_model
@@ -253,15 +253,15 @@ def time_rung(spec: dict) -> dict:
         tasks = [build_task(x, ctx) for x in spec["tasks"]]
         tok = load_tokenizer(Path(spec["tokenizer_path"]))
         key = (sha256_file(Path(spec["eval_sets_path"])), sha256_file(Path(spec["tokenizer_path"])))
-        small = _prepared(tasks, tok, spec["model"]["context"], False, key)
-        final = _prepared(tasks, tok, spec["model"]["context"], True, key)
+        small = prepared_items(tasks, tok, spec["model"]["context"], False, key)
+        final = prepared_items(tasks, tok, spec["model"]["context"], True, key)
         prepare_s = time.perf_counter() - t
         model = build_model(spec["model"], spec["vocab_size"], 0).to(device).eval()
-        from experiments.ablation import _load_weights, _save_weights
+        from experiments.ablation import load_weights, save_weights
 
         t = time.perf_counter()
-        _save_weights(model, Path(tmp) / "w.safetensors")
-        _load_weights(model, Path(tmp) / "w.safetensors", device)
+        save_weights(model, Path(tmp) / "w.safetensors")
+        load_weights(model, Path(tmp) / "w.safetensors", device)
         point_s = time.perf_counter() - t
         t = time.perf_counter()
         evaluate_model(tasks, small, model, device)
@@ -282,7 +282,7 @@ def plan_ablation(cfg, log=print, workers: int | None = None, executor: str | No
                   steps: tuple[int, int] = (4, 16)) -> dict:
     """The plan of ``cfg``'s grid (see the module docstring); written to ``plan.json`` in the experiment folder, from
     which the report sets it against what ran. Trains no model of the grid."""
-    from experiments.ablation import (_default_workers, experiment_settings, prepare_experiment, resolve_speed,
+    from experiments.ablation import (default_workers, experiment_settings, prepare_experiment, resolve_speed,
                                       rungs, run_pipeline, run_specs)
     from experiments.train import pick_device
     from pipeline.executors import make_executor, run_all
@@ -296,7 +296,7 @@ def plan_ablation(cfg, log=print, workers: int | None = None, executor: str | No
     device = pick_device()
     ex = s["execution"]
     kind = executor or ex["executor"] or "local"
-    n_workers = workers or ex["workers"] or _default_workers(cfg, device, ex)
+    n_workers = workers or ex["workers"] or default_workers(cfg, device, ex)
     all_rungs = rungs(s, prep["vocab"], only_scales)
     speed = resolve_speed(s, out, all_rungs[0], prep["vocab"], device, log, retime, settings_from)
     specs = run_specs(cfg, s, prep, speed, None, device.type, only_scales=only_scales)

@@ -60,7 +60,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
     if manifest_path.exists() and fingerprints is None:
         m = read_json(manifest_path)
         if all(m.get(k) == v for k, v in recipe.items()):
-            return _warn(m, min_docs)
+            return with_warnings(m, min_docs)
     if reference is not None:
         docs = reference_docs(reference)
     else:
@@ -159,7 +159,7 @@ def build_subset(run_dir: Path, stage: str, budget: int, tok: Tokenizer, tokeniz
         m["contamination_13gram"] = contamination.report(hits)
     m.update(fingerprints or {})
     atomic_write_json(manifest_path, m)
-    return _warn(m, min_docs)
+    return with_warnings(m, min_docs)
 
 
 def _take(it, n: int, room) -> list[dict]:
@@ -173,7 +173,7 @@ def _take(it, n: int, room) -> list[dict]:
     return out
 
 
-def _warn(m: dict, min_docs: int | None) -> dict:
+def with_warnings(m: dict, min_docs: int | None) -> dict:
     """The manifest with its warnings: too few documents, budget not met, a mix value short of its quota."""
     w = []
     if min_docs and m["documents"] < int(min_docs):
