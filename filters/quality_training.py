@@ -38,6 +38,7 @@ from filters.quality_scorers import (
     manifest_path,
 )
 from pipeline.heldout import SPLIT_RULE, order_key, reference_split, sample_indices, unit_interval
+from pipeline.provenance import stamped
 from pipeline.rundir import RunFolder
 from pipeline.shards import atomic_write_json, sha256_file, write_parquet
 
@@ -166,6 +167,7 @@ def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_
         "validation": {"accuracy": round(accuracy, 4), "auc": round(auc, 4)},
         "train_seconds": round(train_seconds, 2),
     }
+    manifest = stamped(manifest)  # which code, packages and machine trained it, and when
     atomic_write_json(manifest_path(model_path), manifest)
     log(f"classifier: {n:,} per class ({manifest['counts']['valid']:,} held out): "
         f"validation accuracy {accuracy:.4f}, AUC {auc:.4f} -> {model_path}")
@@ -322,6 +324,7 @@ def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_st
         "hyperparameters": {"l2": s["l2"], "model": "logistic regression (L-BFGS), standardised features"},
         "fit_seconds": round(fit_seconds, 2),
     }
+    manifest = stamped(manifest)  # which code, packages and machine trained it, and when
     atomic_write_json(manifest_path(model_path), manifest)
     log(f"combined: {len(train):,} labelled pages ({len(labels):,} lines); held-out AUC {directions} "
         f"line model {line_auc:.4f} -> {model_path}")
@@ -363,6 +366,7 @@ def train_reference_lm(model_path: str | Path, settings: dict, run_dir: Path, ra
         "seed": s["seed"],
         "train_seconds": round(train_seconds, 2),
     }
+    manifest = stamped(manifest)  # which code, packages and machine trained it, and when
     atomic_write_json(manifest_path(model_path), manifest)
     log(f"reference LM: order {s['order']} on {len(pick):,} documents ({lm.trained_bytes / 1e6:.1f} MB) "
         f"in {train_seconds:.1f}s -> {model_path}")

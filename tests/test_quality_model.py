@@ -116,6 +116,8 @@ def test_training_is_deterministic_separates_toy_classes_and_never_uses_eval_ids
     sha = sha256_file(config.run_dir.parent / "models" / "clf.bin")
     assert clf_manifest["validation"]["auc"] > 0.99 and clf_manifest["validation"]["accuracy"] > 0.95
     assert clf_manifest["counts"]["valid"] > 0
+    for m in (clf_manifest, lm_manifest):  # which code, packages and machine trained it
+        assert m["provenance"]["winnow"]["version"] and "torch" in m["provenance"]["packages"]
 
     again = train_quality(config, log=lambda m: None)
     assert sha256_file(config.run_dir.parent / "models" / "clf.bin") == sha
