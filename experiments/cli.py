@@ -98,13 +98,18 @@ def cmd_select(args) -> int:
         raise UsageError(f"winnow select needs --stage: the one stage whose thresholds you changed (stages of "
                          f"{args.config}: {', '.join(cfg.stage_names())}); it never runs a scorer")
     cfg.upto(args.stage)  # an unknown stage is named before anything is read
+    if cfg.stage_object(cfg.stage(args.stage)).reads_inputs:
+        raise UsageError(f"stage {args.stage} reads the inputs: it has no cached scores to re-decide; "
+                         f"`winnow run {args.config}` reads them again")
     if not RunFolder(cfg.run_dir).is_run():
         raise InputProblem(f"run_dir {cfg.run_dir} holds no winnow run yet; `winnow select` re-decides from the "
                            f"scores a run cached: `winnow run {args.config}` first")
-    Runner(cfg, progress=not args.no_progress).run(select_only=args.stage)
+    results = Runner(cfg, progress=not args.no_progress).run(select_only=args.stage)
     later = cfg.stage_names()[cfg.stage_names().index(args.stage) + 1:]
     print(format_funnel(cfg.run_dir))
-    if later:
+    if results and results[-1].status == "up to date":
+        print(f"\nnothing to re-decide: stage {args.stage} is up to date with the thresholds in {args.config}")
+    elif later:
         print(f"\nnote: stages after {args.stage} ({', '.join(later)}) now see a different input; "
               f"`winnow run` brings them up to date.")
     return 0

@@ -692,3 +692,12 @@ def test_a_language_the_backend_never_reports_is_a_config_error(tmp_path, capsys
     cfg["stages"][1]["filters"] = [{"langid": {"languages": ["xx"]}}]
     assert main(["run", str(_write(tmp_path, cfg)), "--no-progress"]) == EXIT_CONFIG
     assert "langid: backend heliport never reports xx" in _one_line_error(capsys)
+
+
+def test_select_on_the_source_stage_is_refused_and_an_up_to_date_stage_says_so(finished, capsys):
+    run, cfg = finished
+    assert main(["select", str(cfg), "--stage", "ingest", "--no-progress"]) == EXIT_USAGE
+    assert "stage ingest reads the inputs: it has no cached scores to re-decide" in _one_line_error(capsys)
+    assert main(["select", str(cfg), "--stage", "g", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to re-decide: stage g is up to date" in out and "now see a different input" not in out
