@@ -145,8 +145,13 @@ def ngram_repetition_batch(docs, top_ns, dup_ns, dup_join: str = "space") -> lis
     width = int(ids.max()) + 1  # an n-gram's key: its (n-1)-gram's code * width + the next word's id
     pos, key = np.arange(len(ids)), doc_of * width + ids  # positions that may start a repeated n-gram
     min_n, max_top = min(ns), max(top_ns, default=0)
-    for n in range(1, max(ns) + 1):
-        if n > 1:
+    first_n = 1
+    if min_n >= 2 and len(items) * width * width < 2 ** 62:  # start at bigrams: every unigram is a candidate
+        first_n = 2
+        pos = pos[pos + 2 <= ends[doc_of]]
+        key = key[pos] * width + ids[pos + 1]
+    for n in range(first_n, max(ns) + 1):
+        if n > first_n:
             keep = pos + n <= ends[doc_of[pos]]  # the n-gram lies inside its document
             pos = pos[keep]
             key = code[keep] * width + ids[pos + n - 1]

@@ -640,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
         digest = hashlib.sha256(docs_path.read_bytes()).hexdigest()[:16]
         cache = args.reference_cache
-        if cache and cache.exists() and cache.with_suffix(".sha").read_text() == digest:
+        reused = bool(cache and cache.exists() and cache.with_suffix(".sha").read_text() == digest)
+        if reused:
             print(f"reference decisions from {cache}", file=sys.stderr)
             shutil.copy(cache, ref_path)
             shutil.copy(cache.with_suffix(".tables.json"), ref_path.with_suffix(".tables.json"))
@@ -699,7 +700,9 @@ def main(argv: list[str] | None = None) -> int:
            f"Command: `{cmd}`", "",
            f"Code: winnow {commit}{' (uncommitted changes)' if dirty else ''}; datatrove {versions['datatrove']}, "
            f"spaCy {versions['spacy']} (venv: `pip install datatrove==0.10.1 spacy regex`), Python "
-           f"{platform.python_version()}; {os.cpu_count()} cores; run took {elapsed / 60:.0f} min.", "",
+           f"{platform.python_version()}; {os.cpu_count()} cores; run took {elapsed / 60:.0f} min"
+           + (f" (datatrove's decisions read from {args.reference_cache}, written by an earlier run of this command "
+              f"on the same documents, sha256 {digest}...)" if reused else "") + ".", "",
            f"Documents: {len(docs):,} (" + ", ".join(f"{s} {n:,}" for s, n in counts.items())
            + f"), {mb:.1f} MB of UTF-8 text; web pages are resiliparse's text, as winnow ingests them.", "",
            "## Summary", "",
