@@ -145,32 +145,33 @@ def ngram_repetition_batch(docs, top_ns, dup_ns, dup_join: str = "space") -> lis
     width = int(ids.max()) + 1  # an n-gram's key: its (n-1)-gram's code * width + the next word's id
     pos, key = np.arange(len(ids)), doc_of * width + ids  # positions that may start a repeated n-gram
     min_n, max_top = min(ns), max(top_ns, default=0)
+    room = ends[doc_of] - np.arange(len(ids))  # words from each position to the end of its document
     first_n = 1
     if min_n >= 2 and len(items) * width * width < 2 ** 62:  # start at bigrams: every unigram is a candidate
         first_n = 2
-        pos = pos[pos + 2 <= ends[doc_of]]
+        pos = np.flatnonzero(room >= 2)
         key = key[pos] * width + ids[pos + 1]
     for n in range(first_n, max(ns) + 1):
         if n > first_n:
-            keep = pos + n <= ends[doc_of[pos]]  # the n-gram lies inside its document
+            keep = room[pos] >= n  # the n-gram lies inside its document
             pos = pos[keep]
             key = code[keep] * width + ids[pos + n - 1]
-        first = None
         if not pos.size:
             code = counts = np.zeros(0, np.int64)
-        elif n < min_n:  # only which positions repeat matters below the shortest rule
-            _, code, counts = np.unique(key, return_inverse=True, return_counts=True)
         else:
-            _, first, code, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+            _, code, counts = np.unique(key, return_inverse=True, return_counts=True)
         code = code.reshape(-1)
         repeats = counts[code] > 1
+        if n >= min_n:  # where each repeated n-gram first occurs (positions are ascending)
+            first_pos = np.full(len(counts), len(ids), np.int64)
+            np.minimum.at(first_pos, code[repeats], pos[repeats])
         if n in top_ns:
             fits = sizes >= n
             top = np.ones(len(items), np.int64)
             at = starts.copy()  # no repeat: the first n-gram, once
             if counts.size and counts.max() > 1:
                 many = np.flatnonzero(counts > 1)
-                c_first = pos[first[many]]
+                c_first = first_pos[many]
                 c_doc, c_count = doc_of[c_first], counts[many]
                 order = np.lexsort((c_first, -c_count, c_doc))  # per document: most frequent, then first seen
                 docs_in, head = np.unique(c_doc[order], return_index=True)
@@ -188,7 +189,7 @@ def ngram_repetition_batch(docs, top_ns, dup_ns, dup_join: str = "space") -> lis
                     outs[k][n] = greedy_duplicate_chars(g_pos, g_code, g_first[g_code], local, n) / tl
         elif n in dup_ns and repeats.any():
             r_pos, r_code = pos[repeats], code[repeats]
-            r_first = pos[first[r_code]]
+            r_first = first_pos[r_code]
             bounds = np.searchsorted(r_pos, ends).tolist()
             for j in np.unique(doc_of[r_pos]).tolist():  # the documents with a repeated n-gram
                 lo, hi = (bounds[j - 1] if j else 0), bounds[j]
