@@ -59,6 +59,12 @@ def _token_axis(ax, xs) -> None:
         ax.set_xlim(xs[0] / 1.25, xs[-1] * 1.25)
 
 
+def _colors(plt, arms) -> dict:
+    """One colour per arm from tab10 without its grey (grey marks the n-gram baselines and the margin band)."""
+    palette = [plt.cm.tab10(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
+    return {arm: palette[i % len(palette)] for i, arm in enumerate(arms)}
+
+
 def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
@@ -123,7 +129,7 @@ def curves_plot(out: Path, by_arm: dict[str, list[dict]], metrics: list[str], in
     rows = [(fam, ms[i:i + ncols]) for fam, ms in families.items() for i in range(0, len(ms), ncols)]
     if not rows:
         return None
-    colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(by_arm)}
+    colors = _colors(plt, by_arm)
     arms = list(by_arm)
     width = max(8.0, 3.6 * ncols)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(width, 2.9 * len(rows) + 1.2), squeeze=False,
@@ -199,7 +205,7 @@ def loss_plot(out: Path, by_arm: dict[str, list[dict]], suffix: str = "", title:
     """Training loss of the trunk per seed (thin) and the mean over seeds (thick), in bits per byte of the training
     text when every run's subset records its bytes, else in bits per token (labelled so)."""
     plt = _plt()
-    colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(by_arm)}
+    colors = _colors(plt, by_arm)
     per_byte = all(r["subset"].get("bytes") for rs in by_arm.values() for r in rs)
     fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     xs_all: set[float] = set()
@@ -239,7 +245,7 @@ def verdict_plot(out: Path, by_arm: dict[str, list[dict]], primary: str, info: d
         return None
     width = max(7.0, 1.1 * len(arms) + 2)
     fig, ax = plt.subplots(figsize=(width, 4.6), layout="constrained")
-    colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(by_arm)}
+    colors = _colors(plt, by_arm)
     if base in by_arm and margin:
         b = float(np.mean([value(r, primary) for r in by_arm[base]]))
         ax.axhspan(b - margin, b + margin, color="grey", alpha=0.15, linewidth=0,
@@ -256,7 +262,7 @@ def verdict_plot(out: Path, by_arm: dict[str, list[dict]], primary: str, info: d
             g = [r["ngram"][ngram_order]["values"].get(primary) for r in by_arm[arm]]
             if all(x is not None for x in g):
                 ax.scatter(i + np.linspace(-0.12, 0.12, len(g)) if len(g) > 1 else [i], g, marker="x", s=22,
-                           color="dimgrey", zorder=2, label=f"KN {ngram_order}-gram on the same subset" if i == 0 else None)
+                           color="black", zorder=2, label=f"KN {ngram_order}-gram on the same subset" if i == 0 else None)
     ax.set_xticks(range(len(arms)))
     ax.set_xticklabels([f"{a}\n({_seeds(len(by_arm[a]))})" for a in arms], fontsize=8)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
