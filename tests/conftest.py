@@ -77,3 +77,18 @@ def comparable_bytes(path: Path) -> bytes:
     if path.name == MANIFEST:
         return canonical_json(without_provenance(read_json(path))).encode("utf-8")
     return path.read_bytes()
+
+
+def result_bytes(run: Path) -> dict[str, bytes]:
+    """What a run produced, by path relative to ``run``, for "same bytes?" comparisons: every shard, scores,
+    plan file and manifest (without provenance). Left out: what says when or how it ran (stats.json, the
+    _done/ and plan markers, _cache/, the lock, winnow.log) and pipeline.json, which names run_dir."""
+    from pipeline.rundir import CACHE, DONE, LOCK, LOG, PIPELINE, PLAN_MARKER, STATS
+
+    out = {}
+    for p in sorted(run.rglob("*")):
+        rel = p.relative_to(run)
+        if p.is_file() and p.name not in (STATS, PLAN_MARKER, PIPELINE, LOCK, LOG) \
+                and DONE not in rel.parts and CACHE not in rel.parts:
+            out[str(rel)] = comparable_bytes(p)
+    return out

@@ -27,7 +27,7 @@ from pipeline.config import ConfigError, config_from_dict, load_config
 from pipeline.executors import ExecutorOptionError
 from pipeline.runner import Runner, RunFolderError
 from pipeline.shards import UnsafePathError, read_json, remove_inside
-from tests.conftest import ROOT, comparable_bytes, write_config
+from tests.conftest import ROOT, result_bytes, write_config
 
 STAGES = ("ingest", "exact_dedup", "length")
 
@@ -66,13 +66,6 @@ def _copy(reference: Path, tmp: Path) -> Path:
     run = tmp / "run"
     shutil.copytree(reference, run)
     return run
-
-
-def _result_bytes(run: Path) -> dict[str, bytes]:
-    """What a run produced (shards, scores, plans, manifests), without timings and pipeline.json (names run_dir)."""
-    return {str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json", "winnow.log")
-            and "_done" not in p.parts and "_cache" not in p.parts}  # markers and caches hold times, not results
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +156,7 @@ def test_truncated_finished_shard_is_redone_and_output_is_byte_identical(referen
         assert any(f"[{stage}] resuming: 3 of 4 shards already finished" in m for m in logs), logs
     later = STAGES[STAGES.index(stage) + 1:]
     assert all(any(f"[{s}] up to date" in m for m in logs) for s in later)  # same bytes: downstream stays valid
-    assert _result_bytes(run) == _result_bytes(reference)
+    assert result_bytes(run) == result_bytes(reference)
     assert check_run(run) == []
 
 
@@ -178,7 +171,7 @@ def test_same_size_alteration_is_caught_by_the_hash_on_resume(reference, corpus,
     (run / "length" / "manifest.json").unlink()  # as if killed before the stage finished
     logs = _run(_cfg(run, corpus), tmp_path)
     assert any("[length] resuming: 3 of 4 shards already finished" in m for m in logs), logs
-    assert _result_bytes(run) == _result_bytes(reference)
+    assert result_bytes(run) == result_bytes(reference)
     assert check_run(run) == []
 
 
@@ -189,7 +182,7 @@ def test_damaged_manifest_is_rebuilt_from_verified_shards(reference, corpus, tmp
     logs = _run(_cfg(run, corpus), tmp_path)
     assert any("[exact_dedup] manifest.json is unreadable" in m for m in logs)
     assert any("[exact_dedup] resuming: 4 of 4 shards already finished" in m for m in logs)
-    assert _result_bytes(run) == _result_bytes(reference) and check_run(run) == []
+    assert result_bytes(run) == result_bytes(reference) and check_run(run) == []
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.check import check_run
 import pytest
 
-from tests.conftest import ROOT, comparable_bytes, run_pipeline, write_config
+from tests.conftest import ROOT, result_bytes, run_pipeline, write_config
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
@@ -58,16 +58,6 @@ def _kill_when(proc: subprocess.Popen, folder: Path, markers: int, timeout: floa
     raise AssertionError("timed out waiting for shards")
 
 
-def _outputs(run: Path) -> dict[str, bytes]:
-    """Every file that makes up the result (shards, scores, manifests), by relative path."""
-    out = {}
-    for stage in ("ingest", "length"):
-        for p in sorted((run / stage).rglob("*")):
-            if p.is_file() and p.name != "stats.json" and "_done" not in p.parts and "_cache" not in p.parts:
-                out[str(p.relative_to(run))] = comparable_bytes(p)
-    return out
-
-
 def test_sigkill_mid_stage_then_resume_is_byte_identical(tmp_path, shared):
     sys.path.insert(0, str(ROOT / "tests" / "data"))
     try:
@@ -93,7 +83,7 @@ def test_sigkill_mid_stage_then_resume_is_byte_identical(tmp_path, shared):
     assert "resuming" in err.decode()
     assert n1 >= 3 and n2 >= 4
 
-    ref, got = _outputs(reference), _outputs(run)
+    ref, got = result_bytes(reference), result_bytes(run)
     assert sorted(ref) == sorted(got)
     different = [k for k in ref if ref[k] != got[k]]
     assert different == []

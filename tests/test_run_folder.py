@@ -26,7 +26,7 @@ from pipeline.errors import EXIT_INPUT
 from pipeline.rundir import RunFolder, RunFolderError, RunInUse, StageFolder
 from pipeline.runner import Runner
 from pipeline.shards import atomic_write_bytes, is_temp_file_name, temp_name
-from tests.conftest import ROOT, comparable_bytes, write_config
+from tests.conftest import ROOT, result_bytes, write_config
 
 STAGES = ("ingest", "exact_dedup", "length")
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -67,14 +67,6 @@ def _copy(reference: Path, tmp: Path) -> Path:
     return run
 
 
-def _result_bytes(run: Path) -> dict[str, bytes]:
-    """Every file of a run but timings, markers and pipeline.json (which names run_dir)."""
-    return {str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name not in ("stats.json", "_plan_done.json", "pipeline.json", ".winnow.lock",
-                                              "winnow.log")
-            and "_done" not in p.parts and "_cache" not in p.parts}
-
-
 # ---------------------------------------------------------------------------
 # item 9: temporary files of a dead writer
 
@@ -112,7 +104,7 @@ def test_temp_files_left_by_a_killed_writer_do_not_block_the_resume(reference, c
     logs = _run(_cfg(run, corpus), tmp_path)  # no --force
     assert any("[length] resuming: 3 of 4 shards already finished" in m for m in logs), logs
     assert not any(p.exists() for p in left)
-    assert _result_bytes(run) == _result_bytes(reference) and check_run(run) == []
+    assert result_bytes(run) == result_bytes(reference) and check_run(run) == []
 
 
 def test_a_user_file_that_only_looks_temporary_is_still_foreign(reference, corpus, tmp_path):
@@ -150,7 +142,7 @@ def test_a_disk_full_run_resumes_to_the_same_bytes_once_space_returns(reference,
     assert not [p for p in run.rglob("*") if is_temp_file_name(p.name)]  # nothing torn left behind
     monkeypatch.setattr(shards.os, "fsync", full.real)  # space is back
     _run(_cfg(run, corpus), tmp_path)  # no --force
-    assert _result_bytes(run) == _result_bytes(reference) and check_run(run) == []
+    assert result_bytes(run) == result_bytes(reference) and check_run(run) == []
 
 
 def _can_mount_tmpfs() -> bool:
@@ -178,7 +170,7 @@ def test_a_run_on_a_full_tmpfs_resumes_after_it_grows(reference, corpus, tmp_pat
     assert (tmp_path / "first.rc").read_text().strip() == str(EXIT_INPUT), first
     assert "no space left for the run folder" in first.strip().splitlines()[-1] and "Traceback" not in first
     assert (tmp_path / "second.rc").read_text().strip() == "0", (tmp_path / "second.err").read_text()
-    assert _result_bytes(out) == _result_bytes(reference) and check_run(out) == []
+    assert result_bytes(out) == result_bytes(reference) and check_run(out) == []
 
 
 # ---------------------------------------------------------------------------
@@ -204,7 +196,7 @@ def _hold_lock(run: Path) -> subprocess.Popen:
 def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_other_process(reference, corpus, tmp_path, capsys):
     run = _copy(reference, tmp_path)
     path = write_config(tmp_path / "c.yaml", _cfg(run, corpus, min_chars=400))
-    before = _result_bytes(run)
+    before = result_bytes(run)
     holder = _hold_lock(run)
     try:
         assert RunFolder(run).lock_holder()["pid"] == holder.pid
@@ -213,7 +205,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_other_process(ref
         assert err.count("\n") == 0
         assert err.startswith(f"winnow: error: run_dir {run} is in use by another winnow process (pid {holder.pid}")
         assert "winnow run other.yaml" in err
-        assert _result_bytes(run) == before  # nothing written, nothing deleted
+        assert result_bytes(run) == before  # nothing written, nothing deleted
         assert any("is running in this folder now" in p for p in check_run(run))
     finally:
         holder.kill()
@@ -279,7 +271,7 @@ def test_force_still_redoes_a_winnow_stage_folder(reference, corpus, tmp_path):
     run = _copy(reference, tmp_path)
     logs = _run(_cfg(run, corpus), tmp_path, force=True)
     assert sum("--force: deleting" in m for m in logs) == 3
-    assert _result_bytes(run) == _result_bytes(reference) and check_run(run) == []
+    assert result_bytes(run) == result_bytes(reference) and check_run(run) == []
 
 
 # ---------------------------------------------------------------------------

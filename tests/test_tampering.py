@@ -19,7 +19,7 @@ from experiments.cli import main
 from pipeline.check import check_run
 from pipeline.provenance import git_state
 from pipeline.rundir import RunFolder
-from tests.conftest import comparable_bytes, write_config
+from tests.conftest import result_bytes, write_config
 
 
 def _config(run_dir: Path, src: Path) -> dict:
@@ -58,14 +58,6 @@ def copy(reference, tmp_path):
     return run, cfg
 
 
-def _result(run: Path) -> dict[str, bytes]:
-    """The result: every shard, plan file and manifest (without provenance); not markers, stats, logs."""
-    return {str(p.relative_to(run)): comparable_bytes(p) for p in sorted(run.rglob("*"))
-            if p.is_file() and p.suffix in (".parquet", ".json") and p.name not in ("stats.json", "_plan_done.json",
-                                                                                    "pipeline.json")
-            and "_done" not in p.parts and "_cache" not in p.parts}
-
-
 def _shard(run: Path, stage: str, part: str, k: int = 0) -> Path:
     return run / stage / part / f"part-00000-{k:05d}.parquet"
 
@@ -88,7 +80,7 @@ def test_rows_appended_to_a_plan_file_are_noticed_by_check_and_resume(reference,
                for p in problems), problems
     assert _run(cfg) == 0
     assert "the plan cannot be trusted" in capsys.readouterr().err
-    assert _result(run) == _result(reference)  # not 5 more documents removed
+    assert result_bytes(run) == result_bytes(reference)  # not 5 more documents removed
     assert check_run(run) == []
 
 
@@ -112,7 +104,7 @@ def test_a_damaged_plan_is_planned_again(reference, copy, damage, capsys):
     if damage == "same_size":  # an up-to-date stage is trusted by size; delete a kept file to make it resume
         _shard(run, "exact_dedup", "kept", 1).unlink()
     assert _run(cfg) == 0
-    assert _result(run) == _result(reference)
+    assert result_bytes(run) == result_bytes(reference)
     assert check_run(run) == []
 
 
@@ -127,7 +119,7 @@ def test_a_plan_marker_without_checksums_is_planned_again(reference, copy):
     _shard(run, "exact_dedup", "kept", 2).unlink()
     assert _run(cfg) == 0
     assert "files" in json.loads(marker.read_text())
-    assert _result(run) == _result(reference)
+    assert result_bytes(run) == result_bytes(reference)
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +136,7 @@ def test_a_tampered_manifest_is_rebuilt_from_verified_shards(reference, copy, co
     assert _run(cfg) == 0
     err = capsys.readouterr().err
     assert "[exact_dedup] manifest.json is unreadable or damaged" in err and "Traceback" not in err
-    assert _result(run) == _result(reference)
+    assert result_bytes(run) == result_bytes(reference)
     assert check_run(run) == []
 
 
@@ -174,7 +166,7 @@ def test_a_tampered_pipeline_json_is_named_by_check_and_rewritten_by_run(referen
     assert check_run(run)[0].startswith("pipeline.json")
     assert _run(cfg) == 0
     assert check_run(run) == []
-    assert _result(run) == _result(reference)
+    assert result_bytes(run) == result_bytes(reference)
 
 
 # ---------------------------------------------------------------------------
