@@ -443,4 +443,6 @@ def run(args, ap: argparse.ArgumentParser) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="quality_eval"))

@@ -701,3 +701,32 @@ def test_select_on_the_source_stage_is_refused_and_an_up_to_date_stage_says_so(f
     assert main(["select", str(cfg), "--stage", "g", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "nothing to re-decide: stage g is up to date" in out and "now see a different input" not in out
+
+
+#: Scripts whose `__main__` the `speed` helper owns today (issue 22's conformance and LID overhead benchmarks).
+_SCRIPTS_OWNED_ELSEWHERE = {"experiments/benchmarks/heuristics_conformance.py", "experiments/benchmarks/lid_overhead.py"}
+
+
+def test_every_script_under_experiments_runs_its_main_through_the_guard():
+    """A `python -m experiments...` script is a command too: a wrong path or config is one line and an exit code.
+    (Scripts recorded beside a result under experiments/results/ are that result's record, not commands.)"""
+    unguarded = []
+    for path in sorted((ROOT / "experiments").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        src = path.read_text(encoding="utf-8")
+        tail = src.partition('\nif __name__ == "__main__":')[2]
+        if not tail or rel in _SCRIPTS_OWNED_ELSEWHERE or rel == "experiments/cli.py" or rel.startswith("experiments/results/"):
+            continue
+        if "run_guarded(" not in tail:
+            unguarded.append(rel)
+    assert unguarded == []
+
+
+@pytest.mark.parametrize("module", ["experiments.benchmarks.quality_report", "experiments.quality_eval"])
+def test_a_benchmark_given_a_missing_config_says_so_in_one_line(tmp_path, module):
+    p = subprocess.run([sys.executable, "-m", module, str(tmp_path / "missing.yaml")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == EXIT_CONFIG, p.stderr
+    assert "Traceback" not in p.stderr
+    prog = module.rpartition(".")[2]
+    assert p.stderr.strip().splitlines()[-1] == f"{prog}: error: config file not found: {tmp_path / 'missing.yaml'}"

@@ -184,4 +184,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="bench_ingest_guards"))

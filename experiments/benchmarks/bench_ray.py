@@ -286,4 +286,6 @@ def report(args, rows, overhead, shuffle, local_plan, synthetic, same) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="bench_ray"))

@@ -313,4 +313,6 @@ def write(results: dict[str, list[dict]], load: list[float], out: Path, date: st
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="bench_train"))

@@ -84,4 +84,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="bench_workers"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -57,4 +56,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="timed_part"))
