@@ -33,13 +33,15 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
 
 
-def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Check:
-    """A number in [lo, hi] (or an open end)."""
+def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> Check:
+    """A number (or, with ``integer``, a whole number) in [lo, hi] (or an open end)."""
     left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    what = "an integer" if integer else "a number"
 
     def check(v: Any) -> str | None:
-        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-        return None if ok else f"a number in {left}{lo:g}, {hi:g}{right}"
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if integer else _is_number(v)
+        ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        return None if ok else f"{what} in {left}{lo:g}, {hi:g}{right}"
 
     return check
 

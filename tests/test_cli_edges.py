@@ -730,3 +730,14 @@ def test_a_benchmark_given_a_missing_config_says_so_in_one_line(tmp_path, module
     assert "Traceback" not in p.stderr
     prog = module.rpartition(".")[2]
     assert p.stderr.strip().splitlines()[-1] == f"{prog}: error: config file not found: {tmp_path / 'missing.yaml'}"
+
+
+@pytest.mark.parametrize("num_perm", [100_000_000_000, 4097, 1])
+def test_a_huge_minhash_num_perm_is_a_config_error_before_any_work(tmp_path, capsys, num_perm):
+    """`num_perm: 100000000000` used to pass validation and end in a MemoryError (745 GiB) inside a worker."""
+    cfg = {"run_dir": str(tmp_path / "run"),
+           "stages": [{"name": "ingest", "inputs": [{"path": str(_docs(tmp_path))}]},
+                      {"name": "mh", "kind": "minhash_dedup", "num_perm": num_perm}]}
+    assert main(["run", str(_write(tmp_path, cfg)), "--no-progress"]) == EXIT_CONFIG
+    assert _one_line_error(capsys) == f"winnow: error: stage mh: `num_perm` must be an integer in [2, 4096], got {num_perm}"
+    assert not (tmp_path / "run").exists()

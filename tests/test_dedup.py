@@ -310,3 +310,11 @@ def test_usenet_planted_near_duplicates_recall_and_precision(tmp_path):
     rows = [rows[i] for i in rng.permutation(len(rows))]
     recall, reported_j = planted_recall(rows, truth, tmp_path)
     assert_recall_and_precision(recall, reported_j)
+
+
+def test_num_perm_is_bounded_and_the_bound_itself_is_usable():
+    assert MinHashDedup("d", {"num_perm": mh.MAX_NUM_PERM}).opts["num_perm"] == mh.MAX_NUM_PERM
+    with pytest.raises(ValueError, match=r"`num_perm` must be an integer in \[2, 4096\], got 4097"):
+        MinHashDedup("d", {"num_perm": mh.MAX_NUM_PERM + 1})
+    with pytest.raises(ValueError, match=r"got 128.0"):
+        MinHashDedup("d", {"num_perm": 128.0})

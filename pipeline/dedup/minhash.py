@@ -189,6 +189,12 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
 
 FINEWEB_PRESET = {"num_perm": 112, "bands": 14, "rows": 8, "ngram": 5}
 
+#: The most permutations a config may ask for. Every document's signature holds 4 bytes per permutation
+#: (16 KiB at this bound), kept with the stage's scores and loaded whole to plan; the estimate's standard error is
+#: already under 0.01 at this bound, so more is a typo (``num_perm: 100000000000`` would ask for 745 GiB
+#: of hash parameters before the first document), never a better dedup.
+MAX_NUM_PERM = 4096
+
 
 #: Default chance that a pair at exactly the threshold becomes a candidate when verification is on.
 DEFAULT_RECALL_TARGET = 0.97

@@ -206,7 +206,7 @@ class MinHashDedup(Stage):
     decision_params = ("threshold", "bands", "rows", "recall_target", "verify", "keep")
     defaults = {"ngram": 5, "num_perm": 128, "seed": 1, "preset": None, "threshold": 0.8,
                 "bands": None, "rows": None, "recall_target": None, "verify": True, "keep": "first"}
-    checks = {"ngram": at_least(1, integer=True), "num_perm": at_least(2, integer=True),
+    checks = {"ngram": at_least(1, integer=True), "num_perm": between(2, mh.MAX_NUM_PERM, integer=True),
               "seed": of_type(int), "threshold": between(0, 1, lo_open=True),
               "bands": optional(at_least(1, integer=True)), "rows": optional(at_least(1, integer=True)),
               "recall_target": optional(between(0, 1, lo_open=True, hi_open=True)),
