@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigProblem, InputProblem
 from pipeline.heldout import order_key
+from pipeline.inspection import open_run, read_failure, read_manifest, require_stage
 from pipeline.rundir import RunFolder
 from pipeline.shards import canonical_json, sha256_file
 
@@ -150,7 +151,11 @@ def load_tokenizer(folder: str | Path) -> Tok:
 
 
 def _kept(run: RunFolder, stage: str, columns: list[str]) -> Iterator[dict]:
-    yield from run.rows(stage, columns)
+    """The stage's kept rows; a shard that cannot be read is one line pointing at `winnow check`."""
+    try:
+        yield from run.rows(stage, columns)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+        raise read_failure(run, stage, e) from None
 
 
 def _token_counts(run: RunFolder, stage: str, tok: Tok, batch: int = 256) -> tuple[list[str], list[str], list[int]]:
@@ -400,11 +405,9 @@ def export(run_dir: str | Path, stage: str, dest: str | Path, s: ExportSettings,
 
     if s.format not in FORMATS:
         raise ExportSettingError(f"format must be one of {', '.join(FORMATS)}, got {s.format!r}")
-    run, dest = RunFolder(run_dir), Path(dest)
-    try:
-        manifest = run.manifest(stage)
-    except FileNotFoundError as e:
-        raise ExportError(str(e)) from None
+    run, names = open_run(run_dir)  # a wrong path, stage or unfinished stage: the same line as `winnow inspect`
+    require_stage(run, names, stage)
+    manifest, dest = read_manifest(run, stage), Path(dest)
     _destination(dest, s.force)
     if s.weights:  # before any tokenizer is loaded or trained: a typo in a source name is one line, at once
         sources = {d["source"] for d in _kept(run, stage, ["source"])}

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigProblem
-from pipeline.params import ParamError, validate
+from pipeline.params import ParamError, nearest, validate
 from pipeline.shards import UnsafePathError, check_name
 from pipeline.stage import Stage, build_stage, spec_key, stage_class
 
@@ -54,7 +54,7 @@ class PipelineConfig:
         for s in self.stages:
             if s["name"] == name:
                 return s
-        raise ConfigError(f"no stage named {name!r}; stages: {', '.join(self.stage_names())}")
+        raise self._no_stage(name)
 
     def upto(self, name: str | None) -> list[dict[str, Any]]:
         """Stages from the first up to and including ``name`` (all when None)."""
@@ -62,8 +62,12 @@ class PipelineConfig:
             return list(self.stages)
         names = self.stage_names()
         if name not in names:
-            raise ConfigError(f"no stage named {name!r}; stages: {', '.join(names)}")
+            raise self._no_stage(name)
         return self.stages[: names.index(name) + 1]
+
+    def _no_stage(self, name: str) -> ConfigError:
+        names = self.stage_names()
+        return ConfigError(f"no stage named {name!r}{nearest(name, names)}; stages: {', '.join(names)}")
 
 
 def _normalise_stage(entry: Any, index: int) -> dict[str, Any]:

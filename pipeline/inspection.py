@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.document import EDITED_TEXT, FAILED_RULES, REMOVED_FIELDS
 from pipeline.errors import InputProblem
+from pipeline.params import nearest
 from pipeline.rundir import RunFolder
 from pipeline.shards import read_parquet
 
@@ -199,7 +200,7 @@ def open_run(path: str | Path) -> tuple[RunFolder, list[str]]:
 def require_stage(run: RunFolder, names: list[str], stage: str) -> None:
     """``stage`` is one of the run's stages and has finished, else one line saying which is not so."""
     if stage not in names:
-        raise InputProblem(f"no stage {stage!r} in {run.root} (its stages: {', '.join(names)})")
+        raise InputProblem(f"no stage {stage!r} in {run.root}{nearest(stage, names)}; its stages: {', '.join(names)}")
     if not run.is_finished(stage):
         raise InputProblem(f"stage {stage!r} has not finished in {run.root} (no {run.stage(stage).manifest_path.name}); "
                            f"`winnow run CONFIG --stage {stage}` runs it")

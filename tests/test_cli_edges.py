@@ -403,7 +403,15 @@ def test_select_on_a_missing_run_dir_leaves_no_folder(tmp_path, capsys):
     (["inspect", "{tmp}/docs.jsonl"], "docs.jsonl is a file, not a run folder"),
     (["inspect", "/"], "/: not a winnow run folder (no pipeline.json)"),
     (["inspect", "{tmp}"], "not a winnow run folder (no pipeline.json)"),
-    (["inspect", "{run}", "--stage", "dedup"], "no stage 'dedup' in {run} (its stages: ingest, q, g)"),
+    (["inspect", "{run}", "--stage", "dedup"], "no stage 'dedup' in {run}; its stages: ingest, q, g"),
+    (["inspect", "{run}", "--stage", "qq"], "no stage 'qq' in {run} (did you mean `q`?); its stages: ingest, q, g"),
+    # export opens the run and names its stage exactly as inspect does
+    (["export", "{run}", "--stage", "qq", "--to", "{tmp}/exported"],
+     "no stage 'qq' in {run} (did you mean `q`?); its stages: ingest, q, g"),
+    (["export", "{cfg}", "--stage", "q", "--to", "{tmp}/exported"],
+     "is a config file; give its run folder (this config's run folder is {run})"),
+    (["export", "{tmp}/nope", "--stage", "q", "--to", "{tmp}/exported"], "nope: no such folder"),
+    (["export", "{tmp}", "--stage", "q", "--to", "{tmp}/exported"], "not a winnow run folder (no pipeline.json)"),
     (["inspect", "{run}", "--clusters"], "has no dedup stage; name one with --stage"),
     (["inspect", "{run}", "--id", "zz"], "no document with id 'zz' in {run} (ids look like: 'd0', 'd1', 'd2')"),
     (["check", "{tmp}/nope"], "nope: no such folder"),
@@ -427,6 +435,9 @@ def test_inspect_an_unfinished_stage(finished, tmp_path, capsys):
     (run / "g" / "manifest.json").unlink()
     assert main(["inspect", str(run), "--stage", "g"]) == EXIT_INPUT
     assert "stage 'g' has not finished" in _one_line_error(capsys)
+    assert main(["export", str(run), "--stage", "g", "--to", str(tmp_path / "exported")]) == EXIT_INPUT
+    assert "stage 'g' has not finished" in _one_line_error(capsys)
+    assert not (tmp_path / "exported").exists()
     assert main(["inspect", str(run), "--id", "d4"]) == 0
     assert "g               not finished" in capsys.readouterr().out
 
@@ -445,6 +456,10 @@ def test_inspect_an_unfinished_stage(finished, tmp_path, capsys):
      "stage q: cannot read a shard of {run} (FileNotFoundError"),
     (lambda r: [p.write_bytes(p.read_bytes()[:100]) for p in (r / "g" / "removed").glob("*.parquet")],
      ["inspect", "{run}", "--stage", "g", "--removed"], "stage g: cannot read a shard of {run}"),
+    (lambda r: [p.write_bytes(p.read_bytes()[:100]) for p in (r / "g" / "kept").glob("*.parquet")],
+     ["export", "{run}", "--stage", "g", "--to", "{run}/../exported"], "stage g: cannot read a shard of {run}"),
+    (lambda r: (r / "q" / "manifest.json").write_text("[]"), ["export", "{run}", "--stage", "q", "--to", "{run}/../x"],
+     "q/manifest.json is damaged (not a JSON object but list)"),
 ])
 def test_inspect_on_a_damaged_run_names_the_damage(finished, tmp_path, damage, argv, expected, capsys):
     run = _copy_run(finished, tmp_path)

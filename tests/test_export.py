@@ -10,6 +10,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.export import ExportError, ExportSettingError, ExportSettings, TokenShards, export
+from pipeline.errors import InputProblem
 from pipeline.rundir import RunFolder
 from tests.conftest import run_pipeline
 
@@ -116,7 +117,7 @@ def test_export_refuses_what_it_cannot_do(run, tmp_path):
         export(run, "exact_dedup", tmp_path / "x", ExportSettings(format="tokens"))
     with pytest.raises(ExportSettingError, match="sources: web, wiki"):
         export(run, "exact_dedup", tmp_path / "x", ExportSettings(train_tokenizer=300, weights={"news": 1}))
-    with pytest.raises(ExportError, match="has not finished"):
+    with pytest.raises(InputProblem, match=r"no stage 'quality' in .*; its stages: ingest, exact_dedup"):
         export(run, "quality", tmp_path / "x", ExportSettings())
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
