@@ -115,13 +115,17 @@ def _check_inputs(run: RunFolder, name: str, m: dict) -> list[str]:
         if not stage.reads_inputs:
             return []
         stage.run_dir, stage.remember_inputs = run.root, False
-        current = stage.input_fingerprint(stage.source_tasks())
+        tasks = stage.source_tasks()
+        if stage.input_fingerprint(tasks) == m.get("input_fingerprint"):
+            return []
+        changed = stage.changed_inputs(tasks)
     except (WinnowError, OSError, ValueError, KeyError, TypeError, StopIteration):
         return []
-    if current != m.get("input_fingerprint"):
-        return [f"{name}: its inputs changed since it ran (their content differs from what it read); "
-                f"`winnow run` reads them again"]
-    return []
+    which = "their content differs from what it read"
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        which = ", ".join(changed[:5]) + more
+    return [f"{name}: its inputs changed since it ran ({which}); `winnow run` reads them again"]
 
 
 def _check_stage(folder: StageFolder, m: dict, prev: dict | None, deep: bool) -> list[str]:

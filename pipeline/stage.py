@@ -164,6 +164,11 @@ class Stage:
         """What the tasks' external inputs are (their content): a change re-runs the stage."""
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
+    def changed_inputs(self, tasks: list[dict]) -> list[str]:
+        """Which external inputs changed since the stage read them, by name, when the stage can tell
+        (``winnow check`` names them); empty when it cannot."""
+        return []
+
     def read_source(self, task: dict, start: int) -> "SourceRead":
         """One task's rows after the first ``start`` (those are in finished shards already)."""
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")

@@ -295,8 +295,7 @@ def test_an_input_edited_in_place_with_size_and_mtime_restored_is_read_again(tmp
     src.write_bytes(edited)
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` or `rsync -t` can leave it
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    assert check_run(run) == ["ingest: its inputs changed since it ran (their content differs from what it read); "
-                              "`winnow run` reads them again"]
+    assert check_run(run) == [f"ingest: its inputs changed since it ran ({src}); `winnow run` reads them again"]
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # checking writes nothing
     _, res = _ingest(tmp_path, [{"path": str(src)}])
     assert res[0].status == "ran"
@@ -308,6 +307,28 @@ def test_an_input_edited_in_place_with_size_and_mtime_restored_is_read_again(tmp
     (tmp_path / "copy").rename(tmp_path / "data")
     _, res = _ingest(tmp_path, [{"path": str(src)}])
     assert res[0].status == "up to date"
+
+
+def test_check_names_the_edited_and_the_new_files_of_a_glob(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for k, name in enumerate("abc"):
+        (data / f"{name}.jsonl").write_bytes(_jsonl(_docs(5, start=5 * k)))
+    inputs = [{"path": str(data / "*.jsonl")}]
+    run, _ = _ingest(tmp_path, inputs)
+    assert check_run(run) == []
+    st = os.stat(data / "b.jsonl")
+    edited = (data / "b.jsonl").read_bytes().replace(b"Document 7 says", b"Document 7 SAYS")
+    (data / "b.jsonl").write_bytes(edited)
+    os.utime(data / "b.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns))
+    (data / "d.jsonl").write_bytes(_jsonl(_docs(2, start=15)))
+    assert check_run(run) == [f"ingest: its inputs changed since it ran ({data / 'b.jsonl'}, {data / 'd.jsonl'} (new)); "
+                              "`winnow run` reads them again"]
+    # without the remembered hashes (a run folder from before they were kept) check still sees the change
+    [cache] = run.rglob("input_hashes.json")
+    cache.unlink()
+    assert check_run(run) == ["ingest: its inputs changed since it ran (their content differs from what it read); "
+                              "`winnow run` reads them again"]
 
 
 # ---------------------------------------------------------------------------

@@ -267,20 +267,45 @@ class IngestStage(Stage):
                 self.skipped_paths[why] = self.skipped_paths.get(why, 0) + n
         return tasks
 
+    def _hashes_path(self) -> Path | None:
+        return StageFolder(self.run_dir, self.name).cache_path("input_hashes.json") if self.run_dir is not None else None
+
+    def _input_files(self, task: dict) -> list[str]:
+        """The files whose bytes are one task's input (none for a hub dataset)."""
+        if task["path"] is None:
+            return []
+        return reader_class(task["spec"]["format"])(task["path"], task["spec"], self.limits).input_files()
+
     def input_fingerprint(self, tasks: list[dict]) -> str:
         """The tasks and the content of their files (hashes remembered under each file's stat)."""
-        cache = ContentHashes(StageFolder(self.run_dir, self.name).cache_path("input_hashes.json")
-                              if self.run_dir is not None else None, writable=self.remember_inputs)
+        cache = ContentHashes(self._hashes_path(), writable=self.remember_inputs)
         parts = []
         for t in tasks:
             if t["path"] is None:  # a hub dataset: its name and settings are all there is to compare
                 parts.append((t["file"], t["spec"]))
                 continue
-            reader = reader_class(t["spec"]["format"])(t["path"], t["spec"], self.limits)
             parts.append((t["file"], t["spec"]["format"], [(os.path.relpath(f, t["path"]) if f != t["path"] else "",
-                                                             cache.hash(f)) for f in reader.input_files()]))
+                                                             cache.hash(f)) for f in self._input_files(t)]))
         cache.save()
         return fingerprint(parts)
+
+    def changed_inputs(self, tasks: list[dict]) -> list[str]:
+        """Input files whose content differs from the hashes remembered when the stage last read them, or
+        that it never read (``(new)``), by path; empty when nothing was remembered. Writes nothing."""
+        path = self._hashes_path()
+        if path is None or not path.is_file():
+            return []
+        remembered = ContentHashes(path, writable=False)
+        before = {real: e.get("xxh3") for real, e in remembered.known.items() if isinstance(e, dict)}
+        out = []
+        for t in tasks:
+            for f in self._input_files(t):
+                real = os.path.realpath(f)
+                if real not in before:
+                    out.append(f"{printable_path(f)} (new)")
+                elif remembered.hash(f) != before[real]:
+                    out.append(printable_path(f))
+        return out
 
     def read_source(self, task: dict, start: int) -> "IngestRead":
         return IngestRead(self, task, start)
