@@ -258,10 +258,11 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
     names = [es["name"] for es in s["eval_sets"]]
     if len(set(names)) != len(names):
         raise ParamError("experiment.eval_sets: names must be unique")
-    s["tasks"] = _tasks(s, base)
+    s["tasks"], metrics = _tasks(s, base)
     s["scales"] = _scales(s)
     s["arms"] = _arms(s, cfg)
     s["primary_metric"] = s["primary_metric"] or s["compare"].get("metric")
+    _metric_exists(s["primary_metric"], metrics)
     if s["aa"]:  # A/A: the baseline recipe twice, the copy with its own seeds (its own subsets and initialisations)
         b = next((a for a in s["arms"] if a["name"] == s["compare"].get("baseline")), s["arms"][0])
         copy_arm = {**b, "name": f"{b['name']}-again",
@@ -269,6 +270,21 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
         s["arms"] = [b, copy_arm]
         s["compare"] = {**s["compare"], "baseline": b["name"], "candidate": copy_arm["name"]}
     return s
+
+
+def _metric_exists(metric: str | None, metrics: list[str]) -> None:
+    """A primary metric one of the tasks reports: a typo is one line now, not after every run has trained.
+    A set of domains is named before its data is read (``bpb/NAME``); its metrics are ``bpb/NAME/DOMAIN`` and
+    ``bpb_macro/NAME``, so names under a known metric, and the ``_macro`` of one, pass too."""
+    def known(m: str) -> bool:
+        return m in metrics or any(m.startswith(f"{k}/") for k in metrics)
+
+    first, _, rest = (metric or "").partition("/")
+    if metric is None or not metrics or known(metric) or (
+            first.endswith("_macro") and known(f"{first[:-len('_macro')]}/{rest}")):
+        return  # (no task known before the data is read: nothing to check against)
+    raise ParamError(f"experiment.primary_metric: no task reports {metric!r}{nearest(metric, metrics)}; "
+                     f"the tasks' metrics: {', '.join(metrics) or 'none'}")
 
 
 def _stage_exists(stage: str, stages: list[str], owner: str) -> None:
@@ -295,9 +311,10 @@ def _eval_set(i: int, es: Any, base: Path, stages: list[str]) -> dict:
     return es
 
 
-def _tasks(s: dict, base: Path) -> list[dict]:
+def _tasks(s: dict, base: Path) -> tuple[list[dict], list[str]]:
     """The evaluation tasks: ``bpb`` over the evaluation sets first (unless listed), then ``tasks:``, with ``blimp:``
-    as shorthand for a ``minimal_pairs`` task named blimp. Each task's parameters are checked by its class."""
+    as shorthand for a ``minimal_pairs`` task named blimp. Each task's parameters are checked by its class.
+    Also returns the names of the metrics the tasks report (those known before any data is read)."""
     from experiments.tasks import TASKS, TaskContext
 
     tasks: list[dict] = []
@@ -323,13 +340,15 @@ def _tasks(s: dict, base: Path) -> list[dict]:
     if len(set(names)) != len(names):
         raise ParamError(f"experiment.tasks: task names must be unique, got {', '.join(names)}")
     ctx = TaskContext(eval_sets={es["name"]: [] for es in s["eval_sets"]}, base=base)
+    metrics: list[str] = []
     for t in tasks:  # unknown task, unknown or bad parameter: one line now, not after the pipeline ran
         try:
             cls = TASKS.get(t["task"])
         except KeyError as e:
             raise ParamError(f"experiment.tasks ({t['name']}): {e}") from None
-        cls(t["name"], {k: v for k, v in t.items() if k not in ("name", "task")}, ctx)
-    return tasks
+        task = cls(t["name"], {k: v for k, v in t.items() if k not in ("name", "task")}, ctx)
+        metrics += [m.name for m in task.metrics()]
+    return tasks, metrics
 
 
 def _abs(p: str, base: Path) -> str:

@@ -113,6 +113,27 @@ def test_out_of_range_and_wrongly_typed_values_are_refused(corpus, tmp_path, sec
         experiment_settings(load_config(write_config(tmp_path / "bad.yaml", cfg)))
 
 
+def test_a_primary_metric_no_task_reports_is_refused_before_anything_runs(corpus, tmp_path):
+    """`primary_metric: bpb/hled` used to be found out by the report, after every run had trained."""
+    from experiments.settings import experiment_settings
+    from pipeline.config import load_config
+    from pipeline.params import ParamError
+
+    def settings(metric):
+        cfg = experiment_config(corpus, tmp_path / "out", primary_metric=metric)
+        return experiment_settings(load_config(write_config(tmp_path / "m.yaml", cfg)))
+
+    with pytest.raises(ParamError, match=r"^experiment.primary_metric: no task reports 'bpb/hled' "
+                                         r"\(did you mean `bpb/held`\?\); the tasks' metrics: bpb/held$"):
+        settings("bpb/hled")
+    with pytest.raises(ParamError, match="no task reports 'blimp'"):
+        settings("blimp")
+    # per-domain metrics are named once the data is read: a name under a task's own passes
+    assert settings("bpb/held/news")["primary_metric"] == "bpb/held/news"
+    assert settings("bpb_macro/held")["primary_metric"] == "bpb_macro/held"
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------
 # fingerprints: a changed config redoes exactly what depends on it
 
