@@ -32,8 +32,9 @@ def _add_run_args(p: argparse.ArgumentParser,
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _count(minimum: int):
-    """An argparse type: a whole number >= ``minimum`` (``-n 0`` or ``--chars -5`` is a usage error)."""
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number >= ``minimum`` (``-n 0`` or ``--chars -5`` is a usage error),
+    and <= ``maximum`` when one is given."""
 
     def parse(text: str) -> int:
         try:
@@ -42,6 +43,8 @@ def _count(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected a whole number <= {maximum:,}, got {value:,}")
         return value
 
     parse.__name__ = "count"
@@ -80,8 +83,6 @@ def cmd_run(args) -> int:
 def _limit_inputs(cfg, limit: int) -> None:
     """`--limit N`: the source stage reads the first N records of each input (a quick trial run). It is a
     stage parameter like any other, so the next run without it redoes the stage on the whole input."""
-    if limit < 0:
-        raise ValueError(f"--limit must be >= 0, got {limit}")
     cfg.stages[0]["limit"] = limit
     first = cfg.raw["stages"][0]  # recorded in the run's pipeline record too
     cfg.raw["stages"][0] = {**first, "limit": limit} if isinstance(first, dict) else {"name": first, "limit": limit}
@@ -180,9 +181,12 @@ def cmd_inspect(args) -> int:
                 break
     except (OSError, ValueError, KeyError, pa.ArrowException) as e:
         raise read_failure(run, args.stage, e) from None
-    if not shown:
-        what = f"removed with reason {args.reason!r}" if args.reason else ("removed" if args.removed else "kept")
-        print(f"no {what} documents in stage {args.stage}")
+    if not shown and args.reason:
+        reasons = sorted((run.stats(args.stage) or {}).get("removed_by_reason") or {})
+        print(f"no documents removed with reason {args.reason!r} in stage {args.stage}"
+              + (f"; its reasons: {', '.join(reasons)}" if reasons else "; it removed none"))
+    elif not shown:
+        print(f"no {'removed' if args.removed else 'kept'} documents in stage {args.stage}")
     return 0
 
 
@@ -349,11 +353,11 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--train-tokenizer", type=int, metavar="VOCAB",
                    help="instead: train a byte-level BPE of this vocabulary size on the stage's documents")
     e.add_argument("--weights", type=_weights, metavar="SRC=W,...", help="per-source mixing weights (tokens)")
-    e.add_argument("--token-budget", type=int, metavar="N", help="stop at N tokens in all")
+    e.add_argument("--token-budget", type=_count(1), metavar="N", help="stop at N tokens in all")
     e.add_argument("--repeat", action="store_true", help="draw a source again when it is short of its share")
     e.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
-    e.add_argument("--shard-docs", type=int, default=50_000, help="documents per JSONL/Parquet file")
-    e.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per token shard")
+    e.add_argument("--shard-docs", type=_count(1), default=50_000, help="documents per JSONL/Parquet file")
+    e.add_argument("--shard-tokens", type=_count(1), default=100_000_000, help="tokens per token shard")
     e.add_argument("--gzip", action="store_true", help="JSONL files as .jsonl.gz")
     e.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
     e.set_defaults(fn=cmd_export)
@@ -425,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "changed).")
     _add_run_args(r)
     r.add_argument("--force", action="store_true", help="redo the stages from scratch, cached scores included")
-    r.add_argument("--limit", type=int, metavar="N",
+    r.add_argument("--limit", type=_count(1), metavar="N",
                    help="read only the first N records of each input file (a quick trial; the next run without "
                         "--limit reads everything again)")
     r.set_defaults(fn=cmd_run)

@@ -47,6 +47,9 @@ EXPORT_FILE = "export.json"
 #: The columns every export carries (metadata as a typed struct when every document's metadata fits one).
 COLUMNS = ("id", "text", "source", "metadata")
 EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+#: Vocabulary sizes ``--train-tokenizer`` accepts: at least the 256 bytes and end-of-text; at most 2**20, four
+#: times the largest vocabularies in use (a bigger number is a typo, and the trainer aborts the process on it).
+TRAINED_VOCAB = (257, 1 << 20)
 
 
 class ExportError(InputProblem, ValueError):
@@ -89,6 +92,8 @@ class Tok:
             raise ExportSettingError("a tokenizer is needed (--tokenizer PATH or --train-tokenizer VOCAB)")
         else:
             path = Path(spec)
+            if not path.exists() and (path.suffix == ".json" or spec.startswith((".", "/", "~"))):
+                raise ExportSettingError(f"--tokenizer {spec}: no such file or folder")  # not a hub name: say so
             file = path / "tokenizer.json" if path.is_dir() else path
             if file.is_file() and file.suffix == ".json":
                 from tokenizers import Tokenizer
@@ -405,6 +410,9 @@ def export(run_dir: str | Path, stage: str, dest: str | Path, s: ExportSettings,
 
     if s.format not in FORMATS:
         raise ExportSettingError(f"format must be one of {', '.join(FORMATS)}, got {s.format!r}")
+    lo, hi = TRAINED_VOCAB
+    if s.train_tokenizer is not None and not lo <= s.train_tokenizer <= hi:
+        raise ExportSettingError(f"--train-tokenizer: a vocabulary of {lo} to {hi:,} tokens, got {s.train_tokenizer:,}")
     run, names = open_run(run_dir)  # a wrong path, stage or unfinished stage: the same line as `winnow inspect`
     require_stage(run, names, stage)
     manifest, dest = read_manifest(run, stage), Path(dest)
@@ -415,9 +423,14 @@ def export(run_dir: str | Path, stage: str, dest: str | Path, s: ExportSettings,
         if unknown:
             raise ExportSettingError(f"weights name sources that stage {stage} does not have: {', '.join(unknown)} "
                                      f"(sources: {', '.join(sorted(sources))})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        above = next((q for q in dest.parents if q.exists()), None)
+        why = f"{above} is not a folder" if above is not None and not above.is_dir() else e.strerror or str(e)
+        raise ExportError(f"{dest}: cannot write there ({why})") from None
     try:
         out = tmp / "out"
         out.mkdir()

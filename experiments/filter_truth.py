@@ -20,6 +20,7 @@ from pathlib import Path
 from filters.apply import decide_filters
 from filters.stage import FilterStage
 from pipeline.errors import run_guarded
+from pipeline.inspection import open_run
 from pipeline.rundir import RunFolder
 
 #: Truth kinds each filter family is meant to remove. Families not listed here
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", nargs="?", default="runs/demo")
     args = p.parse_args(argv)
+    open_run(args.run_dir)  # a wrong path or a config: the same one line as `winnow inspect`
     rows = precision_recall(args.run_dir)
     if not rows:
         print(f"{args.run_dir}: no finished filter stages")

@@ -686,7 +686,11 @@ def test_a_readme_script_on_a_wrong_path_is_one_line_too(tmp_path, capsys, monke
     monkeypatch.setattr(sys, "argv", ["filter_truth", str(tmp_path / "nope")])
     assert run_guarded(filter_truth.main, prog="filter_truth") == EXIT_INPUT
     err = capsys.readouterr().err.strip()
-    assert err.startswith("filter_truth: error: ") and "no pipeline.json" in err and "\n" not in err
+    assert err == f"filter_truth: error: {tmp_path / 'nope'}: no such folder"
+    (tmp_path / "c.yaml").write_text(f"run_dir: {tmp_path / 'run'}\nstages: [ingest]\n")
+    monkeypatch.setattr(sys, "argv", ["filter_truth", str(tmp_path / "c.yaml")])
+    assert run_guarded(filter_truth.main, prog="filter_truth") == EXIT_INPUT
+    assert "c.yaml is a config file; give its run folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -756,3 +760,58 @@ def test_a_huge_minhash_num_perm_is_a_config_error_before_any_work(tmp_path, cap
     assert main(["run", str(_write(tmp_path, cfg)), "--no-progress"]) == EXIT_CONFIG
     assert _one_line_error(capsys) == f"winnow: error: stage mh: `num_perm` must be an integer in [2, 4096], got {num_perm}"
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------
+# mistakes a new user makes with the README's commands (issue 23: "no command in the README gives a
+# traceback on any mistake tried here"); each was a traceback, an internal error, a crash of the process
+# or a silent exit 0 before
+
+
+@pytest.mark.parametrize("argv, code, expected", [
+    # --limit 0 used to redo ingest on nothing and replace a finished run's output with empty stages
+    (["run", "{cfg}", "--limit", "0"], EXIT_USAGE, "argument --limit: expected a whole number >= 1, got 0"),
+    (["run", "{cfg}", "--limit", "-1"], EXIT_USAGE, "argument --limit: expected a whole number >= 1, got -1"),
+    # a vocabulary the trainer cannot take: an internal error (-5) or an abort of the whole process (10**10)
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/out", "--format", "tokens", "--train-tokenizer", "-5"],
+     EXIT_CONFIG, "--train-tokenizer: a vocabulary of 257 to 1,048,576 tokens, got -5"),
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/out", "--format", "tokens", "--train-tokenizer", "10000000000"],
+     EXIT_CONFIG, "--train-tokenizer: a vocabulary of 257 to 1,048,576 tokens, got 10,000,000,000"),
+    # a missing tokenizer file was looked up on the hub
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/out", "--format", "tokens", "--tokenizer", "{tmp}/tok.json"],
+     EXIT_CONFIG, "--tokenizer {tmp}/tok.json: no such file or folder"),
+    # counts that mean nothing
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/out", "--token-budget", "-5"], EXIT_USAGE,
+     "argument --token-budget: expected a whole number >= 1, got -5"),
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/out", "--shard-docs", "0"], EXIT_USAGE,
+     "argument --shard-docs: expected a whole number >= 1, got 0"),
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/out", "--shard-tokens", "0"], EXIT_USAGE,
+     "argument --shard-tokens: expected a whole number >= 1, got 0"),
+    # a destination that cannot be made named the temporary folder winnow tried to create
+    (["export", "{run}", "--stage", "g", "--to", "{tmp}/docs.jsonl/out"], EXIT_INPUT,
+     "{tmp}/docs.jsonl/out: cannot write there ({tmp}/docs.jsonl is not a folder)"),
+])
+def test_readme_commands_with_a_new_users_mistakes(finished, argv, code, expected, capsys):
+    run, cfg = finished
+    fill = {"tmp": str(run.parent), "run": str(run), "cfg": str(cfg)}
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    if code == EXIT_USAGE:
+        with pytest.raises(SystemExit) as e:
+            main([a.format(**fill) for a in argv])
+        assert e.value.code == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.strip().splitlines()[-1].endswith(expected.format(**fill))
+    else:
+        assert main([a.format(**fill) for a in argv]) == code
+        assert _one_line_error(capsys) == "winnow: error: " + expected.format(**fill)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the finished run is untouched
+    assert not (run.parent / "out").exists()
+
+
+def test_inspect_a_reason_no_document_has_lists_the_stages_reasons(finished, capsys):
+    run, _ = finished
+    assert main(["inspect", str(run), "--stage", "q", "--reason", "gopher"]) == 0
+    assert capsys.readouterr().out.strip() == ("no documents removed with reason 'gopher' in stage q; "
+                                              "its reasons: c4:too_few_sentences")
+    assert main(["inspect", str(run), "--stage", "ingest", "--reason", "empty"]) == 0
+    assert capsys.readouterr().out.strip() == "no documents removed with reason 'empty' in stage ingest; it removed none"
