@@ -48,7 +48,7 @@ import numpy as np
 
 from experiments.evaluate import LN2, continuation_logprobs
 from pipeline.params import at_least, between, of_type, optional, validate
-from pipeline.registry import Registry
+from pipeline.registry import Registry, subclass_of
 from pipeline.shards import sha256_file
 
 
@@ -125,22 +125,13 @@ class EvalTask:
         return p if p.is_absolute() else (self.ctx.base / p).resolve()
 
 
-def _accept_task(obj: Any, ref: str) -> type[EvalTask]:
-    if isinstance(obj, type) and issubclass(obj, EvalTask):
-        return obj
-    raise TypeError(f"expected a winnow EvalTask subclass, got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
-
-
 #: Evaluation tasks: built-ins and plug-ins alike come from the ``winnow.eval_tasks`` entry points.
-TASKS = Registry("winnow.eval_tasks", "evaluation task", _accept_task)
+TASKS = Registry("winnow.eval_tasks", "evaluation task", subclass_of(EvalTask))
 
 
 def register_task(cls: type[EvalTask]) -> type[EvalTask]:
     """Class decorator for tasks defined outside an installed package (notebooks, tests)."""
-    if not cls.kind:
-        raise ValueError(f"{cls.__name__} needs a `kind`")
-    TASKS.register(cls.kind, cls)
-    return cls
+    return TASKS.register_kind(cls)
 
 
 def build_task(spec: dict, ctx: TaskContext) -> EvalTask:

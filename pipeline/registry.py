@@ -65,6 +65,13 @@ class Registry:
     def register(self, name: str, obj: Any, origin: str = "registered") -> None:
         self._registered[name] = Entry(name, obj, origin)
 
+    def register_kind(self, cls: type) -> type:
+        """``@register_stage`` / ``@register_task``: register a class in this process under its ``kind``."""
+        if not getattr(cls, "kind", None):
+            raise ValueError(f"{cls.__name__} needs a `kind`")
+        self.register(cls.kind, self.accept(cls, cls.__name__))
+        return cls
+
     def _declared(self) -> dict:
         """Entry points of the group by name, not yet loaded (the first distribution wins a duplicate name)."""
         if self._eps is None:
@@ -138,6 +145,19 @@ class Registry:
         eps = {n: self._load(n) for n in self._declared()}
         merged = {**eps, **{n: e for n, e in self._registered.items() if n not in eps or eps[n].obj is not e.obj}}
         return [merged[n] for n in sorted(merged) if not isinstance(merged[n].obj, _Broken)]
+
+
+def subclass_of(base: type, needs: str | None = None) -> Callable[[Any, str], type]:
+    """A registry's ``accept`` check: a subclass of ``base`` (with a non-empty ``needs`` attribute, e.g. a
+    reader's ``format``), never an arbitrary callable a config names."""
+    what = f"a winnow {base.__name__} subclass" + (f" with a `{needs}`" if needs else "")
+
+    def accept(obj: Any, ref: str) -> type:
+        if isinstance(obj, type) and issubclass(obj, base) and (needs is None or getattr(obj, needs, None)):
+            return obj
+        raise TypeError(f"expected {what}, got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
+
+    return accept
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

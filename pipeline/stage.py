@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.params import validate
-from pipeline.registry import Registry
+from pipeline.registry import Registry, subclass_of
 from pipeline.rundir import StageFolder
 
 
@@ -207,22 +207,13 @@ class Stage:
         return f"{self.kind}(" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
 
 
-def _accept_stage(obj: Any, ref: str) -> type[Stage]:
-    if isinstance(obj, type) and issubclass(obj, Stage):
-        return obj
-    raise TypeError(f"expected a winnow Stage subclass, got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
-
-
 #: Stage kinds: built-ins and plug-ins alike come from the ``winnow.stages`` entry points.
-STAGES = Registry("winnow.stages", "stage kind", _accept_stage)
+STAGES = Registry("winnow.stages", "stage kind", subclass_of(Stage))
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
     """Class decorator for stages defined outside an installed package (notebooks, tests)."""
-    if not cls.kind:
-        raise ValueError(f"{cls.__name__} needs a `kind`")
-    STAGES.register(cls.kind, cls)
-    return cls
+    return STAGES.register_kind(cls)
 
 
 def stage_class(kind: str) -> type[Stage]:

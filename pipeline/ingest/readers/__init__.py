@@ -8,23 +8,15 @@ package adds a format by declaring a :class:`~pipeline.ingest.readers.base.Reade
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from pipeline.ingest.readers.base import Reader
 from pipeline.ingest.records import InputError
 from pipeline.ingest.streams import compression, strip_compression
-from pipeline.registry import Registry
-
-
-def _accept_reader(obj: Any, ref: str) -> type[Reader]:
-    if isinstance(obj, type) and issubclass(obj, Reader) and obj.format:
-        return obj
-    raise TypeError(f"expected a winnow Reader subclass with a `format`, got {type(obj).__name__} "
-                    f"{getattr(obj, '__name__', obj)!r}")
+from pipeline.registry import Registry, subclass_of
 
 
 #: Input formats by name: winnow's own and plug-ins alike come from the ``winnow.readers`` entry points.
-READERS = Registry("winnow.readers", "input format", _accept_reader)
+READERS = Registry("winnow.readers", "input format", subclass_of(Reader, needs="format"))
 
 
 def reader_class(fmt: str) -> type[Reader]:
