@@ -75,6 +75,14 @@ def _reference_train_docs(settings: dict, exclude_ids: set[str]) -> tuple[list[s
     return ids, texts, counts
 
 
+def _save_manifest(model_path: str | Path, manifest: dict) -> dict:
+    """Write a trained model's manifest beside it, stamped with the code, packages and machine that
+    trained it, and when; returns what was written."""
+    manifest = stamped(manifest)
+    atomic_write_json(manifest_path(model_path), manifest)
+    return manifest
+
+
 def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_stage: str,
                      log=print) -> dict:
     """Train and save the fastText classifier; return its training manifest."""
@@ -167,8 +175,7 @@ def train_classifier(model_path: str | Path, settings: dict, run_dir: Path, raw_
         "validation": {"accuracy": round(accuracy, 4), "auc": round(auc, 4)},
         "train_seconds": round(train_seconds, 2),
     }
-    manifest = stamped(manifest)  # which code, packages and machine trained it, and when
-    atomic_write_json(manifest_path(model_path), manifest)
+    manifest = _save_manifest(model_path, manifest)
     log(f"classifier: {n:,} per class ({manifest['counts']['valid']:,} held out): "
         f"validation accuracy {accuracy:.4f}, AUC {auc:.4f} -> {model_path}")
     return manifest
@@ -324,8 +331,7 @@ def train_combined(model_path: str | Path, settings: dict, run_dir: Path, raw_st
         "hyperparameters": {"l2": s["l2"], "model": "logistic regression (L-BFGS), standardised features"},
         "fit_seconds": round(fit_seconds, 2),
     }
-    manifest = stamped(manifest)  # which code, packages and machine trained it, and when
-    atomic_write_json(manifest_path(model_path), manifest)
+    manifest = _save_manifest(model_path, manifest)
     log(f"combined: {len(train):,} labelled pages ({len(labels):,} lines); held-out AUC {directions} "
         f"line model {line_auc:.4f} -> {model_path}")
     return manifest
@@ -366,8 +372,7 @@ def train_reference_lm(model_path: str | Path, settings: dict, run_dir: Path, ra
         "seed": s["seed"],
         "train_seconds": round(train_seconds, 2),
     }
-    manifest = stamped(manifest)  # which code, packages and machine trained it, and when
-    atomic_write_json(manifest_path(model_path), manifest)
+    manifest = _save_manifest(model_path, manifest)
     log(f"reference LM: order {s['order']} on {len(pick):,} documents ({lm.trained_bytes / 1e6:.1f} MB) "
         f"in {train_seconds:.1f}s -> {model_path}")
     return manifest

@@ -47,12 +47,17 @@ class StaleScoresError(InputProblem, RuntimeError):
 # ---------------------------------------------------------------------------
 # task functions (module level so worker processes can run them)
 
-def score_task(spec: dict, ctx_d: dict, shard: str, score_fp: str) -> dict:
+def _open_shard_task(spec: dict, ctx_d: dict, shard: str) -> tuple[Stage, StageContext, pa.Table]:
+    """A shard task's stage (built once per process), its context for ``shard`` and the shard it reads."""
     stage, ctx = stage_for(spec), StageContext.from_dict(ctx_d)
     ctx.shard = shard
-    folder = ctx.folder
+    return stage, ctx, read_parquet(ctx.input_path(shard))
+
+
+def score_task(spec: dict, ctx_d: dict, shard: str, score_fp: str) -> dict:
     t0 = time.perf_counter()
-    table = read_parquet(ctx.input_path(shard))
+    stage, ctx, table = _open_shard_task(spec, ctx_d, shard)
+    folder = ctx.folder
     scores = stage.score(table, ctx)
     if scores.num_rows != table.num_rows:
         raise ConservationError(f"{stage.name}/{shard}: score returned {scores.num_rows} rows for {table.num_rows}")
@@ -66,11 +71,9 @@ def score_task(spec: dict, ctx_d: dict, shard: str, score_fp: str) -> dict:
 
 
 def decide_task(spec: dict, ctx_d: dict, shard: str, stage_fp: str) -> dict:
-    stage, ctx = stage_for(spec), StageContext.from_dict(ctx_d)
-    ctx.shard = shard
-    folder = ctx.folder
     t0 = time.perf_counter()
-    table = read_parquet(ctx.input_path(shard))
+    stage, ctx, table = _open_shard_task(spec, ctx_d, shard)
+    folder = ctx.folder
     if stage.has_scores:
         scores = folder.read_scores(shard)
         if scores.num_rows != table.num_rows or scores.column("id") != table.column("id"):
