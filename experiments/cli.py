@@ -262,6 +262,7 @@ def cmd_ablation(args) -> int:
 
         out_dir = experiment_settings(cfg)["out_dir"] + "_aa"
         cfg.raw["experiment"].update(aa=True, out_dir=out_dir)
+    _check_ablation_choices(cfg, args)
     if args.plan:
         from experiments.plan import plan_ablation, table
 
@@ -276,6 +277,40 @@ def cmd_ablation(args) -> int:
         print(f"report: {path}")
         print(Path(path).read_text().split("\n## ")[0])
     return 0
+
+
+def _check_ablation_choices(cfg, args) -> None:
+    """--arm, --scale and --settings-from name things of this experiment: a typo is one line before any work,
+    not a whole run of every arm (--scale on a one-rung experiment was ignored) or a silent fall-back."""
+    from experiments.ablation import experiment_settings
+    from pipeline.errors import InputProblem, UsageError
+    from pipeline.params import nearest
+
+    s = experiment_settings(cfg)
+    for flag, given, names, what in (("--arm", args.arm, [a["name"] for a in s["arms"]], "arms"),
+                                     ("--scale", args.scale, [r["name"] for r in s["scales"] or []], "rungs")):
+        for name in given or []:
+            if not names:
+                raise UsageError(f"{flag} {name}: the experiment has no `scales:` (it is one rung)")
+            if name not in names:
+                raise UsageError(f"{flag} {name}: no such {what[:-1]}{nearest(name, names)}; {what}: {', '.join(names)}")
+    if args.settings_from and not (Path(args.settings_from) / "experiment.json").is_file():
+        raise InputProblem(f"--settings-from {args.settings_from}: no experiment.json there (give the results folder "
+                           f"of an earlier ablation)")
+
+
+def _report_destination(dest: Path, out: Path) -> None:
+    """`report --export DEST`: a new or empty folder, or an earlier export; never the ablation itself, a pipeline
+    run or a folder of someone else's files."""
+    from pipeline.errors import InputProblem
+
+    if dest.exists() and not dest.is_dir():
+        raise InputProblem(f"--export {dest}: exists and is not a folder")
+    if dest.is_dir() and dest.resolve() == out.resolve():
+        raise InputProblem(f"--export {dest}: that is the ablation folder itself; choose a new or empty folder")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / "experiment.json").is_file():
+        raise InputProblem(f"--export {dest}: not empty and not an exported report (no experiment.json); "
+                           f"choose a new or empty folder")
 
 
 def cmd_report(args) -> int:
@@ -296,6 +331,7 @@ def cmd_report(args) -> int:
     if args.export:
         from experiments.report import export_results
 
+        _report_destination(Path(args.export), out)
         out = export_results(out, Path(args.export))
     path = write_report(out, command=args.command)
     print(f"report: {path}")

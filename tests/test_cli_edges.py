@@ -815,3 +815,22 @@ def test_inspect_a_reason_no_document_has_lists_the_stages_reasons(finished, cap
                                               "its reasons: c4:too_few_sentences")
     assert main(["inspect", str(run), "--stage", "ingest", "--reason", "empty"]) == 0
     assert capsys.readouterr().out.strip() == "no documents removed with reason 'empty' in stage ingest; it removed none"
+
+
+@pytest.mark.parametrize("dest, expected", [
+    ("{run}", "--export {run}: not empty and not an exported report (no experiment.json)"),
+    ("{tmp}/docs.jsonl", "--export {tmp}/docs.jsonl: exists and is not a folder"),
+    ("{abl}", "--export {abl}: that is the ablation folder itself"),
+])
+def test_report_export_never_writes_into_a_folder_that_is_not_a_report(finished, tmp_path, dest, expected, capsys):
+    """`winnow report ABL --export RUN_DIR` used to copy the report, runs/ and experiment.json into a pipeline run."""
+    run, _ = finished
+    abl = tmp_path / "abl"
+    abl.mkdir()
+    (abl / "experiment.json").write_text("{}")
+    fill = {"run": str(run), "tmp": str(run.parent), "abl": str(abl)}
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert main(["report", str(abl), "--export", dest.format(**fill)]) == EXIT_INPUT
+    assert _one_line_error(capsys).startswith("winnow: error: " + expected.format(**fill))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    assert sorted(p.name for p in abl.iterdir()) == ["experiment.json"]

@@ -113,6 +113,28 @@ def test_out_of_range_and_wrongly_typed_values_are_refused(corpus, tmp_path, sec
         experiment_settings(load_config(write_config(tmp_path / "bad.yaml", cfg)))
 
 
+@pytest.mark.parametrize("argv, code, expected", [
+    (["--arm", "clen"], 2, "--arm clen: no such arm (did you mean `clean`?); arms: raw, clean, raw-small"),
+    (["--scale", "big"], 2, "--scale big: the experiment has no `scales:` (it is one rung)"),
+    (["--plan", "--scale", "big"], 2, "--scale big: the experiment has no `scales:` (it is one rung)"),
+    (["--settings-from", "{tmp}"], 4, "--settings-from {tmp}: no experiment.json there"),
+    (["--aa", "--arm", "clean"], 2, "--arm clean: no such arm; arms: raw, raw-again"),
+])
+def test_ablation_choices_that_name_nothing_are_refused_before_anything_runs(corpus, tmp_path, capsys, argv, code,
+                                                                           expected):
+    """`--arm` with a typo used to run the pipeline and stop at "no finished training runs"; `--scale` on a one-rung
+    experiment and a missing `--settings-from` folder were ignored, and every arm trained."""
+    from experiments.cli import main
+
+    cfg = experiment_config(corpus, tmp_path / "out")
+    cfg["run_dir"] = str(tmp_path / "run")
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert main(["ablation", str(path), *[a.format(tmp=tmp_path) for a in argv]]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("winnow: error: " + expected.format(tmp=tmp_path)), err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+
+
 def test_a_primary_metric_no_task_reports_is_refused_before_anything_runs(corpus, tmp_path):
     """`primary_metric: bpb/hled` used to be found out by the report, after every run had trained."""
     from experiments.settings import experiment_settings
