@@ -218,7 +218,7 @@ def _reference_spec(arm: dict, cfg: PipelineConfig) -> dict:
     """Where a ``reference-only`` arm reads its documents when the reference is not in the raw pool."""
     if arm.get("path"):
         base = Path(cfg.path).parent if cfg.path else Path(".")
-        path = arm["path"] if Path(arm["path"]).is_absolute() else str((base / arm["path"]).resolve())
+        path = _abs(arm["path"], base)
         return {"path": path, **{k: arm.get(k, v) for k, v in REFERENCE_FIELDS.items()}}
     from experiments.quality_models import trainable_filters
 
@@ -243,7 +243,8 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
     base = Path(cfg.path).parent if cfg.path else Path(".")
     stages = cfg.stage_names()
     s["base_dir"] = str(base.resolve())
-    s["out_dir"] = str((base / s["out_dir"]).resolve()) if s["out_dir"] else str(Path(cfg.run_dir) / "ablation")
+    s["out_dir"] = str((base / Path(s["out_dir"]).expanduser()).resolve()) if s["out_dir"] \
+        else str(Path(cfg.run_dir) / "ablation")
     for x in s["seeds"]:
         if not isinstance(x, int) or isinstance(x, bool):
             raise ParamError(f"experiment.seeds: whole numbers only, got {x!r}")
@@ -303,7 +304,7 @@ def _eval_set(i: int, es: Any, base: Path, stages: list[str]) -> dict:
     if es["kind"] in ("file", "domains"):
         if not es["path"]:
             raise ParamError(f"{owner}: kind {es['kind']} needs `path`")
-        es["path"] = es["path"] if Path(es["path"]).is_absolute() else str((base / es["path"]).resolve())
+        es["path"] = _abs(es["path"], base)
     elif es["stage"]:
         _stage_exists(es["stage"], stages, f"{owner}.stage")
     if es["min_chars"] is None:
@@ -352,6 +353,8 @@ def _tasks(s: dict, base: Path) -> tuple[list[dict], list[str]]:
 
 
 def _abs(p: str, base: Path) -> str:
+    """A path of the config, relative to the config file's folder (``~`` is the home folder)."""
+    p = str(Path(p).expanduser())
     return p if Path(p).is_absolute() else str((base / p).resolve())
 
 

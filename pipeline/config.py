@@ -116,7 +116,7 @@ def _build_stages(stages: list[dict]) -> dict[str, tuple[str, Stage]]:
 
 
 def _resolve_paths(stages: list[dict], base: Path) -> None:
-    """Make input paths of the ingest stage absolute relative to the config file."""
+    """Make input paths of the ingest stage absolute relative to the config file (``~`` is the home folder)."""
     for s in stages:
         inputs = s.get("inputs")
         for inp in inputs if isinstance(inputs, list) else []:
@@ -124,10 +124,14 @@ def _resolve_paths(stages: list[dict], base: Path) -> None:
                 continue  # the stage's own check names the mistake
             for key in ("path", "data_dir", "data_files"):
                 v = inp.get(key)
+                if isinstance(v, str) and not _looks_remote(v) and v.startswith("~"):
+                    v = inp[key] = os.path.expanduser(v)
                 if isinstance(v, str) and not _looks_remote(v) and not Path(v).is_absolute():
                     inp[key] = str((base / v).resolve()) if (base / v).exists() or "*" in v else str(base / v)
         for key in ("model_path", "reference_path"):
             v = s.get(key)
+            if isinstance(v, str) and v.startswith("~"):
+                v = s[key] = os.path.expanduser(v)
             if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
                 s[key] = str((base / v).resolve())
         filters = s.get("filters")
@@ -150,9 +154,9 @@ def _resolve_filter_paths(params: Any, base: Path) -> None:
     for key, v in params.items():
         if isinstance(v, (dict, list)):
             _resolve_filter_paths(v, base)
-        elif (key == "path" or key.endswith("_path")) and isinstance(v, str) and not _looks_remote(v) \
-                and not Path(v).is_absolute():
-            params[key] = str((base / v).resolve())
+        elif (key == "path" or key.endswith("_path")) and isinstance(v, str) and not _looks_remote(v):
+            v = os.path.expanduser(v)
+            params[key] = v if Path(v).is_absolute() else str((base / v).resolve())
 
 
 def _whole_number(raw: dict, key: str, default: int, minimum: int) -> int:
@@ -280,7 +284,7 @@ def config_from_dict(
         raise ConfigError(f"run_dir: expected a folder path, got {type(raw['run_dir']).__name__}")
     if "run_dir" in raw and not str(raw["run_dir"]).strip():
         raise ConfigError("run_dir: empty; name a folder for this run")
-    run_dir = Path(raw.get("run_dir", "runs/default"))
+    run_dir = Path(raw.get("run_dir", "runs/default")).expanduser()  # `~/runs/x`, not a folder named `~` here
     if not run_dir.is_absolute():
         run_dir = (base / run_dir).resolve()
     if run_dir == Path(run_dir.anchor) or run_dir == Path.home().resolve():

@@ -834,3 +834,26 @@ def test_report_export_never_writes_into_a_folder_that_is_not_a_report(finished,
     assert _one_line_error(capsys).startswith("winnow: error: " + expected.format(**fill))
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
     assert sorted(p.name for p in abl.iterdir()) == ["experiment.json"]
+
+
+def test_a_tilde_in_a_config_path_is_the_home_folder_not_a_folder_named_tilde(tmp_path, monkeypatch):
+    """`run_dir: ~/runs/x` used to make a folder literally named `~` beside the config (and `path: ~/data.jsonl`
+    was "file not found" at CONFIG_DIR/~/data.jsonl)."""
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    _docs(home / "data")
+    cfgdir = tmp_path / "cfg"
+    cfgdir.mkdir()
+    cfg = {"run_dir": "~/runs/x", "stages": [
+        {"name": "ingest", "inputs": [{"path": "~/data/docs.jsonl"}]},
+        {"name": "q", "kind": "filter", "filters": [{"c4": {"badwords_path": "~/data/bad.txt"}}]}],
+        "experiment": {"out_dir": "~/abl", "arms": [{"name": "raw", "stage": "ingest", "tokens": 10}]}}
+    c = load_config(_write(cfgdir, cfg))
+    assert c.run_dir == home / "runs" / "x"
+    assert c.stages[0]["inputs"][0]["path"] == str(home / "data" / "docs.jsonl")
+    assert c.stages[1]["filters"][0]["c4"]["badwords_path"] == str(home / "data" / "bad.txt")
+    from experiments.settings import experiment_settings
+
+    assert experiment_settings(c)["out_dir"] == str(home / "abl")
+    assert not (cfgdir / "~").exists()
