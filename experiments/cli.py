@@ -63,6 +63,11 @@ def _load(args):
         overrides["executor"] = args.executor
     cfg = load_config(args.config, overrides)
     if getattr(args, "address", None):
+        if cfg.executor != "ray":  # else it was ignored and the run went local, on one machine
+            from pipeline.errors import UsageError
+
+            raise UsageError(f"--address {args.address}: goes with the Ray executor (--executor ray, or "
+                             f"`executor: ray` in the config); this run's executor is {cfg.executor}")
         cfg.executor_options["address"] = args.address
     return cfg
 

@@ -857,3 +857,12 @@ def test_a_tilde_in_a_config_path_is_the_home_folder_not_a_folder_named_tilde(tm
 
     assert experiment_settings(c)["out_dir"] == str(home / "abl")
     assert not (cfgdir / "~").exists()
+
+
+def test_a_ray_address_without_the_ray_executor_is_a_usage_error(tmp_path, capsys):
+    """`winnow run CONFIG --address auto` (the README's Ray line without --executor ray) used to run locally."""
+    path = _write(tmp_path, _config(tmp_path))
+    assert main(["run", str(path), "--address", "auto", "--no-progress"]) == EXIT_USAGE
+    assert _one_line_error(capsys) == ("winnow: error: --address auto: goes with the Ray executor (--executor ray, "
+                                       "or `executor: ray` in the config); this run's executor is local")
+    assert not (tmp_path / "run").exists()
