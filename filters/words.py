@@ -33,8 +33,7 @@ from __future__ import annotations
 import re
 import string as _string
 import unicodedata
-from itertools import chain, compress
-from operator import not_
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -508,7 +507,9 @@ def is_punct(token: str) -> bool:
 
 
 class _Vocab:
-    """Token strings <-> integer ids, with per-token attributes in NumPy arrays (one per process).
+    """Token strings <-> integer ids, with per-token attributes in NumPy arrays (one per process), and the
+    chunk table: each distinct whitespace-separated chunk gets an index, and its tokens' ids are stored once,
+    so a document's ids are a few array operations over its chunks' indices.
 
     Ids are given in order of first appearance; a token's attributes are computed in bulk by :meth:`sync`.
     """
@@ -520,15 +521,23 @@ class _Vocab:
     def __init__(self):
         self.ids: dict[str, int] = {}
         self.strings: list[str] = []
-        self.chunks: dict[str, dict[str, tuple[int, ...]]] = {name: {} for name in TOKENIZERS}
+        #: per tokenizer: chunk -> its index in the chunk table
+        self.chunks: dict[str, dict[str, int]] = {name: {} for name in TOKENIZERS}
         self.synced = 0
         for name, dtype, fill in self._ARRAYS:
             setattr(self, name, np.full(1 << 14, fill, dtype))
+        # the chunk table: chunk i's tokens are chunk_tokens[chunk_start[i]:chunk_start[i] + chunk_len[i]]
+        self.n_chunks = 0
+        self.n_chunk_tokens = 0
+        self.chunk_len = np.zeros(1 << 14, np.int64)
+        self.chunk_start = np.zeros(1 << 14, np.int64)
+        self.chunk_first = np.zeros(1 << 14, np.int64)  # the first token's id (the only one, for most chunks)
+        self.chunk_tokens = np.zeros(1 << 15, np.int64)
 
     def __len__(self) -> int:
         return len(self.strings)
 
-    def add(self, tokens) -> tuple[int, ...]:
+    def add(self, tokens) -> list[int]:
         ids, strings, out = self.ids, self.strings, []
         for t in tokens:
             i = ids.get(t)
@@ -536,7 +545,7 @@ class _Vocab:
                 i = ids[t] = len(strings)
                 strings.append(t)
             out.append(i)
-        return tuple(out)
+        return out
 
     def sync(self) -> "_Vocab":
         """Fill in the attributes of the tokens added since the last call."""
@@ -546,13 +555,10 @@ class _Vocab:
         if hi > len(self.length):
             size = max(hi, 2 * len(self.length))
             for name, dtype, fill in self._ARRAYS:
-                old = getattr(self, name)
-                new = np.full(size, fill, dtype)
-                new[:lo] = old[:lo]
-                setattr(self, name, new)
+                setattr(self, name, _grown(getattr(self, name), size, lo, fill))
         new_tokens = self.strings[lo:hi]
         punct, final, stop = PUNCTUATION_SET, SENTENCE_FINAL, self.STOP_INDEX
-        self.length[lo:hi] = [len(t) for t in new_tokens]
+        self.length[lo:hi] = np.fromiter(map(len, new_tokens), np.int64, hi - lo)
         self.symbol[lo:hi] = [t[0] in punct and is_symbol_word(t) for t in new_tokens]
         self.alpha[lo:hi] = [t.isalpha() or any(c.isalpha() for c in t) for t in new_tokens]
         self.kind[lo:hi] = [FINAL if t in final else PUNCT if _is_p(t[0]) and is_punct(t) else WORD
@@ -562,24 +568,75 @@ class _Vocab:
         self.synced = hi
         return self
 
-    def chunk_entries(self, parts: list[str], tokenizer: str) -> list[tuple[int, ...]]:
-        """Token ids of each chunk; chunks not seen before are tokenised, in order of appearance."""
+    def chunk_indices(self, parts: list[str], tokenizer: str) -> np.ndarray:
+        """Chunk-table indices of ``parts``; chunks not seen before are tokenised, in order of appearance."""
         cache = self.chunks[tokenizer]
-        entries = list(map(cache.get, parts))
-        if None in entries:
-            spacy = tokenizer == "spacy_like"
-            ids, strings, specials = self.ids, self.strings, SPECIAL_CASES
-            for c in dict.fromkeys(compress(parts, map(not_, entries))):
-                if not spacy or c.isalpha() and c not in specials:  # the chunk is its one token
-                    i = ids.get(c)
-                    if i is None:
-                        i = ids[c] = len(strings)
-                        strings.append(c)
-                    cache[c] = (i,)
-                else:
-                    cache[c] = self.add(split_chunk(c))
-            entries = list(map(cache.__getitem__, parts))
-        return entries
+        n = len(parts)
+        idx = np.fromiter(map(cache.get, parts, repeat(-1)), np.int64, n)
+        if n and idx.min() < 0:
+            missing = np.flatnonzero(idx < 0).tolist()
+            self._add_chunks(list(dict.fromkeys(map(parts.__getitem__, missing))), tokenizer)
+            idx[missing] = list(map(cache.__getitem__, map(parts.__getitem__, missing)))
+        return idx
+
+    def _add_chunks(self, new: list[str], tokenizer: str) -> None:
+        """Tokenise chunks not in the table yet and append them to it."""
+        cache, ids, strings, specials = self.chunks[tokenizer], self.ids, self.strings, SPECIAL_CASES
+        spacy = tokenizer == "spacy_like"
+        flat: list[int] = []
+        lens: list[int] = []
+        k = self.n_chunks
+        for c in new:
+            if not spacy or c.isalpha() and c not in specials:  # the chunk is its one token
+                i = ids.get(c)
+                if i is None:
+                    i = ids[c] = len(strings)
+                    strings.append(c)
+                flat.append(i)
+                lens.append(1)
+            else:
+                toks = self.add(split_chunk(c))
+                flat.extend(toks)
+                lens.append(len(toks))
+            cache[c] = k
+            k += 1
+        lo, hi, t_lo, t_hi = self.n_chunks, k, self.n_chunk_tokens, self.n_chunk_tokens + len(flat)
+        if hi > len(self.chunk_len):
+            size = max(hi, 2 * len(self.chunk_len))
+            self.chunk_len = _grown(self.chunk_len, size, lo, 0)
+            self.chunk_start = _grown(self.chunk_start, size, lo, 0)
+            self.chunk_first = _grown(self.chunk_first, size, lo, 0)
+        if t_hi > len(self.chunk_tokens):
+            self.chunk_tokens = _grown(self.chunk_tokens, max(t_hi, 2 * len(self.chunk_tokens)), t_lo, 0)
+        self.chunk_tokens[t_lo:t_hi] = flat
+        length = np.array(lens, np.int64)
+        self.chunk_len[lo:hi] = length
+        starts = np.cumsum(length) - length + t_lo
+        self.chunk_start[lo:hi] = starts
+        self.chunk_first[lo:hi] = self.chunk_tokens[starts]
+        self.n_chunks, self.n_chunk_tokens = hi, t_hi
+
+    def token_ids(self, parts: list[str], tokenizer: str) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, for each chunk the index of the token after its last) of the chunks ``parts``."""
+        idx = self.chunk_indices(parts, tokenizer)
+        lens = self.chunk_len[idx]
+        ends = np.cumsum(lens)
+        total = int(ends[-1]) if len(ends) else 0
+        if total == len(idx):  # every chunk is one token (every chunk has at least one)
+            return self.chunk_first[idx], ends
+        offsets = np.repeat(self.chunk_start[idx] - ends + lens, lens) + np.arange(total)
+        return self.chunk_tokens[offsets], ends
+
+    def chunk_count(self, chunk: str, tokenizer: str = "spacy_like") -> int:
+        """Number of tokens of a chunk the table holds."""
+        return int(self.chunk_len[self.chunks[tokenizer][chunk]])
+
+
+def _grown(a: np.ndarray, size: int, keep: int, fill) -> np.ndarray:
+    """``a`` enlarged to ``size`` elements, its first ``keep`` kept, the rest ``fill``."""
+    out = np.full(size, fill, a.dtype)
+    out[:keep] = a[:keep]
+    return out
 
 
 def _is_p(c: str) -> bool:
@@ -657,10 +714,8 @@ def doc_tokens(text: str, tokenizer: str = "spacy_like") -> DocTokens:
         return hit
     _check(tokenizer)
     vocab = _fresh_vocab()
-    entries = vocab.chunk_entries(text.split(), tokenizer)
+    ids, chunk_ends = vocab.token_ids(text.split(), tokenizer)
     vocab.sync()
-    chunk_ends = np.cumsum(np.fromiter(map(len, entries), np.int64, len(entries)))
-    ids = np.fromiter(chain.from_iterable(entries), np.int64, int(chunk_ends[-1]) if len(entries) else 0)
     words = ~vocab.symbol[ids]
     out = DocTokens(ids, int(np.count_nonzero(words)), int(vocab.length[ids][words].sum()),
                     int(np.count_nonzero(vocab.alpha[ids])), vocab, chunk_ends)
@@ -693,7 +748,9 @@ def count_tokens(text: str, tokenizer: str = "spacy_like") -> int:
     if n is not None:
         return n
     _check(tokenizer)
-    return sum(map(len, _fresh_vocab().chunk_entries(text.split(), tokenizer)))
+    vocab = _fresh_vocab()
+    idx = vocab.chunk_indices(text.split(), tokenizer)
+    return int(vocab.chunk_len[idx].sum())
 
 
 def words(text: str, tokenizer: str = "spacy_like") -> list[str]:
@@ -717,7 +774,7 @@ _SEP = b"\x03"
 _RUNS = regex.compile(r"\S+|\s+")
 
 
-def _whitespace_kinds(line: str, kinds: bytes, chunks: dict) -> bytes:
+def _whitespace_kinds(line: str, kinds: bytes, vocab: _Vocab) -> bytes:
     """A line's kinds with spaCy's whitespace tokens put in: spaCy makes a token of whitespace, except of the
     one space that follows a chunk, and such a token is neither punctuation nor a mark (so a word here)."""
     out, k, after_chunk = [], 0, False
@@ -727,7 +784,7 @@ def _whitespace_kinds(line: str, kinds: bytes, chunks: dict) -> bytes:
                 out.append(b"\x00")
             after_chunk = False
         else:
-            n = len(chunks[run])
+            n = vocab.chunk_count(run)
             out.append(kinds[k:k + n])
             k += n
             after_chunk = True
@@ -770,20 +827,19 @@ def lines_sentences(lines: list[str], doc: DocTokens | None = None, spans: list 
     if doc is not None and None not in spans and _single_spaced("\n".join(lines).replace("\n", " ")):
         # the common case: every line is a run of the page's chunks, separated by single spaces
         return total + len(_NEW_SENTENCE.findall(_SEP.join([doc_kinds[ends[a]:ends[b]] for a, b in spans])))
-    chunks = vocab.chunks["spacy_like"]
     pieces = []
     for ln, sp in zip(lines, spans):
         if sp is not None:
             piece = doc_kinds[ends[sp[0]]:ends[sp[1]]]
         else:
-            ids = np.fromiter(chain.from_iterable(vocab.chunk_entries(ln.split(), "spacy_like")), np.int64)
+            ids = vocab.token_ids(ln.split(), "spacy_like")[0]
             vocab.sync()
             piece = vocab.kind[ids].tobytes()
         if b"\x02" in piece and not _single_spaced(ln):  # tabs, runs of spaces: whitespace tokens
             if sp is not None and not ln[0].isspace() and not ln[-1].isspace():
                 piece = _between_chunks(ln, piece, doc.chunk_ends, sp)
             else:
-                piece = _whitespace_kinds(ln, piece, chunks)
+                piece = _whitespace_kinds(ln, piece, vocab)
         pieces.append(piece)
     return total + len(_NEW_SENTENCE.findall(_SEP.join(pieces)))
 
