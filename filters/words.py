@@ -228,16 +228,18 @@ _ONE_CHAR_PREFIX = regex.compile(rf"[§%=—–…{_E(_PUNCT_CHARS + _QUOTES)}{_
 _ONE_CHAR_SUFFIX = regex.compile(rf"[…—–{_E(_PUNCT_CHARS + _QUOTES)}]|{_ICON}", regex.V1)
 _DOT_OK_CHAR = regex.compile(rf"[{_BEFORE_FINAL_DOT}]", regex.V1)
 _UPPER_CHAR = regex.compile(rf"[{ALPHA_UPPER}]", regex.V1)
-_FLAGS: dict[str, int] = {}
 
 
-def _flags(c: str) -> int:
-    """Which affix roles a character can play (memoised per character)."""
-    f = _FLAGS.get(c)
-    if f is None:
-        f = _FLAGS[c] = ((_P1 if _ONE_CHAR_PREFIX.match(c) else 0) | (_S1 if _ONE_CHAR_SUFFIX.match(c) else 0)
-                         | (_DOT_OK if _DOT_OK_CHAR.match(c) else 0) | (_UP if _UPPER_CHAR.match(c) else 0))
-    return f
+class _FlagTable(dict):
+    """Character -> which affix roles it can play, computed on first lookup (``_FLAGS[c]``: no call on a hit)."""
+
+    def __missing__(self, c: str) -> int:
+        f = self[c] = ((_P1 if _ONE_CHAR_PREFIX.match(c) else 0) | (_S1 if _ONE_CHAR_SUFFIX.match(c) else 0)
+                       | (_DOT_OK if _DOT_OK_CHAR.match(c) else 0) | (_UP if _UPPER_CHAR.match(c) else 0))
+        return f
+
+
+_FLAGS = _FlagTable()
 
 
 #: Suffixes after an ASCII digit (currencies and units), by length; and the two-character suffixes.
@@ -254,7 +256,7 @@ def _prefix_len(s: str) -> int:
         return n if n > 1 else 0
     if c == "+":
         return 1 if len(s) == 1 or s[1] not in _DIGITS else 0
-    if _flags(c) & _P1:
+    if _FLAGS[c] & _P1:
         return 1
     if s.startswith("US$"):
         return 3
@@ -271,23 +273,22 @@ def _suffix_len(s: str) -> int:
         return 0
     if n > 1 and s[-1] == "." and s[-2] == ".":
         return n - len(s.rstrip("."))
-    for k in range(min(_SUFFIX_MAX, n - 1), 1, -1):
-        tail = s[-k:]
-        if s[-k - 1] in _DIGITS and tail in _AFTER_DIGIT[k]:
-            return k
-        if k == 2 and tail in _TWO_CHAR_SUFFIX:
-            return 2
-    if n == 2 and s in _TWO_CHAR_SUFFIX:
+    if not _DIGITS.isdisjoint(s[-_SUFFIX_MAX - 1:-2]):  # a unit or currency of 2 or more characters may follow
+        for k in range(min(_SUFFIX_MAX, n - 1), 1, -1):
+            tail = s[-k:]
+            if s[-k - 1] in _DIGITS and tail in _AFTER_DIGIT[k]:
+                return k
+    if n > 1 and s[-2:] in _TWO_CHAR_SUFFIX:
         return 2
     c = s[-1]
-    if _flags(c) & _S1:
+    if _FLAGS[c] & _S1:
         return 1
     if n > 1:
         b = s[-2]
         if b in _DIGITS and (c == "+" or c in _AFTER_DIGIT[1]):
             return 1
         if c == ".":
-            if _flags(b) & _DOT_OK or n > 2 and (_flags(b) & _UP and _flags(s[-3]) & _UP
+            if _FLAGS[b] & _DOT_OK or n > 2 and (_FLAGS[b] & _UP and _FLAGS[s[-3]] & _UP
                                                   or s[-3] == "°" and b in "FfCcKk"):
                 return 1
     return 0
@@ -365,7 +366,7 @@ def _affix_patterns() -> dict[tuple[str, ...], tuple[str, ...]]:
 
 
 _AFFIX_SPECIALS = _affix_patterns()
-_AFFIX_FIRST = {p[0] for p in _AFFIX_SPECIALS}
+_AFFIX_PAIRS = frozenset(p[:2] for p in _AFFIX_SPECIALS)
 _AFFIX_MAX = max(map(len, _AFFIX_SPECIALS), default=0)
 
 
@@ -387,16 +388,16 @@ def _split_fast(chunk: str) -> list[str] | None:
         return [chunk]
     word, mark = chunk[:-1], chunk[-1]
     if mark in _CLOSING and (word.isalpha() or word.isdigit()):  # the commonest: "word," "word." "it)"
-        if mark != "." or (word[-1] in _DIGITS or _flags(word[-1]) & _DOT_OK
-                           or len(word) > 1 and _flags(word[-2]) & _UP and _flags(word[-1]) & _UP):
+        if mark != "." or (word[-1] in _DIGITS or _FLAGS[word[-1]] & _DOT_OK
+                           or len(word) > 1 and _FLAGS[word[-2]] & _UP and _FLAGS[word[-1]] & _UP):
             return [*SPECIAL_CASES.get(word, (word,)), mark]
         return [chunk]  # "J." stays one token
     n = len(chunk)
     i = 0
-    while i < n and _flags(chunk[i]) & _P1 and chunk[i] != "…":
+    while i < n and _FLAGS[chunk[i]] & _P1 and chunk[i] != "…":
         i += 1
     j = n
-    while j > i and (chunk[j - 1] == "." or _flags(chunk[j - 1]) & _S1 and chunk[j - 1] != "…"):
+    while j > i and (chunk[j - 1] == "." or _FLAGS[chunk[j - 1]] & _S1 and chunk[j - 1] != "…"):
         j -= 1
     core = chunk[i:j]
     if not core or not (core.isalpha() or core.isdigit()) or ".." in chunk or core in "sS" and i and chunk[i - 1] in "'’":
@@ -418,8 +419,8 @@ def _split_fast(chunk: str) -> list[str] | None:
                 suf = 1
             else:  # the suffix rules for "." look at what precedes it in the string without the prefix
                 t = chunk[a + pre:b]
-                if len(t) > 1 and (_flags(t[-2]) & _DOT_OK or len(t) > 2 and (
-                        _flags(t[-3]) & _UP and _flags(t[-2]) & _UP or t[-3] == "°" and t[-2] in "FfCcKk")):
+                if len(t) > 1 and (_FLAGS[t[-2]] & _DOT_OK or len(t) > 2 and (
+                        _FLAGS[t[-3]] & _UP and _FLAGS[t[-2]] & _UP or t[-3] == "°" and t[-2] in "FfCcKk")):
                     suf = 1
                 else:
                     return None  # a "." that stays attached: the general rules decide the rest
@@ -447,7 +448,7 @@ def split_chunk(chunk: str) -> list[str]:
     tokens = _split_fast(chunk)
     if tokens is None:
         tokens = _split(chunk)
-    if len(tokens) > 1 and not _AFFIX_FIRST.isdisjoint(tokens):
+    if len(tokens) > 1 and not _AFFIX_PAIRS.isdisjoint(zip(tokens, tokens[1:])):
         # spaCy's second pass: token runs that spell a special case containing punctuation become that case
         i, out = 0, []
         while i < len(tokens):

@@ -126,3 +126,30 @@ def test_real_sentences_where_winnow_and_spacy_once_disagreed(shared):
         if spacy_like_words(line) != want:
             wrong.append((c["file"], c["row"], line[c["chunk_at"]:c["chunk_at"] + 30]))
     assert not wrong, wrong[:5]
+
+
+def test_fast_paths_agree_with_the_general_affix_loop():
+    """The shortcuts (a chunk's commonest shapes, and the second pass only where a token pair could start a
+    special case) give what spaCy's general loop gives, on random chunks built from the characters that matter."""
+    import random
+
+    from filters.words import _AFFIX_SPECIALS, _split, _split_fast, split_chunk
+
+    rng = random.Random(5)
+    pool = list("aZe9.,;:!?()[]\"'’“”…—–-+%$°C²/") + ["US$", "km", "'s", "’S", "Mr", "vs", "e.g", "g", "i", "😀", "த", "ி"]
+    for _ in range(30000):
+        s = "".join(rng.choice(pool) for _ in range(rng.randint(1, 7)))
+        fast = _split_fast(s)
+        assert fast is None or fast == _split(s), s
+        tokens, i, want = _split(s) if fast is None else fast, 0, []
+        while i < len(tokens):  # the second pass, trying every run of tokens
+            for n in range(len(tokens) - i, 1, -1):
+                hit = _AFFIX_SPECIALS.get(tuple(tokens[i:i + n]))
+                if hit is not None:
+                    want.extend(hit)
+                    i += n
+                    break
+            else:
+                want.append(tokens[i])
+                i += 1
+        assert split_chunk(s) == want, s
