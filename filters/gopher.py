@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from itertools import groupby
 
 import numpy as np
 import regex
@@ -60,14 +61,12 @@ NGRAM_JOINS = ("space", "none")
 #: Characters that start a bulleted line.
 BULLETS = ("•", "-")
 
-_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 #: Line boundaries of ``str.splitlines``, and whitespace inside a line.
 _EOL = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _BLANK = "[" + regex.escape("".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in _EOL)) + "]"
 #: A line whose first non-blank character is a bullet; a line whose last non-blank characters are an ellipsis.
 _BULLET_LINE = regex.compile(rf"(?<=(?:^|[{_EOL}]){_BLANK}*)[{''.join(BULLETS)}]")
 _ELLIPSIS_LINE = re.compile(rf"(?:\.\.\.|…){_BLANK}*(?=[{_EOL}]|\Z)")
-_LINE_BREAKS = re.compile(r"\n+")
 
 
 def split_lines(text: str) -> list[str]:
@@ -76,9 +75,21 @@ def split_lines(text: str) -> list[str]:
 
 
 def split_paragraphs(text: str) -> list[str]:
-    """Blocks separated by two or more newlines (text stripped first, blocks not)."""
+    """Blocks separated by two or more newlines (text stripped first, blocks not): the runs of non-empty lines
+    (``re.split(r"\n{2,}", ...)``, without a regular expression scanning every character)."""
     text = text.strip()
-    return _PARAGRAPH_BREAK.split(text) if "\n\n" in text else [text]
+    if "\n\n" not in text:
+        return [text]
+    return ["\n".join(block) for nonempty, block in groupby(text.split("\n"), bool) if nonempty]
+
+
+def split_line_runs(text: str) -> list[str]:
+    """The text split at runs of newlines (``re.split(r"\n+", text)``: an empty first or last item where the
+    text starts or ends with one)."""
+    lines = text.split("\n")
+    if "\n\n" not in text:
+        return lines
+    return [lines[0], *filter(None, lines[1:-1]), lines[-1]]
 
 
 def duplicate_stats(items: list[str]) -> tuple[int, int]:
@@ -403,7 +414,7 @@ class GopherRepetition(Filter):
             text = doc.text
             chars = max(len(text), 1)
             paras = split_paragraphs(text)
-            lines = _LINE_BREAKS.split(text) if "\n\n" in text else text.split("\n")
+            lines = split_line_runs(text)
             dup_paras, dup_para_chars = duplicate_stats(paras)
             dup_lines, dup_line_chars = duplicate_stats(lines)
             outs.append({

@@ -127,6 +127,22 @@ def without_ngram_rules() -> GopherRepetition:
                             **{f"max_top_{n}gram_frac": 1.0 for n in range(2, 5)})
 
 
+def test_line_and_paragraph_splits_equal_the_regular_expressions():
+    """Gopher's duplicate lines are split at runs of newlines and its paragraphs at two or more; the string
+    splits that replace the regular expressions give the same items, empty ends included."""
+    import random
+    import re
+
+    from filters.gopher import split_line_runs, split_paragraphs
+
+    rng = random.Random(7)
+    for _ in range(20000):
+        text = "".join(rng.choice(["a", "b", " ", "\n", "\n", "\r", "\t"]) for _ in range(rng.randint(0, 12)))
+        assert split_line_runs(text) == re.split(r"\n+", text), repr(text)
+        stripped = text.strip()
+        assert split_paragraphs(text) == (re.split(r"\n{2,}", stripped) if "\n\n" in stripped else [stripped]), repr(text)
+
+
 def test_dup_line_frac_threshold():
     unique = [" ".join(unique_words(8, start=10 * i)) for i in range(6)]
     ok = "\n".join(unique + ["same"] * 4)      # 3 repeats of 10 lines = 0.3
