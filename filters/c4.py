@@ -36,7 +36,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from filters.base import Filter
-from filters.words import count_tokens, doc_tokens, lines_sentences, note_token_count
+from filters.words import count_tokens, doc_tokens, doc_tokens_batch, lines_sentences, note_token_count
 
 #: Phrases that mark a policy-notice line (Raffel et al. 2020, Section 2.2).
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
@@ -115,6 +115,10 @@ class C4(Filter):
     def setup(self) -> None:
         path = self.params["badwords_path"]
         self.badwords = load_badwords(path) if path else None
+
+    def score_batch(self, docs) -> list[dict]:
+        doc_tokens_batch([d.text for d in docs])  # tokenised together, then looked up
+        return [self.score(d) for d in docs]
 
     def score(self, doc) -> dict:
         self.ensure_setup()

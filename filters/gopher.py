@@ -50,7 +50,7 @@ import numpy as np
 import regex
 
 from filters.base import Filter
-from filters.words import TOKENIZERS, doc_tokens
+from filters.words import TOKENIZERS, doc_tokens, doc_tokens_batch
 from pipeline.params import one_of
 
 #: Gopher's stop-word rule: a document must contain at least two of these (Rae et al. 2021, A.1.1).
@@ -327,6 +327,10 @@ class GopherQuality(Filter):
             raise ValueError(f"gopher_quality: unknown tokenizer {self.params['tokenizer']!r}; "
                              f"choose one of {', '.join(TOKENIZERS)}")
 
+    def score_batch(self, docs) -> list[dict]:
+        doc_tokens_batch([d.text for d in docs], self.params["tokenizer"])  # tokenised together, then looked up
+        return [self.score(d) for d in docs]
+
     def score(self, doc) -> dict:
         text = doc.text
         tokens = doc_tokens(text, self.params["tokenizer"])
@@ -423,8 +427,9 @@ class GopherRepetition(Filter):
                 "gopher_dup_line_char_frac": dup_line_chars / chars,
                 "gopher_dup_para_char_frac": dup_para_chars / chars,
             })
-        tokenizer = self.params["tokenizer"]
-        fracs = ngram_repetition_batch([(doc_tokens(d.text, tokenizer), len(d.text)) for d in docs],
+        texts = [d.text for d in docs]
+        tokens = doc_tokens_batch(texts, self.params["tokenizer"])
+        fracs = ngram_repetition_batch([(t, len(text)) for t, text in zip(tokens, texts)],
                                        tuple(TOP_NGRAM_MAX), tuple(DUP_NGRAM_MAX), self.params["dup_ngram_join"])
         for out, f in zip(outs, fracs):
             for n in TOP_NGRAM_MAX:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import string as _string
 import unicodedata
-from itertools import repeat
+from itertools import chain, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -516,6 +516,7 @@ class _Vocab:
     """
 
     STOP_INDEX = {w: i for i, w in enumerate(("the", "be", "to", "of", "and", "that", "have", "with"))}
+    STOP_MAX_LEN = max(map(len, STOP_INDEX))
     _ARRAYS = (("length", np.int64, 0), ("symbol", bool, False), ("alpha", bool, False), ("kind", np.uint8, 0),
                ("stop", np.int8, -1), ("stop_lower", np.int8, -1))
 
@@ -560,12 +561,22 @@ class _Vocab:
         new_tokens = self.strings[lo:hi]
         punct, final, stop = PUNCTUATION_SET, SENTENCE_FINAL, self.STOP_INDEX
         self.length[lo:hi] = np.fromiter(map(len, new_tokens), np.int64, hi - lo)
-        self.symbol[lo:hi] = [t[0] in punct and is_symbol_word(t) for t in new_tokens]
-        self.alpha[lo:hi] = [t.isalpha() or any(c.isalpha() for c in t) for t in new_tokens]
-        self.kind[lo:hi] = [FINAL if t in final else PUNCT if _is_p(t[0]) and is_punct(t) else WORD
-                            for t in new_tokens]
-        self.stop[lo:hi] = [stop.get(t, -1) for t in new_tokens]
-        self.stop_lower[lo:hi] = [stop.get(t.lower(), -1) if len(t) < 5 else -1 for t in new_tokens]
+        letters = np.fromiter(map(str.isalpha, new_tokens), bool, hi - lo)  # most: a word, no symbol, no mark
+        other = np.flatnonzero(~letters)
+        rest = [new_tokens[i] for i in other.tolist()]
+        alpha = letters.copy()
+        alpha[other] = [any(c.isalpha() for c in t) for t in rest]
+        self.alpha[lo:hi] = alpha
+        symbol = np.zeros(hi - lo, bool)
+        symbol[other] = [t[0] in punct and is_symbol_word(t) for t in rest]
+        self.symbol[lo:hi] = symbol
+        kind = np.full(hi - lo, WORD, np.uint8)
+        kind[other] = [FINAL if t in final else PUNCT if _P_START[t[0]] and is_punct(t) else WORD for t in rest]
+        self.kind[lo:hi] = kind
+        short = np.flatnonzero(self.length[lo:hi] <= self.STOP_MAX_LEN)  # only short tokens can be stop words
+        words = [new_tokens[i] for i in short.tolist()]
+        self.stop[lo + short] = [stop.get(t, -1) for t in words]
+        self.stop_lower[lo + short] = [stop.get(t.lower(), -1) for t in words]
         self.synced = hi
         return self
 
@@ -596,8 +607,13 @@ class _Vocab:
                 flat.append(i)
                 lens.append(1)
             else:
-                toks = self.add(split_chunk(c))
-                flat.extend(toks)
+                toks = split_chunk(c)
+                for t in toks:
+                    i = ids.get(t)
+                    if i is None:
+                        i = ids[t] = len(strings)
+                        strings.append(t)
+                    flat.append(i)
                 lens.append(len(toks))
             cache[c] = k
             k += 1
@@ -640,8 +656,15 @@ def _grown(a: np.ndarray, size: int, keep: int, fill) -> np.ndarray:
     return out
 
 
-def _is_p(c: str) -> bool:
-    return unicodedata.category(c)[0] == "P"
+class _PunctTable(dict):
+    """Character -> whether it is Unicode punctuation (category P*), computed on first lookup."""
+
+    def __missing__(self, c: str) -> bool:
+        p = self[c] = unicodedata.category(c)[0] == "P"
+        return p
+
+
+_P_START = _PunctTable()
 
 
 _VOCAB_MAX = 1_000_000
@@ -709,23 +732,63 @@ def _check(tokenizer: str) -> None:
 
 def doc_tokens(text: str, tokenizer: str = "spacy_like") -> DocTokens:
     """Tokens of ``text`` (memoised for the last documents, so filters of one stage share them)."""
-    key = (tokenizer, text)
-    hit = _DOCS.get(key)
-    if hit is not None:
-        return hit
+    hit = _DOCS.get((tokenizer, text))
+    return hit if hit is not None else doc_tokens_batch([text], tokenizer)[0]
+
+
+#: Characters of text tokenised together by :func:`doc_tokens_batch` (bounds the arrays of one pass).
+BATCH_CHARS = 1_000_000
+
+
+def doc_tokens_batch(texts: list[str], tokenizer: str = "spacy_like") -> list[DocTokens]:
+    """:func:`doc_tokens` of each text, tokenised together: one chunk lookup and one vocabulary update per
+    ~:data:`BATCH_CHARS` characters of text, and every document's counts from the same few array
+    operations, instead of a dozen small ones per document."""
     _check(tokenizer)
-    vocab = _fresh_vocab()
-    ids, chunk_ends = vocab.token_ids(text.split(), tokenizer)
-    vocab.sync()
-    words = ~vocab.symbol[ids]
-    out = DocTokens(ids, int(np.count_nonzero(words)), int(vocab.length[ids][words].sum()),
-                    int(np.count_nonzero(vocab.alpha[ids])), vocab, chunk_ends)
-    global _docs_tokens
-    while _DOCS and _docs_tokens + len(ids) > _DOCS_TOKENS_MAX:
-        _docs_tokens -= len(_DOCS.pop(next(iter(_DOCS))).ids)
-    _DOCS[key] = out
-    _docs_tokens += len(ids)
+    out: list = [_DOCS.get((tokenizer, t)) for t in texts]
+    todo = [k for k, hit in enumerate(out) if hit is None]
+    group: list[int] = []
+    size = 0
+    for k in todo:
+        group.append(k)
+        size += len(texts[k])
+        if size >= BATCH_CHARS:
+            _tokenise_group(texts, group, tokenizer, out)
+            group, size = [], 0
+    if group:
+        _tokenise_group(texts, group, tokenizer, out)
     return out
+
+
+def _tokenise_group(texts: list[str], group: list[int], tokenizer: str, out: list) -> None:
+    global _docs_tokens
+    vocab = _fresh_vocab()
+    parts = [texts[k].split() for k in group]
+    n_chunks = np.fromiter(map(len, parts), np.int64, len(parts))
+    ids, chunk_ends = vocab.token_ids(list(chain.from_iterable(parts)), tokenizer)
+    vocab.sync()
+    chunk_bounds = np.zeros(len(group) + 1, np.int64)
+    np.cumsum(n_chunks, out=chunk_bounds[1:])
+    token_bounds = np.zeros(len(group) + 1, np.int64)
+    token_bounds[1:] = np.concatenate(([0], chunk_ends))[chunk_bounds[1:]]
+    words = ~vocab.symbol[ids]
+
+    def per_doc(values) -> list[int]:  # each document's sum of ``values``
+        cum = np.zeros(len(values) + 1, np.int64)
+        np.cumsum(values, out=cum[1:])
+        return np.diff(cum[token_bounds]).tolist()
+
+    n_words, word_chars = per_doc(words), per_doc(np.where(words, vocab.length[ids], 0))
+    n_alpha = per_doc(vocab.alpha[ids])
+    tb, cb = token_bounds.tolist(), chunk_bounds.tolist()
+    for j, k in enumerate(group):
+        t0, t1 = tb[j], tb[j + 1]
+        doc = DocTokens(ids[t0:t1], n_words[j], word_chars[j], n_alpha[j], vocab, chunk_ends[cb[j]:cb[j + 1]] - t0)
+        out[k] = doc
+        while _DOCS and _docs_tokens + t1 - t0 > _DOCS_TOKENS_MAX:
+            _docs_tokens -= len(_DOCS.pop(next(iter(_DOCS))).ids)
+        _DOCS[(tokenizer, texts[k])] = doc
+        _docs_tokens += t1 - t0
 
 
 _COUNTS: dict[tuple[str, str], int] = {}
