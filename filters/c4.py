@@ -54,21 +54,57 @@ LINE_RULES = ("long_word", "no_terminal_punct", "too_few_words", "javascript", "
 
 
 
-def _plain_page(lines: list[str], min_words: int, check_punct: bool) -> tuple[list[str], list, dict]:
-    """The line rules on a page where only punctuation and word count can drop a line (no citation marker,
-    curly bracket, long word or listed phrase anywhere): the same decisions as the general loop, a list
-    operation each. Returns the kept lines, their chunk ranges and the dropped-line counts."""
+def _line_rules(lines: list[str], min_words: int, max_word: int, check_punct: bool, check_cite: bool,
+                check_lower: bool, check_js: bool, check_policy: bool, check_curly: bool):
+    """C4's line rules in C4's order, each rule a pass over the lines still kept (only lines that can trip a
+    rule are looked at closely). Returns the kept lines (stripped, citations cut), per kept line the range of
+    the page's chunks it is (None where citations changed it), the dropped-line counts, the citations cut, and
+    whether a kept line has "lorem ipsum" or a curly bracket (as the per-line loop of C4's code finds them)."""
     counts = list(map(len, map(str.split, lines)))
     starts = list(accumulate(counts, initial=0))
     dropped = dict.fromkeys(LINE_RULES, 0)
     idx = [i for i, n in enumerate(counts) if n]
+    if max(map(len, lines), default=0) > max_word:
+        short = [i for i in idx if len(lines[i]) <= max_word or max(map(len, lines[i].split())) <= max_word]
+        dropped["long_word"] = len(idx) - len(short)
+        idx = short
+    text = [lines[i].strip() for i in idx]
+    citations = 0
+    cited: set[int] = set()
+    if check_cite:
+        for k, ln in enumerate(text):
+            if "[" in ln:
+                ln, n = _CITATION.subn("", ln)
+                if n:
+                    citations += n
+                    text[k] = ln
+                    cited.add(idx[k])
     if check_punct:
-        ends_ok = [i for i in idx if (ln := lines[i].rstrip()).endswith(TERMINAL_PUNCTUATION) and not ln.endswith("...")]
+        ends_ok = [k for k, ln in enumerate(text) if ln.endswith(TERMINAL_PUNCTUATION) and not ln.endswith("...")]
         dropped["no_terminal_punct"] = len(idx) - len(ends_ok)
-        idx = ends_ok
-    kept_idx = [i for i in idx if counts[i] >= min_words]
-    dropped["too_few_words"] = len(idx) - len(kept_idx)
-    return [lines[i].strip() for i in kept_idx], [(starts[i], starts[i + 1]) for i in kept_idx], dropped
+        idx, text = [idx[k] for k in ends_ok], [text[k] for k in ends_ok]
+    enough = [k for k, i in enumerate(idx) if counts[i] >= min_words]
+    dropped["too_few_words"] = len(idx) - len(enough)
+    idx, text = [idx[k] for k in enough], [text[k] for k in enough]
+    lorem = curly = False
+    if check_lower:
+        keep = []
+        for k, ln in enumerate(text):
+            lower = ln.lower()
+            lorem = lorem or "lorem ipsum" in lower
+            if check_js and "javascript" in lower:
+                dropped["javascript"] += 1
+                continue
+            curly = curly or check_curly and "{" in ln
+            if check_policy and any(ph in lower for ph in POLICY_PHRASES):
+                dropped["policy"] += 1
+                continue
+            keep.append(k)
+        idx, text = [idx[k] for k in keep], [text[k] for k in keep]
+    else:
+        curly = check_curly and any("{" in ln for ln in text)
+    spans = [None if i in cited else (starts[i], starts[i + 1]) for i in idx]
+    return text, spans, dropped, citations, lorem, curly
 
 
 def load_badwords(path: str | Path) -> re.Pattern:
@@ -124,10 +160,6 @@ class C4(Filter):
         self.ensure_setup()
         p = self.params
         original = doc.text
-        dropped = dict.fromkeys(LINE_RULES, 0)
-        kept: list[str] = []
-        citations = 0
-        lorem = curly = False
         # what the page contains decides which per-line checks can fire at all
         lower_page = original.lower()
         check_lorem = "lorem ipsum" in lower_page
@@ -140,48 +172,9 @@ class C4(Filter):
         check_punct = p["drop_no_terminal_punct_lines"]
         min_words = p["min_words_per_line"]
         tokens = doc_tokens(original)  # shared with the other filters of the stage; sentences come from it
-        spans: list = []  # per kept line, the range of the page's chunks it is (None if citations changed it)
-        chunk = 0
         lines = original.splitlines()
-        if not (check_cite or check_lower or check_curly) and max(map(len, lines), default=0) <= max_word:
-            kept, spans, dropped = _plain_page(lines, min_words, check_punct)
-            lines = []  # nothing left for the general loop below
-        for raw in lines:
-            parts = raw.split()
-            n_words = len(parts)
-            span = (chunk, chunk + n_words)
-            chunk += n_words
-            if not n_words:
-                continue
-            line = raw.strip()
-            if len(raw) > max_word and max(map(len, parts)) > max_word:
-                dropped["long_word"] += 1
-                continue
-            if check_cite:
-                line, n = _CITATION.subn("", line)
-                citations += n
-                if n:
-                    span = None
-            if check_punct and (not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("...")):
-                dropped["no_terminal_punct"] += 1
-                continue
-            if n_words < min_words:
-                dropped["too_few_words"] += 1
-                continue
-            if check_lower:
-                lower = line.lower()
-                lorem = lorem or "lorem ipsum" in lower
-                if check_js and "javascript" in lower:
-                    dropped["javascript"] += 1
-                    continue
-                curly = curly or check_curly and "{" in line
-                if check_policy and any(ph in lower for ph in POLICY_PHRASES):
-                    dropped["policy"] += 1
-                    continue
-            else:
-                curly = curly or check_curly and "{" in line
-            kept.append(line)
-            spans.append(span)
+        kept, spans, dropped, citations, lorem, curly = _line_rules(
+            lines, min_words, max_word, check_punct, check_cite, check_lower, check_js, check_policy, check_curly)
         text = "\n".join(kept).strip()
         ends = [0, *tokens.chunk_ends.tolist()]  # the next filter (FineWeb) counts this text's tokens: say it
         note_token_count(text, sum(ends[sp[1]] - ends[sp[0]] if sp else count_tokens(ln) for ln, sp in zip(kept, spans)))
