@@ -27,6 +27,7 @@ import gzip
 import json
 import os
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,11 +341,18 @@ def _write_hf(rows: Iterator[dict], out: Path, tmp: Path, s: ExportSettings, met
     staging.mkdir()
     parts = _write_parquet(rows, staging, s, meta_type)
     files = [str(staging / p["path"]) for p in parts]
-    if files:
-        ds = datasets.Dataset.from_parquet(files, cache_dir=str(tmp / "cache"), keep_in_memory=False)
-    else:
-        ds = datasets.Dataset.from_dict({c: [] for c in COLUMNS})
-    ds.save_to_disk(str(out))
+    quiet = not sys.stderr.isatty() and datasets.is_progress_bar_enabled()
+    if quiet:  # datasets' bars are carriage-return lines that flood a redirected log
+        datasets.disable_progress_bars()
+    try:
+        if files:
+            ds = datasets.Dataset.from_parquet(files, cache_dir=str(tmp / "cache"), keep_in_memory=False)
+        else:
+            ds = datasets.Dataset.from_dict({c: [] for c in COLUMNS})
+        ds.save_to_disk(str(out))
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
     return [{"path": p.name} for p in sorted(out.iterdir()) if p.is_file()]
 
 

@@ -61,10 +61,12 @@ def test_parquet_export_has_typed_metadata(run, tmp_path):
                                                                                for d in _kept(run)]
 
 
-def test_hf_export_loads_with_load_from_disk(run, tmp_path):
+def test_hf_export_loads_with_load_from_disk(run, tmp_path, capsys):
     import datasets
 
     export(run, "exact_dedup", tmp_path / "hf", ExportSettings(format="hf"))
+    # not a terminal: none of datasets' carriage-return progress bars in the log, and they are back on after
+    assert "\r" not in capsys.readouterr().err and datasets.is_progress_bar_enabled()
     ds = datasets.load_from_disk(str(tmp_path / "hf"))
     kept = _kept(run)
     assert ds.num_rows == len(kept) and ds["id"] == [d["id"] for d in kept] and ds["text"] == [d["text"] for d in kept]
