@@ -866,3 +866,27 @@ def test_a_ray_address_without_the_ray_executor_is_a_usage_error(tmp_path, capsy
     assert _one_line_error(capsys) == ("winnow: error: --address auto: goes with the Ray executor (--executor ray, "
                                        "or `executor: ray` in the config); this run's executor is local")
     assert not (tmp_path / "run").exists()
+
+
+_PATH_COMMANDS = [["run", "{p}"], ["select", "{p}", "--stage", "q"], ["check", "{p}"], ["inspect", "{p}"],
+                  ["train-quality", "{p}"], ["ablation", "{p}"], ["ablation", "{p}", "--plan"], ["report", "{p}"],
+                  ["quality-eval", "{p}"], ["export", "{p}", "--stage", "q", "--to", "{out}"]]
+_WRONG_PATHS = {"missing": None, "empty folder": "", "binary file": b"\x89PNG\r\n\x1a\n\x00\xff\xfe",
+                "empty file": b"", "a JSONL file": b'{"id": "a", "text": "hello"}\n'}
+
+
+@pytest.mark.parametrize("what", list(_WRONG_PATHS))
+@pytest.mark.parametrize("argv", _PATH_COMMANDS, ids=lambda a: " ".join(a[:1] + a[2:3]))
+def test_every_command_given_the_wrong_kind_of_path_says_so_in_one_line(tmp_path, capsys, argv, what):
+    """Issue 23's bar, kept: every README command that takes a path, given a path of the wrong kind, exits with
+    a usage, config or input code and one `winnow: error:` line -- never a traceback or an internal error."""
+    content = _WRONG_PATHS[what]
+    p = tmp_path / ("x.yaml" if isinstance(content, bytes) else "x")
+    if content == "":
+        p.mkdir()
+    elif content is not None:
+        p.write_bytes(content)
+    code = main([a.format(p=p, out=tmp_path / "out") for a in argv])
+    assert code in (EXIT_USAGE, EXIT_CONFIG, EXIT_INPUT), capsys.readouterr().err
+    _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
