@@ -69,6 +69,9 @@ class FilterStage(Stage):
             f.ref = ref  # type: ignore[attr-defined]
             check_columns(f)
             for col in f.columns:
+                if col in seen and seen[col] == ref:
+                    raise ValueError(f"stage {name}: filter {ref} is named twice (in `filters:`, or there and in "
+                                     f"the `recipe:`); a stage runs each filter once")
                 if col in seen:
                     raise ValueError(f"stage {name}: column {col!r} written by both {seen[col]} and {ref}")
                 seen[col] = ref

@@ -890,3 +890,11 @@ def test_every_command_given_the_wrong_kind_of_path_says_so_in_one_line(tmp_path
     assert code in (EXIT_USAGE, EXIT_CONFIG, EXIT_INPUT), capsys.readouterr().err
     _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage", [{"filters": ["c4", "c4"]}, {"recipe": "c4", "filters": ["c4"]}])
+def test_a_filter_named_twice_in_a_stage_says_so(tmp_path, stage):
+    cfg = _config(tmp_path)
+    cfg["stages"][1] = {"name": "q", "kind": "filter", **stage}
+    with pytest.raises(ConfigError, match=r"^stage q: filter c4 is named twice .*; a stage runs each filter once$"):
+        config_from_dict(cfg, base=tmp_path)
