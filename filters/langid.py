@@ -298,6 +298,10 @@ class LanguageID(Filter):
     def __init__(self, **params: Any):
         super().__init__(**params)
         langs = self.params["languages"]
+        for x in langs or []:  # a language's name (`english`) is refused here, before any document is read
+            if not re.fullmatch(r"[a-z]{2,3}", canonical_code(x) or "und"):
+                raise ParamError(f"langid: {x!r} is not a language code; use ISO 639-1 or 639-3 codes "
+                                 f"(e.g. en or eng; eng_Latn and zh-Hans are read too)")
         self.wanted = None if not langs else {canonical_code(x) for x in langs}
         thr = self.params["threshold"]
         self.thresholds = ({(k if k == "default" else canonical_code(k)): float(v) for k, v in thr.items()}

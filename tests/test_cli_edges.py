@@ -898,3 +898,12 @@ def test_a_filter_named_twice_in_a_stage_says_so(tmp_path, stage):
     cfg["stages"][1] = {"name": "q", "kind": "filter", **stage}
     with pytest.raises(ConfigError, match=r"^stage q: filter c4 is named twice .*; a stage runs each filter once$"):
         config_from_dict(cfg, base=tmp_path)
+
+
+def test_a_language_name_instead_of_a_code_is_refused_before_ingest(tmp_path, capsys):
+    """`languages: [english]` used to fail inside a worker, after ingest had run."""
+    cfg = _config(tmp_path)
+    cfg["stages"][1]["filters"] = [{"langid": {"languages": ["english"]}}]
+    assert main(["run", str(_write(tmp_path, cfg)), "--no-progress"]) == EXIT_CONFIG
+    assert "langid: 'english' is not a language code; use ISO 639-1 or 639-3 codes" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
