@@ -36,7 +36,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from filters.base import Filter
-from filters.words import count_tokens, doc_tokens, doc_tokens_batch, lines_sentences, note_token_count
+from filters.words import count_tokens, doc_tokens, doc_tokens_batch, lines_sentences, note_token_count, span_tokens
 
 #: Phrases that mark a policy-notice line (Raffel et al. 2020, Section 2.2).
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
@@ -176,8 +176,9 @@ class C4(Filter):
         kept, spans, dropped, citations, lorem, curly = _line_rules(
             lines, min_words, max_word, check_punct, check_cite, check_lower, check_js, check_policy, check_curly)
         text = "\n".join(kept).strip()
-        ends = [0, *tokens.chunk_ends.tolist()]  # the next filter (FineWeb) counts this text's tokens: say it
-        note_token_count(text, sum(ends[sp[1]] - ends[sp[0]] if sp else count_tokens(ln) for ln, sp in zip(kept, spans)))
+        starts, ends = span_tokens(tokens, [sp for sp in spans if sp is not None])
+        # the next filter (FineWeb) counts this text's tokens: say it
+        note_token_count(text, sum(ends) - sum(starts) + sum(count_tokens(ln) for ln, sp in zip(kept, spans) if sp is None))
         return {
             "text": text,
             "c4_lines_kept": len(kept),

@@ -860,16 +860,28 @@ _SEPARATORS = regex.compile(r"\s+")
 
 def _between_chunks(line: str, kinds: bytes, chunk_ends: np.ndarray, span: tuple[int, int]) -> bytes:
     """:func:`_whitespace_kinds` for a line without blanks at its ends whose chunks' tokens are known."""
-    a, b = span
-    token_ends = (chunk_ends[a:b] - (chunk_ends[a - 1] if a else 0)).tolist()
+    odd = [i for i, sep in enumerate(_SEPARATORS.findall(line)) if sep != " "]  # after the i-th chunk
+    if not odd:
+        return kinds
+    a = span[0]
+    cuts = (chunk_ends[a:span[1]][odd] - (chunk_ends[a - 1] if a else 0)).tolist()
     out, start = [], 0
-    for i, sep in enumerate(_SEPARATORS.findall(line)):
-        if sep != " ":
-            out.append(kinds[start:token_ends[i]])
-            out.append(b"\x00")
-            start = token_ends[i]
+    for end in cuts:
+        out.append(kinds[start:end])
+        out.append(b"\x00")
+        start = end
     out.append(kinds[start:])
     return b"".join(out)
+
+
+def span_tokens(doc: DocTokens, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """For chunk ranges of ``doc`` (``(first, after last)``), where their tokens start and end."""
+    if not spans:
+        return [], []
+    bounds = np.zeros(len(doc.chunk_ends) + 1, np.int64)
+    bounds[1:] = doc.chunk_ends
+    at = bounds[np.array(spans, np.int64)]
+    return at[:, 0].tolist(), at[:, 1].tolist()
 
 
 def lines_sentences(lines: list[str], doc: DocTokens | None = None, spans: list | None = None) -> int:
@@ -887,14 +899,17 @@ def lines_sentences(lines: list[str], doc: DocTokens | None = None, spans: list 
     spans = spans or [None] * len(lines)
     vocab = _fresh_vocab() if doc is None else doc.vocab
     doc_kinds = b"" if doc is None else vocab.kind[doc.ids].tobytes()
-    ends = [0] if doc is None else [0, *doc.chunk_ends.tolist()]
-    if doc is not None and None not in spans and _single_spaced("\n".join(lines).replace("\n", " ")):
+    known = [sp for sp in spans if sp is not None]
+    starts, ends = span_tokens(doc, known) if doc is not None else ([], [])
+    if doc is not None and len(known) == len(spans) and _single_spaced(" ".join(lines)):
         # the common case: every line is a run of the page's chunks, separated by single spaces
-        return total + len(_NEW_SENTENCE.findall(_SEP.join([doc_kinds[ends[a]:ends[b]] for a, b in spans])))
+        return total + len(_NEW_SENTENCE.findall(_SEP.join([doc_kinds[a:b] for a, b in zip(starts, ends)])))
     pieces = []
+    k = 0
     for ln, sp in zip(lines, spans):
         if sp is not None:
-            piece = doc_kinds[ends[sp[0]]:ends[sp[1]]]
+            piece = doc_kinds[starts[k]:ends[k]]
+            k += 1
         else:
             ids = vocab.token_ids(ln.split(), "spacy_like")[0]
             vocab.sync()
