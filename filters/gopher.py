@@ -69,6 +69,15 @@ _BULLET_LINE = regex.compile(rf"(?<=(?:^|[{_EOL}]){_BLANK}*)[{''.join(BULLETS)}]
 _ELLIPSIS_LINE = re.compile(rf"(?:\.\.\.|…){_BLANK}*(?=[{_EOL}]|\Z)")
 
 
+def bullet_lines(text: str, lines: list[str] | None = None) -> int:
+    """Lines whose first character that is not a blank is a bullet (``lines``: ``text.splitlines()``, if the
+    caller has them). The lines ``str.splitlines`` makes are those of :data:`_BULLET_LINE`: split at the same
+    breaks, and ``str.lstrip`` strips exactly the blanks (every other whitespace character is a break)."""
+    if not any(b in text for b in BULLETS):
+        return 0
+    return sum(1 for ln in (text.splitlines() if lines is None else lines) if ln.lstrip()[:1] in BULLETS)
+
+
 def split_lines(text: str) -> list[str]:
     """Non-blank lines, stripped."""
     return [ln.strip() for ln in text.split("\n") if ln.strip()]
@@ -335,14 +344,15 @@ class GopherQuality(Filter):
         text = doc.text
         tokens = doc_tokens(text, self.params["tokenizer"])
         n_tokens, n_words, word_chars, alpha = len(tokens.ids), tokens.n_words, tokens.word_chars, tokens.n_alpha
-        n_lines = max(len(text.splitlines()), 1)
+        lines = text.splitlines()
+        n_lines = max(len(lines), 1)
         hashes = text.count("#")
         ellipses = text.count("...") + text.count("…")
         return {
             "gopher_word_count": n_words,
             "gopher_mean_word_length": word_chars / n_words if n_words else 0.0,
             "gopher_symbol_word_ratio": max(hashes, ellipses) / n_tokens if n_tokens else 0.0,
-            "gopher_bullet_line_frac": len(_BULLET_LINE.findall(text)) / n_lines,
+            "gopher_bullet_line_frac": bullet_lines(text, lines) / n_lines,
             "gopher_ellipsis_line_frac": (len(_ELLIPSIS_LINE.findall(text)) / n_lines
                                           if "..." in text or "…" in text else 0.0),
             "gopher_alpha_word_frac": alpha / n_tokens if n_tokens else 0.0,

@@ -128,17 +128,20 @@ def without_ngram_rules() -> GopherRepetition:
 
 
 def test_line_and_paragraph_splits_equal_the_regular_expressions():
-    """Gopher's duplicate lines are split at runs of newlines and its paragraphs at two or more; the string
-    splits that replace the regular expressions give the same items, empty ends included."""
+    """Gopher's duplicate lines are split at runs of newlines and its paragraphs at two or more, and its bullet
+    lines are counted per line; the string operations that replace the regular expressions give the same
+    items (empty ends included) and counts."""
     import random
     import re
 
-    from filters.gopher import split_line_runs, split_paragraphs
+    from filters.gopher import _BULLET_LINE, bullet_lines, split_line_runs, split_paragraphs
 
     rng = random.Random(7)
     for _ in range(20000):
         text = "".join(rng.choice(["a", "b", " ", "\n", "\n", "\r", "\t"]) for _ in range(rng.randint(0, 12)))
         assert split_line_runs(text) == re.split(r"\n+", text), repr(text)
+        bulleted = "".join(rng.choice(["-", "•", " ", "\u3000", "\n", "\r", "\x1c", "\u2028", "a"]) for _ in range(8))
+        assert bullet_lines(bulleted) == len(_BULLET_LINE.findall(bulleted)), repr(bulleted)
         stripped = text.strip()
         assert split_paragraphs(text) == (re.split(r"\n{2,}", stripped) if "\n\n" in stripped else [stripped]), repr(text)
 
