@@ -31,6 +31,7 @@ The experiment config's schema is in :mod:`experiments.settings` and the README.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -285,6 +286,15 @@ def metric_specs(s: dict, eval_set_names: list[str]) -> list[dict]:
     return [m.to_dict() for t in s["tasks"] for m in build_task(t, ctx).metrics()]
 
 
+def config_sha256(path) -> str | None:
+    """The sha256 of the config file's bytes as the run read them: with the recorded commit, the report's
+    "Reproduce:" line lets a reader check that the config they hold is the one that made the numbers."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
 def _write_experiment_json(out: Path, experiment: dict) -> None:
     """The one place experiment.json is written, with the provenance of the code and machine that wrote it (winnow
     version, git commit and whether the tree was dirty, torch / transformers / tokenizers versions, host, CPU) and
@@ -357,7 +367,8 @@ def run_ablation(cfg: PipelineConfig, log=print, only_arms: list[str] | None = N
     log(f"device peak: {peak['flops'] / 1e9:,.0f} GFLOP/s ({peak['source']})")
     specs = run_specs(cfg, s, prep, speed, peak, device.type, only_arms, ray=kind == "ray", only_scales=only_scales)
     metrics = metric_specs(s, list(prep["eval_sets"]))
-    experiment = {"settings": s, "config": str(cfg.path), "run_dir": str(cfg.run_dir), "device": device.type,
+    experiment = {"settings": s, "config": str(cfg.path), "config_sha256": config_sha256(cfg.path),
+                  "run_dir": str(cfg.run_dir), "device": device.type,
                   "speed": speed, "peak": peak, "tasks": s["tasks"], "metrics": metrics,
                   "fingerprints": prep["fingerprints"],
                   "execution": {"executor": kind, "workers": n_workers, "threads_per_run": threads},

@@ -278,7 +278,7 @@ def cmd_ablation(args) -> int:
     out = run_ablation(cfg, log=_log, only_arms=args.arm, workers=args.workers, executor=args.executor,
                        only_scales=args.scale, retime=args.retime, settings_from=args.settings_from)
     if not args.no_report:
-        path = write_report(out, command=f"winnow ablation {args.config}")
+        path = write_report(out)  # the Reproduce line: the command, the config's path and sha256, the commit
         print(f"report: {path}")
         print(Path(path).read_text().split("\n## ")[0])
     return 0
@@ -438,7 +438,9 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(fn=cmd_ablation)
     r = sub.add_parser("report", help="write report.md and plots for a finished (or partial) ablation")
     r.add_argument("target", help="the ablation's config, or its output folder")
-    r.add_argument("--command", help="the command that reproduces the results, printed in the report")
+    r.add_argument("--command", help="the command that reproduces the results, printed in the report (default: "
+                                     "`winnow ablation CONFIG` from experiment.json, beside the config's sha256 "
+                                     "and the commit)")
     r.add_argument("--export", metavar="DIR",
                    help="first copy the files the report needs (per-run logs, curves, per-item evaluation values; "
                         "no checkpoints or token arrays) to DIR, then write the report there: a folder small enough "

@@ -365,8 +365,9 @@ def write_report(out: Path, command: str | None = None) -> Path:
     ladder = scales != [None]
 
     L = ["# winnow ablation report", ""]
+    command = command or default_command(exp)
     if command:
-        L += [f"Reproduce: `{command}`", ""]
+        L += [_reproduce_line(exp, command), ""]
     L += [_made_by(exp), ""]
     if stages:
         L += ["## Filtering funnel", "", "| stage | docs in | kept | chars kept | share of raw chars |",
@@ -401,6 +402,26 @@ def write_report(out: Path, command: str | None = None) -> Path:
         L[1:1] = lines
     atomic_write_bytes(out / "report.md", ("\n".join(L) + "\n").encode("utf-8"))
     return out / "report.md"
+
+
+def default_command(exp: dict) -> str | None:
+    """The command that made these results, from experiment.json (so `winnow report DIR` needs no --command)."""
+    if not exp.get("config"):
+        return None
+    return f"winnow ablation {exp['config']}" + (" --aa" if exp["settings"].get("aa") else "")
+
+
+def _reproduce_line(exp: dict, command: str) -> str:
+    """The command, and what pins it: the config's path and sha256 beside the commit that ran it, so a reader can
+    check (`sha256sum CONFIG`, `git checkout COMMIT`) that what they hold is what made the numbers."""
+    g = (exp.get("provenance") or {}).get("winnow") or {}
+    commit = (f"commit {g['commit'][:12]}" + (" (dirty tree: uncommitted changes)" if g.get("dirty") else "")
+              if g.get("commit") else "commit not recorded")
+    sha = exp.get("config_sha256")
+    pin = (f"sha256 `{sha}`" + (f" ({exp['config_sha256_from']})" if exp.get("config_sha256_from") else "")
+           if sha else "sha256 not recorded")
+    where = f"config `{exp['config']}`, {pin}, at {commit}" if exp.get("config") else commit
+    return f"Reproduce: `{command}` -- {where}."
 
 
 def _made_by(exp: dict) -> str:

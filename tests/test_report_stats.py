@@ -213,14 +213,15 @@ DATA = Path(__file__).parent / "data"
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["demo_ablation_results", "demo_aa_results"])
 def test_committed_results_rebuild_their_report_exactly(name, tmp_path):
-    """The committed demo results hold per-run, per-item values: the report rebuilds from them alone."""
+    """The committed demo results hold per-run, per-item values: `winnow report DIR` rebuilds the report from them
+    alone, its Reproduce line (command, config sha256, commit) from experiment.json."""
     committed = DATA / name
     work = tmp_path / "results"
     shutil.copytree(committed, work)
     (work / "report.md").unlink()
-    command = committed.joinpath("report.md").read_text().split("Reproduce: `")[1].split("`")[0]
-    rebuilt = write_report(work, command=command).read_text()
+    rebuilt = write_report(work).read_text()
     assert rebuilt == (committed / "report.md").read_text()
+    assert "sha256 `" in rebuilt.split("Reproduce: ")[1].splitlines()[0]
     verdict = verdict_of(rebuilt)
     assert "t-test over seeds, 3 vs 3 seeds" in verdict and "Holm-corrected" in verdict
 

@@ -85,6 +85,31 @@ def test_every_record_names_its_code_settings_and_machine(sequential):  # noqa: 
         assert cfg["device"] == "cpu"
 
 
+def test_the_reproduce_line_pins_the_config_by_path_and_sha256_beside_the_commit(sequential, tmp_path):  # noqa: F811
+    """`winnow report DIR` (no --command) names the command, the config's path and sha256, and the commit."""
+    import hashlib
+    import shutil
+
+    from experiments.cli import main
+
+    exp = json.loads((sequential / "experiment.json").read_text())
+    config = sequential.parent / "seq.yaml"
+    assert exp["config"] == str(config)
+    assert exp["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
+    copy = tmp_path / "copy"
+    shutil.copytree(sequential, copy)
+    assert main(["report", str(copy)]) == 0
+    line = next(x for x in (copy / "report.md").read_text().splitlines() if x.startswith("Reproduce: "))
+    commit = exp["provenance"]["winnow"]["commit"][:12]
+    assert line.startswith(f"Reproduce: `winnow ablation {config}` -- config `{config}`, ")
+    assert f"sha256 `{exp['config_sha256']}`" in line and f"at commit {commit}" in line
+    # results from before the sha256 was recorded say so instead of inventing one
+    del exp["config_sha256"]
+    (copy / "experiment.json").write_text(json.dumps(exp))
+    assert main(["report", str(copy)]) == 0
+    assert "sha256 not recorded" in (copy / "report.md").read_text()
+
+
 def test_models_that_do_not_beat_their_ngram_baseline_are_flagged_first(sequential):  # noqa: F811
     """Six optimiser steps learn far less than a bigram table of the same tokens: the verdict must say so first."""
     from experiments.report import write_report
