@@ -34,7 +34,10 @@ def test_gpu_configs_follow_the_protocol(name):
     assert any("quality_combined" in f for st in cfg.stages for f in (st.get("filters") or []) if isinstance(f, dict))
     assert s["primary_metric"] == "bpb_macro/domains" and s["equivalence_margin"] is not None
     kinds = {a.get("kind") for a in s["arms"]}
-    assert {"raw-small", "reference-only"} <= kinds
+    assert {"raw-small", "source-matched", "reference-only"} <= kinds
+    matched = next(a for a in s["arms"] if a.get("kind") == "source-matched")
+    # FineWeb is one source: the hub variant matches the crawl snapshot instead, or the control would be raw-small
+    assert matched["key"] == ("source" if name == "ablation_gpu.yaml" else "dump")
     ladder = rungs(s, s["tokenizer"]["vocab_size"])
     sizes = [r["params"]["non_embedding"] for r in ladder]
     assert [round(x / 1e6) for x in sizes] == [2, 8, 32]  # about 2M, 8M and 30M non-embedding parameters
