@@ -1,6 +1,8 @@
 """The control comparisons issue 13 asks for, beside report.md's "against raw-large" table: clean-small vs
 raw-small (quality at equal size), clean-small vs reference-only and reference-only vs raw-small (how much of
-"clean" is "more like the reference"), and each per-stage arm vs raw-small (what each stage adds at equal size).
+"clean" is "more like the reference"), clean-small vs source-matched (cleaner documents within the same sources)
+and source-matched vs raw-small (the source mix alone), and each per-stage arm vs raw-small (what each stage adds
+at equal size).
 
 Same seed-level machinery as the report (experiments.report.compare_arms: paired t over seeds when both arms ran
 the same seeds, else Welch); the primary metric at 0.05, the other metrics of each comparison Holm-corrected.
@@ -21,7 +23,10 @@ from experiments.report import compare_arms, metric_value  # noqa: E402
 from experiments.stats import holm, mean_ci  # noqa: E402
 from pipeline.shards import read_json  # noqa: E402
 
-PAIRS = [("raw-small", "clean-small"), ("raw-large", "clean-small"), ("reference-only", "clean-small"),
+PAIRS = [("raw-small", "clean-small"), ("raw-large", "clean-small"),
+         # issue 20's source-matched control: cleaner documents within the same sources (clean-small against it),
+         # and what the source mix alone does (it against raw-small)
+         ("source-matched", "clean-small"), ("raw-small", "source-matched"), ("reference-only", "clean-small"),
          ("raw-small", "reference-only"), ("raw-small", "dedup"), ("raw-small", "dedup+langid"),
          ("raw-small", "dedup+langid+heuristics"), ("dedup+langid+heuristics", "clean-small")]
 
