@@ -766,7 +766,8 @@ def _consistency_section(rung_arms: dict[str | None, dict[str, list[dict]]], pri
 
 
 # files of an ablation folder that a committed results folder keeps (small; enough to rebuild the report)
-KEEP_TOP = ("experiment.json", "eval_sets.json", "eval_sets.manifest.json", "funnel.json", "tokenizer.manifest.json")
+KEEP_TOP = ("experiment.json", "plan.json", "eval_sets.json", "eval_sets.manifest.json", "funnel.json",
+            "tokenizer.manifest.json")
 KEEP_RUN = ("run.json", "arm.json", "config.json", "done.json", "train_log.jsonl", "points.jsonl", "evals.jsonl",
             "eval.json", "final_items.npz", "final_eval.json", "ngram.json", "ngram2_items.npz", "ngram3_items.npz")
 
