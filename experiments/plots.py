@@ -226,9 +226,10 @@ def loss_plot(out: Path, by_arm: dict[str, list[dict]], suffix: str = "", title:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tokens_label(x)))
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("bits per byte" if per_byte else "bits per token")
+    # two lines: one line ran past the figure's edge at this width
     ax.set_title("Training loss of the trunk, " + ("bits per byte of the arm's training text" if per_byte else
                  "bits per token (these subsets did not record their bytes)")
-                 + ": each seed (thin), mean over seeds (thick)" + title, fontsize=9)
+                 + "\neach seed (thin), mean over seeds (thick)" + title, fontsize=9)
     ax.legend(fontsize=8, ncol=2)
     fig.savefig(out / f"loss{suffix}.png", dpi=100)
     plt.close(fig)

@@ -210,12 +210,17 @@ def test_aa_mode_makes_a_copy_arm_with_its_own_seeds_and_the_report_finds_no_dif
 DATA = Path(__file__).parent / "data"
 
 
+COMMITTED = {"demo_ablation_results": DATA / "demo_ablation_results", "demo_aa_results": DATA / "demo_aa_results",
+             "ablation_real": Path(__file__).parents[1] / "experiments" / "results" / "ablation_real"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["demo_ablation_results", "demo_aa_results"])
+@pytest.mark.parametrize("name", list(COMMITTED))
 def test_committed_results_rebuild_their_report_exactly(name, tmp_path):
-    """The committed demo results hold per-run, per-item values: `winnow report DIR` rebuilds the report from them
-    alone, its Reproduce line (command, config sha256, commit) from experiment.json."""
-    committed = DATA / name
+    """The committed results (the demo fixtures and the real-data result) hold per-run, per-item values: `winnow
+    report DIR` rebuilds the report from them alone, its Reproduce line (command, config sha256, commit) from
+    experiment.json."""
+    committed = COMMITTED[name]
     work = tmp_path / "results"
     shutil.copytree(committed, work)
     (work / "report.md").unlink()
@@ -223,7 +228,8 @@ def test_committed_results_rebuild_their_report_exactly(name, tmp_path):
     assert rebuilt == (committed / "report.md").read_text()
     assert "sha256 `" in rebuilt.split("Reproduce: ")[1].splitlines()[0]
     verdict = verdict_of(rebuilt)
-    assert "t-test over seeds, 3 vs 3 seeds" in verdict and "Holm-corrected" in verdict
+    seeds = "5 vs 5 seeds" if name == "ablation_real" else "3 vs 3 seeds"
+    assert f"t-test over seeds, {seeds}" in verdict and "Holm-corrected" in verdict
 
 
 def test_the_demo_aa_run_finds_no_difference():
