@@ -392,7 +392,8 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tokenizer", metavar="PATH", help="a tokenizer.json, a folder holding one, or a transformers "
                                                        "tokenizer (name or folder)")
     e.add_argument("--train-tokenizer", type=int, metavar="VOCAB",
-                   help="instead: train a byte-level BPE of this vocabulary size on the stage's documents")
+                   help="instead: train a byte-level BPE of this vocabulary size (257 to 1,048,576) on the stage's "
+                        "documents")
     e.add_argument("--weights", type=_weights, metavar="SRC=W,...", help="per-source mixing weights (tokens)")
     e.add_argument("--token-budget", type=_count(1), metavar="N", help="stop at N tokens in all")
     e.add_argument("--repeat", action="store_true", help="draw a source again when it is short of its share")
