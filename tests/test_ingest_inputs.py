@@ -309,6 +309,22 @@ def test_an_input_edited_in_place_with_size_and_mtime_restored_is_read_again(tmp
     assert res[0].status == "up to date"
 
 
+@pytest.mark.parametrize("name, compress, suffix", [
+    ("a.jsonl", gzip.compress, ".gz"), ("a.jsonl", lambda b: zstandard.ZstdCompressor().compress(b), ".zst"),
+    ("notes.txt", gzip.compress, ".gz")])
+def test_a_compressed_file_whose_name_does_not_say_so_is_named_with_the_fix(tmp_path, name, compress, suffix):
+    """A gzipped `a.jsonl` used to become 100% bad_encoding rows ("the file is not UTF-8")."""
+    src = tmp_path / name
+    src.write_bytes(compress(_jsonl(_docs(5))))
+    msg = _refused(tmp_path, [{"path": str(src)}])
+    assert f"{src}: the file is {'gzip' if suffix == '.gz' else 'zstd'}-compressed but its name does not end in " \
+           f"{suffix}; rename it to {name}{suffix}" in msg
+    (tmp_path / f"{name}{suffix}").write_bytes(src.read_bytes())
+    src.unlink()
+    _, res = _ingest(tmp_path, [{"path": str(tmp_path / f"{name}{suffix}")}], run="renamed")
+    assert res[0].status == "ran"
+
+
 def test_check_names_the_edited_and_the_new_files_of_a_glob(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -134,7 +134,14 @@ def open_bytes(path: str, counters: dict | None = None, max_window_bytes: int = 
             counters[UNCHECKED_ZSTD] = counters.get(UNCHECKED_ZSTD, 0) + unchecked
         dctx = zstandard.ZstdDecompressor(max_window_size=max_window_bytes)
         return io.BufferedReader(dctx.stream_reader(open(path, "rb"), read_across_frames=True))
-    return open(path, "rb")
+    f = open(path, "rb")
+    head = f.peek(4)[:4] if hasattr(f, "peek") else b""
+    for magic, what, suffix in ((b"\x1f\x8b", "gzip", ".gz"), (_ZSTD_MAGIC.to_bytes(4, "little"), "zstd", ".zst")):
+        if head.startswith(magic):  # no text file starts so (the bytes are not UTF-8): a compressed file misnamed
+            f.close()
+            raise InputError(f"{path}: the file is {what}-compressed but its name does not end in {suffix}; "
+                             f"rename it to {os.path.basename(path)}{suffix} (or decompress it)")
+    return f
 
 
 def stream_errors() -> tuple[type[BaseException], ...]:
