@@ -722,10 +722,6 @@ def test_select_on_the_source_stage_is_refused_and_an_up_to_date_stage_says_so(f
     assert "nothing to re-decide: stage g is up to date" in out and "now see a different input" not in out
 
 
-#: Scripts whose `__main__` the `speed` helper owns today (issue 22's conformance and LID overhead benchmarks).
-_SCRIPTS_OWNED_ELSEWHERE = {"experiments/benchmarks/heuristics_conformance.py", "experiments/benchmarks/lid_overhead.py"}
-
-
 def test_every_script_under_experiments_runs_its_main_through_the_guard():
     """A `python -m experiments...` script is a command too: a wrong path or config is one line and an exit code.
     (Scripts recorded beside a result under experiments/results/ are that result's record, not commands.)"""
@@ -734,7 +730,7 @@ def test_every_script_under_experiments_runs_its_main_through_the_guard():
         rel = path.relative_to(ROOT).as_posix()
         src = path.read_text(encoding="utf-8")
         tail = src.partition('\nif __name__ == "__main__":')[2]
-        if not tail or rel in _SCRIPTS_OWNED_ELSEWHERE or rel == "experiments/cli.py" or rel.startswith("experiments/results/"):
+        if not tail or rel == "experiments/cli.py" or rel.startswith("experiments/results/"):
             continue
         if "run_guarded(" not in tail:
             unguarded.append(rel)

@@ -764,4 +764,6 @@ def speed_section(timing: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="heuristics_conformance"))

@@ -145,4 +145,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="lid_overhead"))
