@@ -764,6 +764,8 @@ def speed_section(timing: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import run_guarded
-
+    try:  # datatrove's own venv runs this module too (its timing and decision sides), without winnow's dependencies
+        from pipeline.errors import run_guarded
+    except ImportError:
+        raise SystemExit(main())
     raise SystemExit(run_guarded(main, prog="heuristics_conformance"))
