@@ -101,6 +101,23 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="winnow-parent-watchdog", daemon=True).start()
 
 
+def _submit_holding_ctrl_c(pool: ProcessPoolExecutor, fn: Callable, tasks: list[tuple]) -> dict:
+    """Submit every task with SIGINT blocked, then deliver a Ctrl-C that came meanwhile.
+
+    The pool spawns its workers inside ``submit``. A Ctrl-C landing in the parent halfway through a spawn left the
+    pool unable to shut down (the run hung instead of stopping), and one landing in a worker before its initializer
+    ignores SIGINT printed that worker's traceback. Workers inherit the blocked mask, so they never see Ctrl-C; the
+    parent gets it as soon as the submissions are done, and ends them (:meth:`LocalExecutor.abort`)."""
+    block = threading.current_thread() is threading.main_thread()
+    if block:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class LocalExecutor:
     """Runs tasks in ``workers`` local processes (in-process when ``workers == 1``)."""
 
@@ -157,9 +174,10 @@ class LocalExecutor:
                     yield i, result
                 return
             pool = self._get_pool()
-            futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
-            pending = set(futures)
+            pending = set()
             try:
+                futures = _submit_holding_ctrl_c(pool, fn, tasks)
+                pending = set(futures)
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                     for fut in sorted(done, key=lambda f: futures[f]):
