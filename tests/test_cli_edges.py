@@ -176,6 +176,14 @@ def test_config_record_keeps_the_path_as_given_and_hashes_the_bytes(tmp_path, mo
 # Ctrl-C: one friendly line, no worker traceback
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A run started from a terminal gets Ctrl-C. The test runner itself may have been started with SIGINT ignored
+    (a background job of a non-interactive shell ignores it, and the ignore is inherited), in which case Python
+    keeps it ignored and the run, rightly, never sees the interrupt: give the child the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
     cfg = {"run_dir": str(tmp_path / "run"), "workers": 2,
@@ -185,7 +193,8 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
     path = _write(tmp_path, cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "run", str(path), "--no-progress"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (tmp_path / "run" / "slow").exists():
