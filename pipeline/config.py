@@ -123,15 +123,15 @@ def _resolve_paths(stages: list[dict], base: Path) -> None:
             if not isinstance(inp, dict):
                 continue  # the stage's own check names the mistake
             for key in ("path", "data_dir", "data_files"):
-                v = inp.get(key)
-                if isinstance(v, str) and not _looks_remote(v) and v.startswith("~"):
-                    v = inp[key] = os.path.expanduser(v)
+                if key not in inp:
+                    continue
+                v = inp[key] = _home(inp[key])
                 if isinstance(v, str) and not _looks_remote(v) and not Path(v).is_absolute():
                     inp[key] = str((base / v).resolve()) if (base / v).exists() or "*" in v else str(base / v)
         for key in ("model_path", "reference_path"):
-            v = s.get(key)
-            if isinstance(v, str) and v.startswith("~"):
-                v = s[key] = os.path.expanduser(v)
+            if key not in s:
+                continue
+            v = s[key] = _home(s[key])
             if isinstance(v, str) and not Path(v).is_absolute() and (base / v).exists():
                 s[key] = str((base / v).resolve())
         filters = s.get("filters")
@@ -139,6 +139,11 @@ def _resolve_paths(stages: list[dict], base: Path) -> None:
             if isinstance(entry, dict):
                 for params in entry.values():
                     _resolve_filter_paths(params, base)
+
+
+def _home(v: Any) -> Any:
+    """A local path's leading ``~`` as the home folder (the one place config paths expand it); anything else as is."""
+    return os.path.expanduser(v) if isinstance(v, str) and not _looks_remote(v) else v
 
 
 def _resolve_filter_paths(params: Any, base: Path) -> None:
@@ -155,7 +160,7 @@ def _resolve_filter_paths(params: Any, base: Path) -> None:
         if isinstance(v, (dict, list)):
             _resolve_filter_paths(v, base)
         elif (key == "path" or key.endswith("_path")) and isinstance(v, str) and not _looks_remote(v):
-            v = os.path.expanduser(v)
+            v = _home(v)
             params[key] = v if Path(v).is_absolute() else str((base / v).resolve())
 
 
