@@ -24,7 +24,7 @@ operations over its id array, and :func:`doc_tokens` keeps the last
 documents' results so the Gopher, C4 and FineWeb filters of one stage
 tokenise a text once.
 
-:func:`line_sentences` counts sentences as spaCy's rule-based sentencizer does:
+:func:`lines_sentences` counts sentences as spaCy's rule-based sentencizer does:
 a sentence starts at the first token that is not punctuation after a
 sentence-final mark.
 """
@@ -944,12 +944,6 @@ def _may_break(line: str) -> bool:
         return True
     last = _LAST_NON_PUNCT.search(line)
     return last is not None and m.start() < last.start()
-
-
-def line_sentences(line: str) -> int:
-    """Sentences in one line (see :func:`lines_sentences`)."""
-    line = line.strip()
-    return lines_sentences([line]) if line else 0
 
 
 def count_sentences(tokens: list[str]) -> int:
