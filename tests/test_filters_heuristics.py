@@ -508,3 +508,27 @@ def test_recipe_in_a_config_runs_the_chain_in_its_order(tmp_path):
                           {"name": "heuristics", "kind": "filter", "recipe": recipe}]}
         run = RunFolder(run_pipeline(cfg, tmp_path, name=f"{recipe}.yaml"))
         assert [r["reason"] for r in run.rows("heuristics", part="removed")] == [reason] * 4
+
+
+def test_speed_benchmark_times_the_chain_cold_with_set_up_apart(tmp_path):
+    """The conformance benchmark's winnow side: set-up (lazy imports) outside the clock and reported apart,
+    the timed run starting with no chunk memoised, and MB counted in UTF-8 bytes."""
+    import json
+
+    import filters.words as words
+    from experiments.benchmarks.heuristics_conformance import time_side
+
+    texts = ["Café prices rose. The market was busy, and the stalls sold out!\nMore text here.", "Short."]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    seen = []
+    real = words.clear_caches
+    words.clear_caches = lambda: (real(), seen.append(len(words._vocab)))
+    try:
+        out = time_side("winnow", path, False)
+    finally:
+        words.clear_caches = real
+    assert seen == [0]  # the set-up's chunks were forgotten before the clock started
+    assert out["docs"] == 2 and out["mb"] == sum(len(t.encode()) for t in texts) / 1e6
+    assert out["cpu_s"] > 0 and out["setup_cpu_s"] > 0 and out["side"] == "winnow"
+    assert len(words._vocab) > 0  # the timed run tokenised the documents afresh
