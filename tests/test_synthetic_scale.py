@@ -61,3 +61,27 @@ def test_write_corpus_streams_above_its_threshold(tmp_path, monkeypatch):
     info = write_corpus(tmp_path, n_docs=1200, seed=2)  # `winnow demo-corpus --docs N` for large N
     assert info["documents"] == 1200
     assert sum(len(d) for d in _docs(tmp_path).values()) == 1200
+
+
+def test_scale_report_compares_outputs_only_between_runs_of_the_same_code():
+    """Runs of different commits may differ by design (a changed filter); only same-code runs are compared."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from experiments.benchmarks.bench_scale import render
+
+    rows = json.loads((Path(__file__).resolve().parents[1] / "experiments/results/scale.json").read_text())["runs"]
+    base = next(r for r in rows if (r["docs"], r["executor"], r["workers"], len(r["stages"])) == (100_000, "local", 1, 5))
+    same, other = copy.deepcopy(base), copy.deepcopy(base)
+    same["workers"], other["executor"], other["workers"] = 2, "ray", 2
+    other["commit"] = "0123456789ab"  # a different version of the code, whose outputs differ
+    for st in other["stages"].values():
+        st["output_sha256"] = "0" * 64
+    table = render([base, same, other], "cmd")
+    lines = {ln.split("|")[3].strip() + ln.split("|")[4].strip(): ln for ln in table.splitlines()
+             if ln.startswith("| 100,000 | all |")}
+    assert "yes (vs local:1)" in lines["local2"]
+    assert lines["ray2"].rstrip().endswith("| - |")  # no run of its commit to compare with: not a false NO
+    same["stages"]["quality"]["output_sha256"] = "f" * 64  # the same code giving other bytes is flagged
+    assert "**NO** (vs local:1)" in render([base, same, other], "cmd")

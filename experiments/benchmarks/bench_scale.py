@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.provenance import git_state
 from pipeline.rundir import StageFolder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,6 +287,7 @@ def measure(work: Path, data: Path, docs: int, executor: str, workers: int, shar
     row = {
         "docs": docs, "executor": executor, "workers": workers, "shard_docs": shard_docs,
         "measured_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": (git_state()["commit"] or "")[:12] or None,
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "startup_s": round(final["startup_s"], 2), "total_s": round(final["total_s"], 2),
         "peak_rss_mb": {k: round(v, 1) for k, v in mon.peaks().items()},
@@ -329,11 +331,13 @@ def _num(x: float | None, fmt: str) -> str:
 
 def _growth(rows: list[dict], e: str, w: int, stage: str, a: int, b: int) -> str:
     """Per-document cost of ``stage`` at ``b`` over at ``a``: CPU ratio (wall ratio); runs with CPU figures first."""
-    def pick(n: int) -> dict | None:
-        cands = [r for r in rows if (r["docs"], r["executor"], r["workers"]) == (n, e, w) and stage in r["stages"]]
+    def pick(n: int, commit="any") -> dict | None:
+        cands = [r for r in rows if (r["docs"], r["executor"], r["workers"]) == (n, e, w) and stage in r["stages"]
+                 and (commit == "any" or r.get("commit") == commit)]
         return max(cands, key=lambda r: (r["stages"][stage].get("cpu_s") is not None, r["measured_at"]), default=None)
 
-    ra, rb = pick(a), pick(b)
+    rb = pick(b)
+    ra = pick(a, rb.get("commit")) if rb else None  # the same code at both sizes
     if not (ra and rb):
         return "-"
     sa, sb = ra["stages"][stage], rb["stages"][stage]
@@ -365,7 +369,10 @@ def render(rows: list[dict], cmd: str) -> str:
         "gets about an eighth of a core; the load at the end of each run is in the last table), so wall times are "
         "noisy and can be several times an idle machine's, and ratios "
         "between runs measured minutes apart (local 1 vs 2 workers, Ray vs local) reflect the load as much as the "
-        "executor. Memory and bytes written do not depend on the load.  ",
+        "executor. Memory and bytes written do not depend on the load. The runs of 2026-12-02 (commit ad71d60) "
+        "measure the code after the heuristic filters' speed-ups, on an idle machine (load 1-2), and with heliport "
+        "as the default language-ID backend: its model (about 0.9 GB) is loaded in every process that runs the "
+        "langid stage, hence workers of 1.3-1.7 GiB where fastText's runs of 2026-11-23 stayed near 0.5.  ",
         "Input: the synthetic web (`experiments/synthetic_web.py` `write_large_corpus`, seed 0): blocks of 5,000 "
         "documents, each with the demo's mix (62% of originals clean; 8% exact and 10% near duplicates, half of "
         "them copying the previous block, so copies cross shards and files), about 1,350 characters per document, "
@@ -386,7 +393,8 @@ def render(rows: list[dict], cmd: str) -> str:
               "kept and removed shards identical |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = next(x for x in rows if x["docs"] == r["docs"])  # the fullest first run at this size
+        # the fullest first run at this size made by the same code (outputs of different code need not agree)
+        ref = next(x for x in rows if x["docs"] == r["docs"] and x.get("commit") == r.get("commit"))
         common = [s for s in _stages(r) if s in ref["stages"]]
         same = "-" if ref is r else (
             f"{'yes' if all(r['stages'][s]['output_sha256'] == ref['stages'][s]['output_sha256'] for s in common) else '**NO**'}"
@@ -397,7 +405,8 @@ def render(rows: list[dict], cmd: str) -> str:
             f"{r['startup_s']:.1f} | {r['docs'] / r['total_s']:,.0f} | {r['docs'] / r['total_s'] / _cores(r):,.0f} | "
             f"{_num(r.get('cpu_s'), '.0f')} | {_num(r['docs'] / r['cpu_s'] if r.get('cpu_s') else None, ',.0f')} | "
             f"{_mb(p['driver'])} | {_mb(p['worker'])} | {_mb(p['other'])} | {_mb(r['tree_peak_rss_mb'])} | {same} |")
-    lines += ["", "Peak RSS is each process's VmHWM read from /proc every 0.2 s while it ran (the last interval "
+    lines += ["", "Outputs are compared only between runs of the same code (commit in the last table; runs before "
+              "2026-12-02 did not record it and count as one version). Peak RSS is each process's VmHWM read from /proc every 0.2 s while it ran (the last interval "
               "before a process exits can be missed); `largest other` is Ray's own processes (raylet, GCS, "
               "dashboard agent) or multiprocessing's resource tracker; `whole tree` is the largest sum of RSS over "
               "all the run's processes at one sample. Start-up is Runner construction (Ray starts its local "
@@ -444,7 +453,7 @@ def render(rows: list[dict], cmd: str) -> str:
     for r in rows:
         if (r["executor"], r["workers"]) == ("ray", 2):
             loc = next((x for x in rows if (x["docs"], x["executor"], x["workers"]) == (r["docs"], "local", 2)
-                        and len(x["stages"]) == len(r["stages"])), None)
+                        and len(x["stages"]) == len(r["stages"]) and x.get("commit") == r.get("commit")), None)
             if loc:
                 cpu = (f"; CPU seconds {r['cpu_s']:,.0f} vs {loc['cpu_s']:,.0f} = {r['cpu_s'] / loc['cpu_s']:.2f}"
                        if r.get("cpu_s") and loc.get("cpu_s") else "")
@@ -456,10 +465,11 @@ def render(rows: list[dict], cmd: str) -> str:
         lines += ["", f"Largest peak RSS of any process in any run: {_largest_rss(top):,.0f} MiB ({top['docs']:,} docs, "
                       f"{top['executor']}:{top['workers']}, {_scope(top)}); target: under 4 GB at 1M documents."]
     lines += ["", "## When each run was measured", "",
-              "| docs | stages | executor:workers | measured | load average (1 min) at end |", "|---|---|---|---|---|"]
+              "| docs | stages | executor:workers | measured | code (commit) | load average (1 min) at end |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['docs']:,} | {_scope(r)} | {r['executor']}:{r['workers']} | {r['measured_at']} | "
-                     f"{r['load_avg_1m_at_end']} |")
+                     f"{r.get('commit') or 'not recorded (before 2026-12-02)'} | {r['load_avg_1m_at_end']} |")
     lines.append("")
     return "\n".join(lines)
 
