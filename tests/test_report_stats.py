@@ -257,3 +257,23 @@ def test_control_arm_kinds_take_the_candidates_budget(tmp_path):
     cfg["experiment"]["arms"][3] = {"kind": "reference-only"}
     with pytest.raises(ValueError, match="needs `source`"):
         experiment_settings(load_config(write_config(tmp_path / "d.yaml", cfg)))
+
+
+def test_compare_gives_scipys_p_and_no_warning_when_one_arm_repeats_itself():
+    """Deterministic training can give identical values in one arm: the p-value stays the t-test's, silently."""
+    import warnings
+
+    import numpy as np
+    from scipy import stats as st
+
+    from experiments.stats import compare
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a, b = rng.normal(0, 1, 5), rng.normal(0.5, 2, 4)
+        assert compare(a, b)["p"] == pytest.approx(st.ttest_ind(b, a, equal_var=False).pvalue, abs=1e-12)
+        assert compare(a[:4], b, paired=True)["p"] == pytest.approx(st.ttest_rel(b, a[:4]).pvalue, abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = compare([1.0, 1.1, 0.9], [1.0, 1.0, 1.0])
+    assert same["p"] == 1.0 and same["ci"][0] < 0 < same["ci"][1]
