@@ -763,7 +763,8 @@ def speed_section(timing: list[dict]) -> list[str]:
     out = ["## Speed (CPU seconds, fresh single-threaded processes, interleaved rounds)", "",
            "CPU seconds of the filtering loop in a fresh process per side and round (the first side alternates); "
            "MB/s per core = MB of text / CPU seconds. Wall time and the 1-minute load average when each process "
-           "started are given beside (the machine has other jobs). datatrove runs FineWeb's chain as FineWeb ran "
+           "started are given beside (on a shared machine CPU seconds rise with the load too: run it idle). "
+           "datatrove runs FineWeb's chain as FineWeb ran "
            "it (a document stops at the first filter that removes it); winnow runs it as its filter stage does "
            "(every filter scores every document, then decisions in order). Each process first sends one short "
            "page through its chain outside the clock (set-up: datatrove loads spaCy's tokenizer, winnow's pyarrow "
