@@ -186,6 +186,19 @@ def _dist_version(name: str) -> str:
 SETUP_PAGE = "A short page to set up with.\nIt has two lines, and both end with a full stop."
 
 
+def machine_check() -> float:
+    """CPU seconds of a fixed pure-Python workload (integer arithmetic, string hashing, dict inserts), timed in
+    each process before its run: the same work on any round, so it shows how fast the machine itself was then
+    (a shared VM's speed drifts over minutes, at the same load average)."""
+    c0 = time.process_time()
+    table: dict[str, int] = {}
+    total = 0
+    for i in range(600_000):
+        total += i * i % 7
+        table[f"w{i % 150_000}-{i & 7}"] = i
+    return time.process_time() - c0 + 0 * (total + len(table))
+
+
 def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
     """CPU and wall seconds of FineWeb's chain over the documents, in this (fresh) process; the one-time set-up
     (one small page through the chain, outside the clock) is timed apart."""
@@ -227,6 +240,7 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
             apply_filters([Document("setup", SETUP_PAGE)], chain)
             clear_caches()  # the timed run starts with no chunk or token memoised
 
+    reference = machine_check()
     c0 = time.process_time()
     setup()
     setup_cpu = time.process_time() - c0
@@ -234,7 +248,8 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
     c0, w0 = time.process_time(), time.perf_counter()
     run()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    return {"side": side, "cpu_s": cpu, "wall_s": wall, "setup_cpu_s": setup_cpu, "load": load,
+    return {"side": side, "cpu_s": cpu, "wall_s": wall, "setup_cpu_s": setup_cpu, "machine_check_s": reference,
+            "load": load,
             "docs": len(texts), "mb": sum(len(t.encode("utf-8")) for t in texts) / 1e6}
 
 
@@ -769,12 +784,16 @@ def speed_section(timing: list[dict]) -> list[str]:
            "(every filter scores every document, then decisions in order). Each process first sends one short "
            "page through its chain outside the clock (set-up: datatrove loads spaCy's tokenizer, winnow's pyarrow "
            "imports pandas on its first array), so MB/s is the cost per MB of text; the set-up, paid once per "
-           "process, is in its own column.", "",
-           "| set | round | side | CPU s | MB/s per core | wall s | load | set-up CPU s |",
-           "|---|---:|---|---:|---:|---:|---:|---:|"]
+           "process, is in its own column. `machine check s`: CPU seconds of the same fixed pure-Python workload "
+           "timed in each process before its run; it varies only with the machine's own speed at that moment "
+           "(on this VM it drifts by a third over tens of minutes at the same load), so rounds can be read "
+           "against it.", "",
+           "| set | round | side | CPU s | MB/s per core | wall s | load | set-up CPU s | machine check s |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for t in timing:
         out.append(f"| {t['set']} | {t['round']} | {t['side']} | {t['cpu_s']:.2f} | {t['mb'] / t['cpu_s']:.2f} | "
-                   f"{t['wall_s']:.2f} | {t['load']:.1f} | {t.get('setup_cpu_s', float('nan')):.2f} |")
+                   f"{t['wall_s']:.2f} | {t['load']:.1f} | {t.get('setup_cpu_s', float('nan')):.2f} | "
+                   f"{t.get('machine_check_s', float('nan')):.2f} |")
     out += ["", "| set | MB | datatrove MB/s per core (median) | winnow MB/s per core (median) | winnow / datatrove "
             "(median of rounds) |", "|---|---:|---:|---:|---:|"]
     sets = list(dict.fromkeys(t["set"] for t in timing))
