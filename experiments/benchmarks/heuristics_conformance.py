@@ -321,6 +321,24 @@ def time_parts(side: str, docs_path: Path) -> dict:
     return {"side": side, "parts": parts}
 
 
+_INTERPRETER_PROBE = (
+    "import os, platform, sys; maps = open('/proc/self/maps').read() if os.path.exists('/proc/self/maps') else '';"
+    "shared = 'unknown' if not maps else ('shared' if 'libpython' in maps else 'static');"
+    "print(f'CPython {platform.python_version()} ({os.path.realpath(sys.executable)}, libpython {shared})')")
+
+
+def interpreter(python: str) -> str:
+    """Which CPython build ``python`` is: its version, binary, and whether it runs libpython from a shared library.
+
+    The build moves every CPU figure here: pyenv's default build (libpython shared, no PGO) ran the winnow
+    chain about 12% slower than Debian's static PGO/LTO ``python3.11`` on the same machine (README)."""
+    try:
+        out = subprocess.run([python, "-c", _INTERPRETER_PROBE], capture_output=True, text=True)
+    except OSError as e:
+        return f"{python} (not probed: {e.strerror})"
+    return out.stdout.strip() or f"{python} (not probed: {out.stderr.strip()[-200:]})"
+
+
 def _timed(python: str, side: str, docs: Path, all_score: bool, parts: bool = False) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -744,8 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     out = ["# Heuristic filters: `recipe: fineweb` against datatrove's FineWeb filters", "",
            f"Command: `{cmd}`", "",
            f"Code: winnow {commit}{' (uncommitted changes)' if dirty else ''}; datatrove {versions['datatrove']}, "
-           f"spaCy {versions['spacy']} (venv: `pip install datatrove==0.10.1 spacy regex`), Python "
-           f"{platform.python_version()}; {os.cpu_count()} cores; run took {elapsed / 60:.0f} min"
+           f"spaCy {versions['spacy']} (venv: `pip install datatrove==0.10.1 spacy regex`); interpreters: winnow "
+           f"{interpreter(sys.executable)}, datatrove {interpreter(args.datatrove_python)}; {os.cpu_count()} cores; "
+           f"run took {elapsed / 60:.0f} min"
            + (f" (datatrove's decisions read from {args.reference_cache}, written by an earlier run of this command "
               f"on the same documents, sha256 {digest}...)" if reused else "") + ".", "",
            f"Documents: {len(docs):,} (" + ", ".join(f"{s} {n:,}" for s, n in counts.items())
