@@ -750,7 +750,9 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True).stdout.strip()
-    cmd = ("PYTHONPATH=. .venv/bin/python -m experiments.benchmarks.heuristics_conformance --datatrove-python "
+    venv_python = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
+    shown = ".venv/bin/python" if os.path.abspath(sys.executable) == str(venv_python) else sys.executable
+    cmd = (f"PYTHONPATH=. {shown} -m experiments.benchmarks.heuristics_conformance --datatrove-python "
            f"{args.datatrove_python}" + (f" --per-source {args.per_source}" if args.per_source != 1000 else "")
            + (f" --rounds {args.rounds}" if args.rounds != 3 else "") + (" --all-score" if args.all_score else "")
            + (" --no-timing" if args.no_timing else "")
