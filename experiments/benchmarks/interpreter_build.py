@@ -1,0 +1,76 @@
+"""Which CPython build runs winnow faster: FineWeb's heuristic chain on the same web pages under two interpreters.
+
+    PYTHONPATH=. .venv/bin/python -m experiments.benchmarks.interpreter_build \\
+        .venv/bin/python /tmp/debvenv/bin/python --out experiments/results/interpreter_build.md
+
+winnow is pure Python on top of NumPy and C extensions, so the interpreter's own build moves every CPU figure:
+a CPython whose executable runs libpython from a shared library without profile-guided optimisation (pyenv's
+default build) against a static, optimised one (Debian's ``/usr/bin/python3``). Each interpreter needs an
+environment with winnow installed (``python -m venv ENV && ENV/bin/pip install -e .``; the chain itself needs
+only NumPy, regex, pyarrow, PyYAML and the ingest packages). Each round times the chain in a fresh
+single-threaded process per interpreter, in CPU seconds, alternating which goes first (the measurement of
+``heuristics_conformance --time-side``); the figure is the median of the per-round ratios, because this VM's
+speed drifts by a third over tens of minutes and a ratio within a round cancels most of that.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from experiments.benchmarks import emit
+from experiments.benchmarks.heuristics_conformance import _timed, interpreter, load_documents
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("pythons", nargs=2, metavar="PYTHON", help="the two interpreters (each with winnow installed)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    p.add_argument("--per-source", type=int, default=1000, help="web pages to time (default 1000)")
+    p.add_argument("--out", type=Path, help="write the Markdown report here")
+    args = p.parse_args(argv)
+    a, b = args.pythons
+    texts = [t for source, t in load_documents(args.per_source) if source == "web pages"]
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    runs = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "web.jsonl"
+        path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+        for r in range(args.rounds):
+            for python in ((a, b) if r % 2 == 0 else (b, a)):
+                print(f"round {r + 1}, {python} ...", file=sys.stderr)
+                runs.append({"round": r + 1, "python": python, **_timed(python, "winnow", path, False)})
+    cpu = {py: {run["round"]: run["cpu_s"] for run in runs if run["python"] == py} for py in (a, b)}
+    ratios = [cpu[b][k] / cpu[a][k] for k in sorted(cpu[a])]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    out = ["# Interpreter build: winnow's FineWeb chain under two CPython builds", "",
+           f"Command: `PYTHONPATH=. {sys.executable} -m experiments.benchmarks.interpreter_build {a} {b}"
+           + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
+           + (f" --per-source {args.per_source}" if args.per_source != 1000 else "")
+           + (f" --out {args.out}" if args.out else "") + "`", "",
+           f"Code: winnow {commit}; {len(texts):,} web pages (resiliparse's text), {mb:.1f} MB; run took "
+           f"{(time.time() - t0) / 60:.0f} min.", "",
+           f"- A: {interpreter(a)}", f"- B: {interpreter(b)}", "",
+           "| round | A CPU s | B CPU s | B / A | A MB/s per core | B MB/s per core |",
+           "|---:|---:|---:|---:|---:|---:|"]
+    for k, ratio in zip(sorted(cpu[a]), ratios):
+        out.append(f"| {k} | {cpu[a][k]:.2f} | {cpu[b][k]:.2f} | {ratio:.3f} | {mb / cpu[a][k]:.2f} | "
+                   f"{mb / cpu[b][k]:.2f} |")
+    med_a, med_b = statistics.median(cpu[a].values()), statistics.median(cpu[b].values())
+    out += ["", f"Median of the per-round ratios B / A: {statistics.median(ratios):.3f} (rounds {min(ratios):.3f}-"
+                f"{max(ratios):.3f}); median MB/s per core: A {mb / med_a:.2f}, B {mb / med_b:.2f}.", "",
+            "## Runs", "", "```"] + [json.dumps(run) for run in runs] + ["```", ""]
+    emit("\n".join(out), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    from pipeline.errors import run_guarded
+
+    raise SystemExit(run_guarded(main, prog="interpreter_build"))
