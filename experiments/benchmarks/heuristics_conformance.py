@@ -339,7 +339,8 @@ def interpreter(python: str) -> str:
     return out.stdout.strip() or f"{python} (not probed: {out.stderr.strip()[-200:]})"
 
 
-def _timed(python: str, side: str, docs: Path, all_score: bool, parts: bool = False) -> dict:
+def timed_side(python: str, side: str, docs: Path, all_score: bool, parts: bool = False) -> dict:
+    """One side's timing (``parts``: its profile) in a fresh single-threaded process of ``python``: its JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [python, "-m", "experiments.benchmarks.heuristics_conformance", "--time-parts" if parts else "--time-side",
@@ -741,10 +742,10 @@ def main(argv: list[str] | None = None) -> int:
                         if all_score and side == "winnow":
                             continue
                         print(f"timing {label}, round {r + 1}, {side} ...", file=sys.stderr)
-                        res = _timed(pythons[side], side, path, all_score)
+                        res = timed_side(pythons[side], side, path, all_score)
                         timing.append({"set": label, "round": r + 1, **res})
             print("where the time goes ...", file=sys.stderr)
-            profile = [_timed(pythons[side], side, docs_path, False, parts=True) for side in ("datatrove", "winnow")]
+            profile = [timed_side(pythons[side], side, docs_path, False, parts=True) for side in ("datatrove", "winnow")]
     elapsed = time.time() - t_start
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from experiments.benchmarks import emit
-from experiments.benchmarks.heuristics_conformance import _timed, interpreter, load_documents
+from experiments.benchmarks.heuristics_conformance import interpreter, load_documents, timed_side
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for python in ((a, b) if r % 2 == 0 else (b, a)):
                 print(f"round {r + 1}, {python} ...", file=sys.stderr)
-                runs.append({"round": r + 1, "python": python, **_timed(python, "winnow", path, False)})
+                runs.append({"round": r + 1, "python": python, **timed_side(python, "winnow", path, False)})
     cpu = {py: {run["round"]: run["cpu_s"] for run in runs if run["python"] == py} for py in (a, b)}
     ratios = [cpu[b][k] / cpu[a][k] for k in sorted(cpu[a])]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
