@@ -1,6 +1,8 @@
 """Each heuristic rule on hand-made documents just inside and just outside its threshold."""
 from __future__ import annotations
 
+import sys
+
 import pyarrow as pa
 import pytest
 
@@ -549,3 +551,13 @@ def test_speed_reports_name_the_interpreter_build(tmp_path):
         maps = open("/proc/self/maps").read()
         assert here.endswith("libpython shared)" if "libpython" in maps else "libpython static)")
     assert interpreter(str(tmp_path / "no-python")).endswith("(not probed: No such file or directory)")
+
+
+def test_interpreter_benchmark_names_an_interpreter_it_cannot_use(tmp_path):
+    """A wrong interpreter path is one usage error naming it, before any document is read or timed."""
+    from experiments.benchmarks import interpreter_build
+    from pipeline.errors import UsageError
+
+    missing = str(tmp_path / "no-python")
+    with pytest.raises(UsageError, match=f"interpreter {missing}: No such file"):
+        interpreter_build.main([sys.executable, missing, "--rounds", "1"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,23 @@ import time
 from pathlib import Path
 
 from experiments.benchmarks import emit
+from pipeline.errors import UsageError
 from experiments.benchmarks.heuristics_conformance import interpreter, load_documents, timed_side
+
+
+def _check_can_run_the_chain(python: str) -> None:
+    """Fail before any timing, in one line, when ``python`` cannot run or has no winnow with its filters."""
+    probe = "from experiments.benchmarks.heuristics_conformance import winnow_recipe; winnow_recipe()"
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                             cwd=Path(__file__).resolve().parents[2])
+    except OSError as e:
+        raise UsageError(f"interpreter {python}: {e.strerror}") from None
+    if out.returncode:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"interpreter {python} cannot run winnow's FineWeb chain ({last}); install winnow in its "
+                         f"environment: {python} -m pip install -e .")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the Markdown report here")
     args = p.parse_args(argv)
     a, b = args.pythons
+    for python in (a, b):
+        _check_can_run_the_chain(python)
     texts = [t for source, t in load_documents(args.per_source) if source == "web pages"]
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     runs = []
