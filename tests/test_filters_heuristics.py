@@ -541,7 +541,6 @@ def test_speed_reports_name_the_interpreter_build(tmp_path):
     each side's interpreter in a subprocess; one that cannot run says so instead of failing the report."""
     import os
     import platform
-    import sys
 
     from experiments.benchmarks.heuristics_conformance import interpreter
 

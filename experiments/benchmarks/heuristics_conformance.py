@@ -330,8 +330,9 @@ _INTERPRETER_PROBE = (
 def interpreter(python: str) -> str:
     """Which CPython build ``python`` is: its version, binary, and whether it runs libpython from a shared library.
 
-    The build moves every CPU figure here: pyenv's default build (libpython shared, no PGO) ran the winnow
-    chain about 12% slower than Debian's static PGO/LTO ``python3.11`` on the same machine (README)."""
+    The build moves every CPU figure here: on the same machine, Debian's static ``python3.11`` took 0.92x the
+    CPU of pyenv's default build (libpython shared, no PGO) on the winnow chain
+    (``experiments/results/interpreter_build.md``)."""
     try:
         out = subprocess.run([python, "-c", _INTERPRETER_PROBE], capture_output=True, text=True)
     except OSError as e:

@@ -25,8 +25,11 @@ import time
 from pathlib import Path
 
 from experiments.benchmarks import emit
-from pipeline.errors import UsageError
 from experiments.benchmarks.heuristics_conformance import interpreter, load_documents, timed_side
+from pipeline.errors import UsageError
+from pipeline.provenance import git_state
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _check_can_run_the_chain(python: str) -> None:
@@ -34,8 +37,7 @@ def _check_can_run_the_chain(python: str) -> None:
     probe = "from experiments.benchmarks.heuristics_conformance import winnow_recipe; winnow_recipe()"
     try:
         out = subprocess.run([python, "-c", probe], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-                             cwd=Path(__file__).resolve().parents[2])
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     except OSError as e:
         raise UsageError(f"interpreter {python}: {e.strerror}") from None
     if out.returncode:
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append({"round": r + 1, "python": python, **timed_side(python, "winnow", path, False)})
     cpu = {py: {run["round"]: run["cpu_s"] for run in runs if run["python"] == py} for py in (a, b)}
     ratios = [cpu[b][k] / cpu[a][k] for k in sorted(cpu[a])]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git = git_state()
+    commit = f"{(git['commit'] or 'unknown')[:7]}{' (uncommitted changes)' if git['dirty'] else ''}"
     out = ["# Interpreter build: winnow's FineWeb chain under two CPython builds", "",
            f"Command: `PYTHONPATH=. {sys.executable} -m experiments.benchmarks.interpreter_build {a} {b}"
            + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
