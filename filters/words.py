@@ -22,7 +22,12 @@ up), and tokens are integer ids into a per-process vocabulary that knows each
 token's length and kind, so a document's statistics are a few NumPy
 operations over its id array, and :func:`doc_tokens` keeps the last
 documents' results so the Gopher, C4 and FineWeb filters of one stage
-tokenise a text once.
+tokenise a text once. The two per-chunk loops (looking every chunk up, and
+turning each new chunk into token ids) are compiled where the install could
+build ``filters/chunk_kernel.c``: they are the interpreter's overhead on about a
+million chunks per 7 MB of web text, not spaCy's rules, which stay here in
+Python for every chunk but plain words, numbers and a word with one closing
+mark. Both ways give the same ids in the same order (tests/test_words.py).
 
 :func:`lines_sentences` counts sentences as spaCy's rule-based sentencizer does:
 a sentence starts at the first token that is not punctuation after a
@@ -30,6 +35,7 @@ sentence-final mark.
 """
 from __future__ import annotations
 
+import os
 import re
 import string as _string
 import unicodedata
@@ -38,6 +44,21 @@ from typing import NamedTuple
 
 import numpy as np
 import regex
+
+#: The chunk table's per-chunk loops, compiled (filters/chunk_kernel.c, built by the install where a C compiler
+#: is); the same steps run in Python without it, or with WINNOW_COMPILED=0 in the environment (for A/B timing).
+_kernel = None
+if os.environ.get("WINNOW_COMPILED", "1") != "0":
+    try:
+        from filters import chunk_kernel as _kernel
+    except ImportError:  # pragma: no cover - a build without a C compiler
+        _kernel = None
+
+
+def compiled() -> bool:
+    """Whether the compiled chunk table is in use (benchmarks name it next to their figures)."""
+    return _kernel is not None
+
 
 TOKENIZERS = ("spacy_like", "whitespace")
 
@@ -443,6 +464,11 @@ def _split_fast(chunk: str) -> list[str] | None:
     return prefixes + list(core_tokens) + suffixes[::-1]
 
 
+#: Chunks the compiled fast path leaves to :func:`split_chunk`: a word and a closing mark that together spell
+#: a special case with punctuation (spaCy's second pass would join them).
+_KERNEL_EXCLUDE = frozenset(a + b for a, b in _AFFIX_PAIRS)
+
+
 def split_chunk(chunk: str) -> list[str]:
     """spaCy-like tokens of one whitespace-free chunk (uncached; :func:`doc_tokens` memoises chunks)."""
     tokens = _split_fast(chunk)
@@ -583,21 +609,38 @@ class _Vocab:
     def chunk_indices(self, parts: list[str], tokenizer: str) -> np.ndarray:
         """Chunk-table indices of ``parts``; chunks not seen before are tokenised, in order of appearance."""
         cache = self.chunks[tokenizer]
+        if _kernel is not None:  # the same steps, compiled: new chunks enter the cache with their future index
+            raw, new = _kernel.chunk_indices(cache, parts, self.n_chunks)
+            if new:
+                try:
+                    self._add_chunks(new, tokenizer)
+                except BaseException:
+                    for c in new:
+                        cache.pop(c, None)
+                    raise
+            return np.frombuffer(raw, np.int64)
         n = len(parts)
         idx = np.fromiter(map(cache.get, parts, repeat(-1)), np.int64, n)
         if n and idx.min() < 0:
             missing = np.flatnonzero(idx < 0).tolist()
-            self._add_chunks(list(dict.fromkeys(map(parts.__getitem__, missing))), tokenizer)
+            new = list(dict.fromkeys(map(parts.__getitem__, missing)))
+            lo = self.n_chunks
+            self._add_chunks(new, tokenizer)
+            cache.update(zip(new, range(lo, self.n_chunks)))
             idx[missing] = list(map(cache.__getitem__, map(parts.__getitem__, missing)))
         return idx
 
     def _add_chunks(self, new: list[str], tokenizer: str) -> None:
-        """Tokenise chunks not in the table yet and append them to it."""
-        cache, ids, strings, specials = self.chunks[tokenizer], self.ids, self.strings, SPECIAL_CASES
+        """Tokenise chunks not in the table yet and append them to it (the caller enters them in the cache)."""
+        if _kernel is not None:
+            raw_flat, raw_lens = _kernel.tokenize_chunks(new, tokenizer == "spacy_like", SPECIAL_CASES,
+                                                         _KERNEL_EXCLUDE, self.ids, self.strings, split_chunk)
+            self._append_chunks(np.frombuffer(raw_flat, np.int64), np.frombuffer(raw_lens, np.int64))
+            return
+        ids, strings, specials = self.ids, self.strings, SPECIAL_CASES
         spacy = tokenizer == "spacy_like"
         flat: list[int] = []
         lens: list[int] = []
-        k = self.n_chunks
         for c in new:
             if not spacy or c.isalpha() and c not in specials:  # the chunk is its one token
                 i = ids.get(c)
@@ -615,9 +658,12 @@ class _Vocab:
                         strings.append(t)
                     flat.append(i)
                 lens.append(len(toks))
-            cache[c] = k
-            k += 1
-        lo, hi, t_lo, t_hi = self.n_chunks, k, self.n_chunk_tokens, self.n_chunk_tokens + len(flat)
+        self._append_chunks(np.array(flat, np.int64), np.array(lens, np.int64))
+
+    def _append_chunks(self, flat: np.ndarray, length: np.ndarray) -> None:
+        """Append chunks to the table: their tokens' ids, in order, and how many each has."""
+        lo, hi = self.n_chunks, self.n_chunks + len(length)
+        t_lo, t_hi = self.n_chunk_tokens, self.n_chunk_tokens + len(flat)
         if hi > len(self.chunk_len):
             size = max(hi, 2 * len(self.chunk_len))
             self.chunk_len = _grown(self.chunk_len, size, lo, 0)
@@ -626,7 +672,6 @@ class _Vocab:
         if t_hi > len(self.chunk_tokens):
             self.chunk_tokens = _grown(self.chunk_tokens, max(t_hi, 2 * len(self.chunk_tokens)), t_lo, 0)
         self.chunk_tokens[t_lo:t_hi] = flat
-        length = np.array(lens, np.int64)
         self.chunk_len[lo:hi] = length
         starts = np.cumsum(length) - length + t_lo
         self.chunk_start[lo:hi] = starts

@@ -153,3 +153,83 @@ def test_fast_paths_agree_with_the_general_affix_loop():
                 want.append(tokens[i])
                 i += 1
         assert split_chunk(s) == want, s
+
+
+def _table_with(kernel, texts: list[str], tokenizer: str, monkeypatch) -> tuple:
+    """Every document's token strings and the vocabulary's and chunk table's contents, tokenised cold with the
+    compiled chunk table (``kernel``) or with the Python loops (None)."""
+    from filters import words as w
+
+    monkeypatch.setattr(w, "_kernel", kernel)
+    w.clear_caches()
+    docs = w.doc_tokens_batch(texts, tokenizer)
+    v = w._vocab
+    state = ([d.strings() for d in docs], list(v.strings), v.chunk_tokens[:v.n_chunk_tokens].tolist(),
+             v.chunk_len[:v.n_chunks].tolist(), dict(v.chunks[tokenizer]), [d.n_words for d in docs])
+    w.clear_caches()
+    return state
+
+
+def _compiled_or_skip():
+    import os
+    import shutil
+
+    from filters import words as w
+
+    if w._kernel is None:
+        if os.environ.get("WINNOW_COMPILED") == "0":
+            pytest.skip("WINNOW_COMPILED=0: the chunk table runs in Python")
+        if shutil.which("cc") or shutil.which("gcc"):
+            pytest.fail("filters/chunk_kernel.c was not built although a C compiler is here: reinstall (make install)")
+        pytest.skip("no C compiler here: the chunk table runs in Python")
+    return w._kernel
+
+
+@pytest.mark.parametrize("tokenizer", ["spacy_like", "whitespace"])
+def test_compiled_chunk_table_is_the_python_one(tokenizer, monkeypatch):
+    """filters/chunk_kernel.c gives the same tokens, the same vocabulary ids in the same order and the same chunk
+    table as the Python loops, on random chunks built from what its fast path looks at (letters of several
+    scripts, digits, closing marks, the dot rules' capitals, words that are special cases alone or with a mark)."""
+    import random
+
+    kernel = _compiled_or_skip()
+    rng = random.Random(11)
+    pool = (list("aZe9.,;:!?)](\"'’“…-–/²ßÉжЖ日த ") + ["J", "US", "Mr", "cannot", "8", "o", "'s", "\t", "\n"])
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 400))) for _ in range(600)]
+    texts += ["J. R. R. Tolkien, Ph.D. cannot; 8) o) US. aB. ÉA. 1². zz: x'", ""]
+    assert _table_with(kernel, texts, tokenizer, monkeypatch) == _table_with(None, texts, tokenizer, monkeypatch)
+
+
+@pytest.mark.shared_data
+def test_compiled_chunk_table_on_real_documents(shared, monkeypatch):
+    """The same equality on real text: web pages, Usenet posts and OSCAR in several languages."""
+    import gzip
+    import json
+
+    kernel = _compiled_or_skip()
+    texts = []
+    for name, field in (("webpages-extracted.jsonl.gz", "text"), ("usenet-20news.jsonl.gz", "text"),
+                        ("oscar-sample.jsonl.gz", "text")):
+        with gzip.open(shared / "raw" / name, "rt", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i == 300:
+                    break
+                texts.append(json.loads(line).get(field) or "")
+    assert sum(map(len, texts)) > 1_000_000
+    assert _table_with(kernel, texts, "spacy_like", monkeypatch) == _table_with(None, texts, "spacy_like", monkeypatch)
+
+
+def test_compiled_chunk_table_leaves_the_cache_unchanged_on_error(monkeypatch):
+    """A chunk the tokenizer cannot take (here: a failure injected into split_chunk) leaves no half-entered
+    chunk behind: the next call tokenises it again instead of reading a table row that was never written."""
+    from filters import words as w
+
+    _compiled_or_skip()
+    w.clear_caches()
+    real = w.split_chunk
+    monkeypatch.setattr(w, "split_chunk", lambda c: (_ for _ in ()).throw(RuntimeError("injected")))
+    with pytest.raises(RuntimeError, match="injected"):
+        w.doc_tokens_batch(["plain words (and a bracket"])
+    assert not w._vocab.chunks["spacy_like"]
+    monkeypatch.setattr(w, "split_chunk", real)
+    assert w.spacy_like_words("plain words (and a bracket") == ["plain", "words", "(", "and", "a", "bracket"]

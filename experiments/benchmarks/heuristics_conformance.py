@@ -214,6 +214,7 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
     """CPU and wall seconds of FineWeb's chain over the documents, in this (fresh) process; the one-time set-up
     (one small page through the chain, outside the clock) is timed apart."""
     texts = [json.loads(line)["text"] for line in docs_path.open(encoding="utf-8")]
+    extra: dict = {}
     if side == "datatrove":
         from datatrove.data import Document
 
@@ -249,6 +250,10 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
         def setup():
             _set_up_winnow(chain)
 
+        from filters.words import compiled
+
+        extra["compiled"] = compiled()
+
     reference = machine_check()
     c0 = time.process_time()
     setup()
@@ -258,7 +263,7 @@ def time_side(side: str, docs_path: Path, all_score: bool) -> dict:
     run()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return {"side": side, "cpu_s": cpu, "wall_s": wall, "setup_cpu_s": setup_cpu, "machine_check_s": reference,
-            "load": load, "docs": len(texts), "mb": sum(len(t.encode("utf-8")) for t in texts) / 1e6}
+            "load": load, "docs": len(texts), "mb": sum(len(t.encode("utf-8")) for t in texts) / 1e6, **extra}
 
 
 def time_parts(side: str, docs_path: Path) -> dict:
@@ -760,6 +765,11 @@ def main(argv: list[str] | None = None) -> int:
            + (" --no-timing" if args.no_timing else "")
            + (f" --reference-cache {args.reference_cache}" if args.reference_cache else "")
            + (f" --out {args.out}" if args.out else ""))
+    from filters.words import compiled
+
+    timed_kernel = {t.get("compiled") for t in timing if t["side"] == "winnow"} if timing else {compiled()}
+    kernel = ("compiled (filters/chunk_kernel.c)" if timed_kernel == {True} else "in Python (filters/chunk_kernel.c not built "
+              "or WINNOW_COMPILED=0)" if timed_kernel == {False} else "compiled in some rounds only")
     chain = stats["chain"]
     worst = min((j for j in stats["rules"].values() if j is not None), default=None)
     versions = tables["versions"]
@@ -767,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
            f"Command: `{cmd}`", "",
            f"Code: winnow {commit}{' (uncommitted changes)' if dirty else ''}; datatrove {versions['datatrove']}, "
            f"spaCy {versions['spacy']} (venv: `pip install datatrove==0.10.1 spacy regex`); interpreters: winnow "
-           f"{interpreter(sys.executable)}, datatrove {interpreter(args.datatrove_python)}; {os.cpu_count()} cores; "
+           f"{interpreter(sys.executable)}, datatrove {interpreter(args.datatrove_python)}; winnow's chunk table "
+           f"{kernel}; {os.cpu_count()} cores; "
            f"run took {elapsed / 60:.0f} min"
            + (f" (datatrove's decisions read from {args.reference_cache}, written by an earlier run of this command "
               f"on the same documents, sha256 {digest}...)" if reused else "") + ".", "",
