@@ -560,3 +560,29 @@ def test_interpreter_benchmark_names_an_interpreter_it_cannot_use(tmp_path):
     missing = str(tmp_path / "no-python")
     with pytest.raises(UsageError, match=f"interpreter {missing}: No such file"):
         interpreter_build.main([sys.executable, missing, "--rounds", "1"])
+
+
+def test_ab_benchmark_refuses_two_identical_sides_and_malformed_variables():
+    """One interpreter twice is only a comparison when the environments differ (``--env-b WINNOW_COMPILED=0``);
+    the same side twice, or a variable without a value, is one usage error before anything is timed."""
+    from experiments.benchmarks import interpreter_build
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match="same interpreter with the same environment"):
+        interpreter_build.main([sys.executable, sys.executable, "--rounds", "1"])
+    with pytest.raises(UsageError, match="--env-b 'WINNOW_COMPILED': expected NAME=VALUE"):
+        interpreter_build.main([sys.executable, sys.executable, "--env-b", "WINNOW_COMPILED"])
+
+
+def test_ab_benchmark_sets_a_variable_for_one_side_only(monkeypatch):
+    """The variable reaches the timed process of its side and is gone afterwards (the other side never sees it)."""
+    import os
+    import subprocess
+
+    from experiments.benchmarks.interpreter_build import _environment
+
+    monkeypatch.delenv("WINNOW_COMPILED", raising=False)
+    with _environment({"WINNOW_COMPILED": "0"}):
+        seen = subprocess.run([sys.executable, "-c", "import os; print(os.environ['WINNOW_COMPILED'])"],
+                              capture_output=True, text=True).stdout.strip()
+    assert seen == "0" and "WINNOW_COMPILED" not in os.environ
