@@ -586,3 +586,21 @@ def test_ab_benchmark_sets_a_variable_for_one_side_only(monkeypatch):
         seen = subprocess.run([sys.executable, "-c", "import os; print(os.environ['WINNOW_COMPILED'])"],
                               capture_output=True, text=True).stdout.strip()
     assert seen == "0" and "WINNOW_COMPILED" not in os.environ
+
+
+@pytest.mark.shared_data
+def test_ab_benchmark_times_the_compiled_and_the_python_chunk_table(tmp_path):
+    """One round on five real web pages: both sides are timed, B's process ran without the compiled chunk table
+    (the variable reached it), and the report gives each side's CPU seconds and their ratio."""
+    import json
+
+    from experiments.benchmarks import interpreter_build
+
+    out = tmp_path / "ab.md"
+    interpreter_build.main([sys.executable, sys.executable, "--env-b", "WINNOW_COMPILED=0", "--rounds", "1",
+                            "--per-source", "5", "--out", str(out)])
+    text = out.read_text()
+    runs = [json.loads(line) for line in text.split("```")[1].strip().splitlines()]
+    assert sorted(r["ab"] for r in runs) == ["A", "B"] and all(r["cpu_s"] > 0 and r["docs"] == 5 for r in runs)
+    assert {r["ab"]: r["compiled"] for r in runs}["B"] is False
+    assert "with WINNOW_COMPILED=0" in text and "Median of the per-round ratios B / A" in text

@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}, {side}: {python} ...", file=sys.stderr)
                 with _environment(env[side]):
                     res = timed_side(python, "winnow", path, False)
-                runs.append({"round": r + 1, "side": side, "python": python, **res})
-    cpu = {side: {run["round"]: run["cpu_s"] for run in runs if run["side"] == side} for side in ("A", "B")}
+                runs.append({"round": r + 1, **res, "ab": side, "python": python})
+    cpu = {side: {run["round"]: run["cpu_s"] for run in runs if run["ab"] == side} for side in ("A", "B")}
     ratios = [cpu["B"][k] / cpu["A"][k] for k in sorted(cpu["A"])]
     git = git_state()
     commit = f"{(git['commit'] or 'unknown')[:7]}{' (uncommitted changes)' if git['dirty'] else ''}"
