@@ -1,12 +1,12 @@
-/* The chunk table's two per-chunk loops, compiled (optional: filters/words.py falls back to the same
- * steps in Python when this module is not built).
+/* The chunk table's per-chunk loops and spaCy's affix and infix rules, compiled (optional: filters/words.py
+ * falls back to the same steps in Python when this module is not built).
  *
- * Why: tokenising real web text cold is dominated not by spaCy's rules but by the interpreter's per-chunk
- * overhead: about a million whitespace-separated chunks per 7 MB, each looked up in the chunk table, and
- * the ~170k distinct ones turned into token ids. These two functions do exactly what the Python code in
- * filters/words.py does, in the same order (so vocabulary ids and every score are identical), and hand
- * back to Python's ``split_chunk`` every chunk that is not plain letters, plain digits or a plain word
- * followed by one closing mark.
+ * Why: tokenising real web text cold is dominated by the interpreter's per-chunk overhead: about a million
+ * whitespace-separated chunks per 7 MB, each looked up in the chunk table, and the ~170k distinct ones turned
+ * into token ids, a quarter of them through spaCy's affix loop. These functions do what the Python code in
+ * filters/words.py does, in the same order (so vocabulary ids and every score are identical), with the
+ * character classes, special cases and URL pattern taken from there (configure); a chunk whose tokens spaCy's
+ * second pass could join goes back to Python's split_chunk.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -185,6 +185,405 @@ fast_shape(PyObject *chunk, PyObject *specials, PyObject *exclude)
     return 2;
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * spaCy's general affix loop and infixes (``_split`` in filters/words.py), over one chunk's code points.
+ * The tables come from filters/words.py once (configure): the per-character flags, the unit and currency
+ * suffixes after a digit by length, the two-character suffixes, the URL pattern and the token pairs that can
+ * start a special case. A chunk whose tokens would need spaCy's second pass goes back to Python. */
+
+enum { P1 = 1, S1 = 2, DOT_OK = 4, UP = 8, ICON = 16, ALPHA = 32, LOWER_Q = 64, UPPER_Q = 128 };
+
+static PyObject *g_flags = NULL;       /* dict subclass: 1-char str -> int flags, computed on first lookup */
+static PyObject *g_after_digit = NULL; /* tuple: index k -> frozenset of k-character suffixes after a digit */
+static PyObject *g_two_char = NULL;    /* frozenset of two-character suffixes */
+static PyObject *g_url = NULL;         /* callable: the URL pattern's fullmatch */
+static PyObject *g_pairs = NULL;       /* frozenset of (token, token) pairs that can start a special case */
+static Py_ssize_t g_suffix_max = 0;
+#define FLAG_CACHE 0x3000
+static int16_t g_flag_cache[FLAG_CACHE];
+
+static PyObject *
+configure(PyObject *self, PyObject *args)
+{
+    PyObject *flags, *after_digit, *two_char, *url, *pairs;
+    if (!PyArg_ParseTuple(args, "OO!O!OO!", &flags, &PyTuple_Type, &after_digit, &PyFrozenSet_Type, &two_char, &url,
+                          &PyFrozenSet_Type, &pairs))
+        return NULL;
+    Py_INCREF(flags);
+    Py_INCREF(after_digit);
+    Py_INCREF(two_char);
+    Py_INCREF(url);
+    Py_INCREF(pairs);
+    Py_XSETREF(g_flags, flags);
+    Py_XSETREF(g_after_digit, after_digit);
+    Py_XSETREF(g_two_char, two_char);
+    Py_XSETREF(g_url, url);
+    Py_XSETREF(g_pairs, pairs);
+    g_suffix_max = PyTuple_GET_SIZE(after_digit) - 1;
+    memset(g_flag_cache, 0xff, sizeof(g_flag_cache));
+    Py_RETURN_NONE;
+}
+
+static int
+char_flags(Py_UCS4 c)
+{
+    if (c < FLAG_CACHE && g_flag_cache[c] >= 0)
+        return g_flag_cache[c];
+    PyObject *key = PyUnicode_FromOrdinal((int)c);
+    if (key == NULL)
+        return -1;
+    PyObject *v = PyObject_GetItem(g_flags, key);
+    Py_DECREF(key);
+    if (v == NULL)
+        return -1;
+    long f = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (f < 0 || f > 0x7fff) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "character flags out of range");
+        return -1;
+    }
+    if (c < FLAG_CACHE)
+        g_flag_cache[c] = (int16_t)f;
+    return (int)f;
+}
+
+/* One chunk being split: its code points and their flags. */
+typedef struct {
+    PyObject *chunk;
+    Py_ssize_t n;
+    int kind;
+    const void *data;
+    int *flags;
+} Chunk;
+
+#define CH(ck, i) PyUnicode_READ((ck)->kind, (ck)->data, (i))
+static int is_digit09(Py_UCS4 c) { return c >= '0' && c <= '9'; }
+
+/* Whether chunk[lo:hi] is in ``set`` (a dict or frozenset); -1 on error. */
+static int
+slice_in(const Chunk *ck, Py_ssize_t lo, Py_ssize_t hi, PyObject *set)
+{
+    PyObject *sub = PyUnicode_Substring(ck->chunk, lo, hi);
+    if (sub == NULL)
+        return -1;
+    int r = PyDict_Check(set) ? PyDict_Contains(set, sub) : PySet_Contains(set, sub);
+    Py_DECREF(sub);
+    return r;
+}
+
+/* _prefix_len of chunk[a:b] (b > a). */
+static Py_ssize_t
+prefix_len(const Chunk *ck, Py_ssize_t a, Py_ssize_t b)
+{
+    Py_UCS4 c = CH(ck, a);
+    if (c == '.') {
+        Py_ssize_t i = a;
+        while (i < b && CH(ck, i) == '.')
+            i++;
+        return i - a > 1 ? i - a : 0;
+    }
+    if (c == '+')
+        return (b - a == 1 || !is_digit09(CH(ck, a + 1))) ? 1 : 0;
+    if (ck->flags[a] & P1)
+        return 1;
+    if (b - a >= 3 && c == 'U' && CH(ck, a + 1) == 'S' && CH(ck, a + 2) == '$')
+        return 3;
+    if (b - a >= 2 && (c == 'C' || c == 'A') && CH(ck, a + 1) == '$')
+        return 2;
+    return 0;
+}
+
+/* _suffix_len of chunk[a:b]; -1 on error. */
+static Py_ssize_t
+suffix_len(const Chunk *ck, Py_ssize_t a, Py_ssize_t b)
+{
+    Py_ssize_t n = b - a;
+    if (n <= 0)
+        return 0;
+    if (n > 1 && CH(ck, b - 1) == '.' && CH(ck, b - 2) == '.') {
+        Py_ssize_t i = b;
+        while (i > a && CH(ck, i - 1) == '.')
+            i--;
+        return b - i;
+    }
+    /* a digit in s[-SUFFIX_MAX - 1:-2]: a unit or currency of 2 or more characters may follow it */
+    Py_ssize_t lo = b - g_suffix_max - 1 < a ? a : b - g_suffix_max - 1, hi = b - 2;
+    int digit = 0;
+    for (Py_ssize_t i = lo; i < hi; i++)
+        if (is_digit09(CH(ck, i))) {
+            digit = 1;
+            break;
+        }
+    if (digit) {
+        for (Py_ssize_t k = (g_suffix_max < n - 1 ? g_suffix_max : n - 1); k > 1; k--) {
+            if (!is_digit09(CH(ck, b - k - 1)))
+                continue;
+            int r = slice_in(ck, b - k, b, PyTuple_GET_ITEM(g_after_digit, k));
+            if (r < 0)
+                return -1;
+            if (r)
+                return k;
+        }
+    }
+    if (n > 1) {
+        int r = slice_in(ck, b - 2, b, g_two_char);
+        if (r < 0)
+            return -1;
+        if (r)
+            return 2;
+    }
+    Py_UCS4 c = CH(ck, b - 1);
+    if (ck->flags[b - 1] & S1)
+        return 1;
+    if (n > 1) {
+        Py_UCS4 p = CH(ck, b - 2);
+        if (is_digit09(p)) {
+            if (c == '+')
+                return 1;
+            int r = slice_in(ck, b - 1, b, PyTuple_GET_ITEM(g_after_digit, 1));
+            if (r < 0)
+                return -1;
+            if (r)
+                return 1;
+        }
+        if (c == '.') {
+            if (ck->flags[b - 2] & DOT_OK)
+                return 1;
+            if (n > 2 && ((ck->flags[b - 2] & UP && ck->flags[b - 3] & UP)
+                          || (CH(ck, b - 3) == 0xB0 && p < 128 && strchr("FfCcKk", (int)p) != NULL && p != 0)))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+push_slice(PyObject *list, const Chunk *ck, Py_ssize_t lo, Py_ssize_t hi)
+{
+    PyObject *sub = PyUnicode_Substring(ck->chunk, lo, hi);
+    if (sub == NULL)
+        return -1;
+    int r = PyList_Append(list, sub);
+    Py_DECREF(sub);
+    return r;
+}
+
+static const Py_UCS4 HYPHENS[][4] = {{'-', 0}, {0x2013, 0}, {0x2014, 0}, {'-', '-', 0}, {'-', '-', '-', 0},
+                                     {0x2014, 0x2014, 0}, {'~', 0}};
+
+/* Length of the infix match at i of s = chunk[a:b] (0: none), trying spaCy's infix alternatives in order. */
+static Py_ssize_t
+infix_at(const Chunk *ck, Py_ssize_t a, Py_ssize_t b, Py_ssize_t i)
+{
+    Py_UCS4 c = CH(ck, i);
+    int has_prev = i > a, has_next = i + 1 < b;
+    if (c == '.' && has_next && CH(ck, i + 1) == '.') {
+        Py_ssize_t j = i;
+        while (j < b && CH(ck, j) == '.')
+            j++;
+        return j - i;
+    }
+    if (c == 0x2026 || ck->flags[i] & ICON)
+        return 1;
+    if (has_prev && is_digit09(CH(ck, i - 1)) && (c == '+' || c == '-' || c == '*' || c == '^') && has_next
+        && (is_digit09(CH(ck, i + 1)) || CH(ck, i + 1) == '-'))
+        return 1;
+    if (c == '.' && has_prev && has_next && ck->flags[i - 1] & LOWER_Q && ck->flags[i + 1] & UPPER_Q)
+        return 1;
+    if (c == ',' && has_prev && has_next && ck->flags[i - 1] & ALPHA && ck->flags[i + 1] & ALPHA)
+        return 1;
+    if (!has_prev || !(ck->flags[i - 1] & ALPHA || is_digit09(CH(ck, i - 1))))
+        return 0;
+    for (size_t h = 0; h < sizeof(HYPHENS) / sizeof(HYPHENS[0]); h++) {
+        Py_ssize_t k = 0;
+        while (HYPHENS[h][k] && i + k < b && CH(ck, i + k) == HYPHENS[h][k])
+            k++;
+        if (HYPHENS[h][k] == 0 && i + k < b && ck->flags[i + k] & ALPHA)
+            return k;
+    }
+    if ((c == ':' || c == '<' || c == '>' || c == '=' || c == '/') && has_next && ck->flags[i + 1] & ALPHA)
+        return 1;
+    return 0;
+}
+
+/* spaCy's tokens of a chunk that is no special case, as ``_split`` gives them; Py_None when spaCy's second
+ * pass could change them (the caller then asks Python's split_chunk); NULL on error. */
+static PyObject *
+split_general(PyObject *chunk, PyObject *specials)
+{
+    Chunk ck = {chunk, PyUnicode_GET_LENGTH(chunk), PyUnicode_KIND(chunk), PyUnicode_DATA(chunk), NULL};
+    int local[64];
+    ck.flags = ck.n <= 64 ? local : PyMem_Malloc((size_t)ck.n * sizeof(int));
+    PyObject *pre = NULL, *suf = NULL, *out = NULL;
+    if (ck.flags == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < ck.n; i++)
+        if ((ck.flags[i] = char_flags(CH(&ck, i))) < 0)
+            goto done;
+    pre = PyList_New(0);
+    suf = PyList_New(0);
+    if (pre == NULL || suf == NULL)
+        goto done;
+    Py_ssize_t a = 0, b = ck.n, last = -1;
+    int r;
+    while (b > a && b - a != last) {
+        if ((r = slice_in(&ck, a, b, specials)) != 0) {
+            if (r < 0)
+                goto done;
+            break;
+        }
+        last = b - a;
+        Py_ssize_t p = prefix_len(&ck, a, b);
+        if (p) {
+            if ((r = slice_in(&ck, a + p, b, specials)) < 0)
+                goto done;
+            if (r) {
+                if (push_slice(pre, &ck, a, a + p) < 0)
+                    goto done;
+                a += p;
+                break;
+            }
+        }
+        Py_ssize_t s = suffix_len(&ck, a + p, b);
+        if (s < 0)
+            goto done;
+        if (s) {
+            if ((r = slice_in(&ck, a, b - s, specials)) < 0)
+                goto done;
+            if (r) {
+                if (push_slice(suf, &ck, b - s, b) < 0)
+                    goto done;
+                b -= s;
+                break;
+            }
+        }
+        if (p && s && p + s <= b - a) {
+            if (push_slice(pre, &ck, a, a + p) < 0 || push_slice(suf, &ck, b - s, b) < 0)
+                goto done;
+            a += p;
+            b -= s;
+        }
+        else if (p) {
+            if (push_slice(pre, &ck, a, a + p) < 0)
+                goto done;
+            a += p;
+        }
+        else if (s) {
+            if (push_slice(suf, &ck, b - s, b) < 0)
+                goto done;
+            b -= s;
+        }
+        if (b > a) {
+            if ((r = slice_in(&ck, a, b, specials)) < 0)
+                goto done;
+            if (r)
+                break;
+        }
+    }
+    if (b > a) {
+        PyObject *core = PyUnicode_Substring(chunk, a, b);
+        if (core == NULL)
+            goto done;
+        PyObject *special = PyDict_GetItemWithError(specials, core); /* borrowed */
+        int dot = 0;
+        for (Py_ssize_t i = a; i < b && !dot; i++)
+            dot = CH(&ck, i) == '.';
+        if (special != NULL) {
+            Py_DECREF(core);
+            PyObject *seq = PySequence_Fast(special, "special cases are sequences");
+            if (seq == NULL)
+                goto done;
+            for (Py_ssize_t j = 0; j < PySequence_Fast_GET_SIZE(seq); j++)
+                if (PyList_Append(pre, PySequence_Fast_GET_ITEM(seq, j)) < 0) {
+                    Py_DECREF(seq);
+                    goto done;
+                }
+            Py_DECREF(seq);
+        }
+        else if (PyErr_Occurred()) {
+            Py_DECREF(core);
+            goto done;
+        }
+        else {
+            int url = 0;
+            if (dot) {
+                PyObject *m = PyObject_CallOneArg(g_url, core);
+                if (m == NULL) {
+                    Py_DECREF(core);
+                    goto done;
+                }
+                url = m != Py_None;
+                Py_DECREF(m);
+            }
+            Py_ssize_t start = a;
+            if (!url) {
+                for (Py_ssize_t i = a; i < b;) {
+                    Py_ssize_t m = infix_at(&ck, a, b, i);
+                    if (!m) {
+                        i++;
+                        continue;
+                    }
+                    if (i != a) { /* spaCy ignores an infix at the very start */
+                        if ((i != start && push_slice(pre, &ck, start, i) < 0) || push_slice(pre, &ck, i, i + m) < 0) {
+                            Py_DECREF(core);
+                            goto done;
+                        }
+                        start = i + m;
+                    }
+                    i += m;
+                }
+            }
+            if (start == a)
+                r = PyList_Append(pre, core);
+            else
+                r = start < b ? push_slice(pre, &ck, start, b) : 0;
+            Py_DECREF(core);
+            if (r < 0)
+                goto done;
+        }
+    }
+    for (Py_ssize_t j = PyList_GET_SIZE(suf) - 1; j >= 0; j--)
+        if (PyList_Append(pre, PyList_GET_ITEM(suf, j)) < 0)
+            goto done;
+    /* spaCy's second pass joins token runs that spell a special case: leave those chunks to Python */
+    for (Py_ssize_t j = 0; j + 1 < PyList_GET_SIZE(pre); j++) {
+        PyObject *pair = PyTuple_Pack(2, PyList_GET_ITEM(pre, j), PyList_GET_ITEM(pre, j + 1));
+        if (pair == NULL)
+            goto done;
+        r = PySet_Contains(g_pairs, pair);
+        Py_DECREF(pair);
+        if (r < 0)
+            goto done;
+        if (r) {
+            Py_INCREF(Py_None);
+            out = Py_None;
+            goto done;
+        }
+    }
+    Py_INCREF(pre);
+    out = pre;
+done:
+    if (ck.flags != local)
+        PyMem_Free(ck.flags);
+    Py_XDECREF(pre);
+    Py_XDECREF(suf);
+    return out;
+}
+
+static PyObject *
+split_general_py(PyObject *self, PyObject *args)
+{
+    PyObject *chunk, *specials;
+    if (!PyArg_ParseTuple(args, "UO!", &chunk, &PyDict_Type, &specials))
+        return NULL;
+    if (g_flags == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "chunk_kernel.configure() was not called");
+        return NULL;
+    }
+    return split_general(chunk, specials);
+}
+
 /* tokenize_chunks(chunks, spacy, specials, exclude, ids, strings, split_chunk) -> (token ids, tokens per chunk)
  *
  * The token ids of every chunk, in order, and how many each has (two bytes objects of int64). With
@@ -237,7 +636,16 @@ tokenize_chunks(PyObject *self, PyObject *args)
                 goto fail;
         }
         else {
-            PyObject *tokens = PyObject_CallOneArg(split_chunk, chunk);
+            PyObject *tokens = NULL;
+            if (g_flags != NULL && !PyDict_Contains(specials, chunk)) {
+                tokens = split_general(chunk, specials);
+                if (tokens == NULL)
+                    goto fail;
+                if (tokens == Py_None)
+                    Py_CLEAR(tokens);
+            }
+            if (tokens == NULL)
+                tokens = PyObject_CallOneArg(split_chunk, chunk);
             if (tokens == NULL)
                 goto fail;
             PyObject *seq = PySequence_Fast(tokens, "split_chunk must return a sequence");
@@ -268,6 +676,10 @@ fail:
 }
 
 static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(flags, after_digit, two_char_suffixes, url_fullmatch, affix_pairs): the tokenizer's tables"},
+    {"split_general", split_general_py, METH_VARARGS,
+     "split_general(chunk, specials) -> tokens, or None where spaCy's second pass could apply"},
     {"chunk_indices", chunk_indices, METH_VARARGS,
      "chunk_indices(cache, chunks, base) -> (bytearray of int64 indices, list of new chunks)"},
     {"tokenize_chunks", tokenize_chunks, METH_VARARGS,

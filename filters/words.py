@@ -22,12 +22,14 @@ up), and tokens are integer ids into a per-process vocabulary that knows each
 token's length and kind, so a document's statistics are a few NumPy
 operations over its id array, and :func:`doc_tokens` keeps the last
 documents' results so the Gopher, C4 and FineWeb filters of one stage
-tokenise a text once. The two per-chunk loops (looking every chunk up, and
-turning each new chunk into token ids) are compiled where the install could
-build ``filters/chunk_kernel.c``: they are the interpreter's overhead on about a
-million chunks per 7 MB of web text, not spaCy's rules, which stay here in
-Python for every chunk but plain words, numbers and a word with one closing
-mark. Both ways give the same ids in the same order (tests/test_words.py).
+tokenise a text once. Where the install could build ``filters/chunk_kernel.c``,
+the per-chunk work is compiled: looking every chunk up, turning each new one
+into token ids, and the affix loop and infixes below (with this module's
+character classes, special cases and URL pattern, and back to
+:func:`split_chunk` wherever spaCy's second pass could join tokens). Python's
+overhead on about a million chunks per 7 MB of web text was most of the
+tokenizer's time. Both ways give the same ids in the same order
+(tests/test_words.py); ``WINNOW_COMPILED=0`` runs the Python code.
 
 :func:`lines_sentences` counts sentences as spaCy's rule-based sentencizer does:
 a sentence starts at the first token that is not punctuation after a
@@ -243,12 +245,20 @@ SPECIAL_CASES = _special_cases()
 # agree with the patterns above on every chunk of real documents and on random strings)
 
 _DIGITS = frozenset("0123456789")
-_P1, _S1, _DOT_OK, _UP, _ICON_F = 1, 2, 4, 8, 16
+#: What a character can be to the affix and infix rules (bits of ``_FLAGS[c]``): a one-character prefix or
+#: suffix, a character that makes a following final "." a suffix, an upper-case letter; and for the infixes
+#: (the compiled tokenizer reads these): an icon, a letter of spaCy's ALPHA, a lower-case letter or quote before
+#: an infix ".", an upper-case letter or quote after it.
+_P1, _S1, _DOT_OK, _UP, _ICON_F, _ALPHA_F, _LOWER_Q, _UPPER_Q = 1, 2, 4, 8, 16, 32, 64, 128
 _ONE_CHAR_PREFIX = regex.compile(rf"[§%=—–…{_E(_PUNCT_CHARS + _QUOTES)}{_E(''.join(c for c in _CURRENCY if len(c) == 1))}]"
                                  rf"|{_ICON}", regex.V1)
 _ONE_CHAR_SUFFIX = regex.compile(rf"[…—–{_E(_PUNCT_CHARS + _QUOTES)}]|{_ICON}", regex.V1)
 _DOT_OK_CHAR = regex.compile(rf"[{_BEFORE_FINAL_DOT}]", regex.V1)
 _UPPER_CHAR = regex.compile(rf"[{ALPHA_UPPER}]", regex.V1)
+_ICON_CHAR = regex.compile(_ICON, regex.V1)
+_ALPHA_CHAR = regex.compile(rf"[{ALPHA}]", regex.V1)
+_LOWER_OR_QUOTE = regex.compile(rf"[{ALPHA_LOWER}{_E(_QUOTES)}]", regex.V1)
+_UPPER_OR_QUOTE = regex.compile(rf"[{ALPHA_UPPER}{_E(_QUOTES)}]", regex.V1)
 
 
 class _FlagTable(dict):
@@ -256,7 +266,9 @@ class _FlagTable(dict):
 
     def __missing__(self, c: str) -> int:
         f = self[c] = ((_P1 if _ONE_CHAR_PREFIX.match(c) else 0) | (_S1 if _ONE_CHAR_SUFFIX.match(c) else 0)
-                       | (_DOT_OK if _DOT_OK_CHAR.match(c) else 0) | (_UP if _UPPER_CHAR.match(c) else 0))
+                       | (_DOT_OK if _DOT_OK_CHAR.match(c) else 0) | (_UP if _UPPER_CHAR.match(c) else 0)
+                       | (_ICON_F if _ICON_CHAR.match(c) else 0) | (_ALPHA_F if _ALPHA_CHAR.match(c) else 0)
+                       | (_LOWER_Q if _LOWER_OR_QUOTE.match(c) else 0) | (_UPPER_Q if _UPPER_OR_QUOTE.match(c) else 0))
         return f
 
 
@@ -467,6 +479,9 @@ def _split_fast(chunk: str) -> list[str] | None:
 #: Chunks the compiled fast path leaves to :func:`split_chunk`: a word and a closing mark that together spell
 #: a special case with punctuation (spaCy's second pass would join them).
 _KERNEL_EXCLUDE = frozenset(a + b for a, b in _AFFIX_PAIRS)
+if _kernel is not None:  # the tables the compiled affix loop and infixes read (the same objects as here)
+    _kernel.configure(_FLAGS, tuple(_AFTER_DIGIT.get(k, frozenset()) for k in range(_SUFFIX_MAX + 1)),
+                      _TWO_CHAR_SUFFIX, _URL.fullmatch, _AFFIX_PAIRS)
 
 
 def split_chunk(chunk: str) -> list[str]:

@@ -200,6 +200,39 @@ def test_compiled_chunk_table_is_the_python_one(tokenizer, monkeypatch):
     assert _table_with(kernel, texts, tokenizer, monkeypatch) == _table_with(None, texts, tokenizer, monkeypatch)
 
 
+def test_compiled_affix_loop_and_infixes_are_split_chunks():
+    """The compiled general tokenizer (spaCy's affix loop, URL check and infixes) gives split_chunk's tokens on
+    random chunks built from every character an affix, infix or special-case rule looks at; where spaCy's second
+    pass could join tokens it answers None and Python decides."""
+    import random
+
+    from filters.words import SPECIAL_CASES, split_chunk
+
+    kernel = _compiled_or_skip()
+    rng = random.Random(7)
+    pool = list("aZe9.,;:!?()[]\"'’“”…—–-+%$°C²/~<>=*^&#@") + [
+        "US$", "km", "'s", "’S", "Mr", "vs", "e.g", "g", "i", "😀", "த", "ி", "ж", "Ж", "日", "http://", "www.", ".com",
+        "ß", "É", "°F", "..", "——", "--", "ca", "n't", "a.m", "8"]
+    edges = ["5°F.", "5°c.", "°K.", "AB.", "aB.", "ÉA.", "US$5", "C$5", "A$", "+5", "+a", "5+", "5km", "5km.", "10mph",
+             "5MB)", "..a", "a..", "a...", "e.g.,", "http://x.com/a.", "www.x.org).", "a.B", "a.“B", "a,b", "a-b", "a–b",
+             "a——b", "a---b", "a~b", "a:b", "a/b", "a<b", "5-5", "5--5", "5^2", "5*-2", "a’s", "’S", "(a)", "“a,”", "😀a😀",
+             "a…b", "……a", "a……", "¿a?", "5%.", "²."]
+    answered = [s for s in edges if kernel.split_general(s, SPECIAL_CASES) is not None]
+    assert len(answered) > 40
+    for s in answered:
+        assert kernel.split_general(s, SPECIAL_CASES) == split_chunk(s), s
+    decided = 0
+    for _ in range(40000):
+        s = "".join(rng.choice(pool) for _ in range(rng.randint(1, 9)))
+        if s in SPECIAL_CASES:
+            continue
+        got = kernel.split_general(s, SPECIAL_CASES)
+        if got is not None:
+            decided += 1
+            assert got == split_chunk(s), s
+    assert decided > 30000
+
+
 @pytest.mark.shared_data
 def test_compiled_chunk_table_on_real_documents(shared, monkeypatch):
     """The same equality on real text: web pages, Usenet posts and OSCAR in several languages."""
@@ -220,8 +253,9 @@ def test_compiled_chunk_table_on_real_documents(shared, monkeypatch):
 
 
 def test_compiled_chunk_table_leaves_the_cache_unchanged_on_error(monkeypatch):
-    """A chunk the tokenizer cannot take (here: a failure injected into split_chunk) leaves no half-entered
-    chunk behind: the next call tokenises it again instead of reading a table row that was never written."""
+    """A chunk the tokenizer cannot take (here: a failure injected into split_chunk, which the compiled loop asks
+    about "(Ph.", whose tokens could start the special case "Ph.D.") leaves no half-entered chunk behind: the
+    next call tokenises it again instead of reading a table row that was never written."""
     from filters import words as w
 
     _compiled_or_skip()
@@ -229,7 +263,8 @@ def test_compiled_chunk_table_leaves_the_cache_unchanged_on_error(monkeypatch):
     real = w.split_chunk
     monkeypatch.setattr(w, "split_chunk", lambda c: (_ for _ in ()).throw(RuntimeError("injected")))
     with pytest.raises(RuntimeError, match="injected"):
-        w.doc_tokens_batch(["plain words (and a bracket"])
+        w.doc_tokens_batch(["plain words (Ph. and a bracket"])
     assert not w._vocab.chunks["spacy_like"]
     monkeypatch.setattr(w, "split_chunk", real)
-    assert w.spacy_like_words("plain words (and a bracket") == ["plain", "words", "(", "and", "a", "bracket"]
+    assert w.spacy_like_words("plain words (Ph. and a bracket") == ["plain", "words", "(", "Ph", ".", "and", "a",
+                                                                     "bracket"]
