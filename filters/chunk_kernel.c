@@ -199,6 +199,7 @@ static PyObject *g_two_char = NULL;    /* frozenset of two-character suffixes */
 static PyObject *g_url = NULL;         /* callable: the URL pattern's fullmatch */
 static PyObject *g_pairs = NULL;       /* frozenset of (token, token) pairs that can start a special case */
 static Py_ssize_t g_suffix_max = 0;
+static Py_ssize_t g_special_max = 0;   /* the longest special case: a longer slice is none, unhashed */
 #define FLAG_CACHE 0x3000
 static int16_t g_flag_cache[FLAG_CACHE];
 
@@ -206,8 +207,9 @@ static PyObject *
 configure(PyObject *self, PyObject *args)
 {
     PyObject *flags, *after_digit, *two_char, *url, *pairs;
-    if (!PyArg_ParseTuple(args, "OO!O!OO!", &flags, &PyTuple_Type, &after_digit, &PyFrozenSet_Type, &two_char, &url,
-                          &PyFrozenSet_Type, &pairs))
+    Py_ssize_t special_max;
+    if (!PyArg_ParseTuple(args, "OO!O!OO!n", &flags, &PyTuple_Type, &after_digit, &PyFrozenSet_Type, &two_char, &url,
+                          &PyFrozenSet_Type, &pairs, &special_max))
         return NULL;
     Py_INCREF(flags);
     Py_INCREF(after_digit);
@@ -220,6 +222,7 @@ configure(PyObject *self, PyObject *args)
     Py_XSETREF(g_url, url);
     Py_XSETREF(g_pairs, pairs);
     g_suffix_max = PyTuple_GET_SIZE(after_digit) - 1;
+    g_special_max = special_max;
     memset(g_flag_cache, 0xff, sizeof(g_flag_cache));
     Py_RETURN_NONE;
 }
@@ -260,10 +263,14 @@ typedef struct {
 #define CH(ck, i) PyUnicode_READ((ck)->kind, (ck)->data, (i))
 static int is_digit09(Py_UCS4 c) { return c >= '0' && c <= '9'; }
 
-/* Whether chunk[lo:hi] is in ``set`` (a dict or frozenset); -1 on error. */
+/* Whether chunk[lo:hi] is in ``set`` (a dict or frozenset); -1 on error. The special cases are short, so a
+ * long slice is none without being copied: the affix loop stays linear in the chunk's length (a hostile
+ * 10^6-character run of brackets would be quadratic otherwise). */
 static int
 slice_in(const Chunk *ck, Py_ssize_t lo, Py_ssize_t hi, PyObject *set)
 {
+    if (PyDict_Check(set) && hi - lo > g_special_max)
+        return 0;
     PyObject *sub = PyUnicode_Substring(ck->chunk, lo, hi);
     if (sub == NULL)
         return -1;
@@ -677,7 +684,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(flags, after_digit, two_char_suffixes, url_fullmatch, affix_pairs): the tokenizer's tables"},
+     "configure(flags, after_digit, two_char_suffixes, url_fullmatch, affix_pairs, longest_special): the tables"},
     {"split_general", split_general_py, METH_VARARGS,
      "split_general(chunk, specials) -> tokens, or None where spaCy's second pass could apply"},
     {"chunk_indices", chunk_indices, METH_VARARGS,

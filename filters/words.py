@@ -481,7 +481,7 @@ def _split_fast(chunk: str) -> list[str] | None:
 _KERNEL_EXCLUDE = frozenset(a + b for a, b in _AFFIX_PAIRS)
 if _kernel is not None:  # the tables the compiled affix loop and infixes read (the same objects as here)
     _kernel.configure(_FLAGS, tuple(_AFTER_DIGIT.get(k, frozenset()) for k in range(_SUFFIX_MAX + 1)),
-                      _TWO_CHAR_SUFFIX, _URL.fullmatch, _AFFIX_PAIRS)
+                      _TWO_CHAR_SUFFIX, _URL.fullmatch, _AFFIX_PAIRS, max(map(len, SPECIAL_CASES)))
 
 
 def split_chunk(chunk: str) -> list[str]:

@@ -216,7 +216,7 @@ def test_compiled_affix_loop_and_infixes_are_split_chunks():
     edges = ["5°F.", "5°c.", "°K.", "AB.", "aB.", "ÉA.", "US$5", "C$5", "A$", "+5", "+a", "5+", "5km", "5km.", "10mph",
              "5MB)", "..a", "a..", "a...", "e.g.,", "http://x.com/a.", "www.x.org).", "a.B", "a.“B", "a,b", "a-b", "a–b",
              "a——b", "a---b", "a~b", "a:b", "a/b", "a<b", "5-5", "5--5", "5^2", "5*-2", "a’s", "’S", "(a)", "“a,”", "😀a😀",
-             "a…b", "……a", "a……", "¿a?", "5%.", "²."]
+             "a…b", "……a", "a……", "¿a?", "5%.", "².", "(“" * 1500 + "a" + ")" * 3000]  # a long run: no copy per step
     answered = [s for s in edges if kernel.split_general(s, SPECIAL_CASES) is not None]
     assert len(answered) > 40
     for s in answered:
