@@ -34,7 +34,7 @@ DEMO_DEP = $(if $(filter $(CONFIG_PATH),$(DEMO_CONFIG)),demo-corpus,)
 
 install: $(VENV)/.installed
 
-# and the C source: the install compiles filters/chunk_kernel.c (optional; see README, "Speed")
+# and the C source: the install compiles filters/chunk_kernel.c (optional; see README, "Filters")
 $(VENV)/.installed: $(ROOT)/pyproject.toml $(ROOT)/filters/chunk_kernel.c
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
