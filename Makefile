@@ -2,6 +2,7 @@
 # (`make -C path/to/winnow ...` or `make -f path/to/winnow/Makefile ...`).
 #   make demo                      generate the synthetic web and run the whole pipeline on it
 #   make bench-scale               the pipeline's cost from 10k to 1M documents, local and Ray (hours; SIZES=, RUNS=)
+#   make bench-heuristics          recipe: fineweb against datatrove 0.10.1: conformance and speed (needs ../shared/data)
 #   make test                      the fast test lane: every test not marked slow (a few minutes)
 #   make test-all                  every test, slow ones and those needing ../shared/data included (CI)
 #   make all CONFIG=my.yaml        run every stage of a config
@@ -30,7 +31,7 @@ RUN_FLAGS = $(if $(WORKERS),--workers $(WORKERS),)
 # the demo config reads the generated synthetic web
 DEMO_DEP = $(if $(filter $(CONFIG_PATH),$(DEMO_CONFIG)),demo-corpus,)
 
-.PHONY: install demo demo-corpus bench-scale test test-all ablation report quality-eval all stage check inspect clean
+.PHONY: install demo demo-corpus bench-scale bench-heuristics test test-all ablation report quality-eval all stage check inspect clean
 
 install: $(VENV)/.installed
 
@@ -72,6 +73,22 @@ SIZES ?= 10000 100000 1000000
 RUNS ?= local:1 local:2 ray:2
 bench-scale: install
 	cd $(ROOT) && $(VENV)/bin/python -m experiments.benchmarks.bench_scale --sizes $(SIZES) --runs $(RUNS)
+
+# `recipe: fineweb` against datatrove's FineWeb filters on 3,649 real documents: removed-set overlap per rule,
+# filter and chain, and speed in CPU seconds over interleaved rounds (experiments/results/heuristics_conformance.md).
+# datatrove and spaCy are not winnow dependencies: they get a venv of their own, made on first use. datatrove's
+# decisions (half an hour) are kept in runs/heuristics and reused while the documents are the same.
+DATATROVE_VENV ?= $(ROOT)/.venv-datatrove
+BENCH_ROUNDS ?= 5
+$(DATATROVE_VENV)/.installed:
+	test -d $(DATATROVE_VENV) || $(PYTHON) -m venv $(DATATROVE_VENV)
+	$(DATATROVE_VENV)/bin/pip install -q "datatrove==0.10.1" "spacy==3.8.18" regex
+	touch $@
+bench-heuristics: install $(DATATROVE_VENV)/.installed
+	mkdir -p $(ROOT)/runs/heuristics
+	cd $(ROOT) && $(VENV)/bin/python -m experiments.benchmarks.heuristics_conformance \
+	    --datatrove-python $(DATATROVE_VENV)/bin/python --rounds $(BENCH_ROUNDS) --all-score \
+	    --reference-cache runs/heuristics/refcache.jsonl --out experiments/results/heuristics_conformance.md
 
 # the matched-model ablation of a config's `experiment:` section (resumes after interruption)
 ablation: install $(DEMO_DEP)

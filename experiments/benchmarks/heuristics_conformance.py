@@ -670,7 +670,7 @@ def conformance(docs: list[tuple[str, str]], reference: list[dict], tables: dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--datatrove-python", default="/tmp/dtv/bin/python",
                    help="interpreter of a venv with datatrove==0.10.1, spacy and regex")
     p.add_argument("--per-source", type=int, default=1000, help="documents per source (default 1000)")
