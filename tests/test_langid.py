@@ -64,6 +64,23 @@ def test_preprocessing_and_empty_text():
     assert langid.prepare_text("a\nb\n\nc", 3) == "a b"
 
 
+def test_one_line_is_whitespace_runs_joined_for_every_unicode_whitespace():
+    """The fast "already one line" test must agree with join/split on every character str.split treats as
+    whitespace, and on unprintable characters that are not whitespace (zero-width space, soft hyphen)."""
+    import random
+    import sys
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    assert len(spaces) > 20 and "\u3000" in spaces and "\x1c" in spaces
+    alphabet = spaces + ["a", "é", ".", "\u200b", "\xad", "\x00", "\u2063", "\U0001f600"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7)))
+        assert langid._one_line(text) == " ".join(text.split()), repr(text)
+    for ws in spaces:
+        assert langid._one_line(f"a{ws}b") == "a b" and langid._one_line(f"{ws}a") == "a"
+
+
 def test_langid_runs_with_network_blocked(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network access attempted during language ID")
