@@ -77,7 +77,7 @@ bench-scale: install
 # `recipe: fineweb` against datatrove's FineWeb filters on 3,649 real documents: removed-set overlap per rule,
 # filter and chain, and speed in CPU seconds over interleaved rounds (experiments/results/heuristics_conformance.md).
 # datatrove and spaCy are not winnow dependencies: they get a venv of their own, made on first use. datatrove's
-# decisions (half an hour) are kept in runs/heuristics and reused while the documents are the same.
+# decisions, the slow part, are kept in runs/heuristics and reused while the documents are the same.
 DATATROVE_VENV ?= $(ROOT)/.venv-datatrove
 BENCH_ROUNDS ?= 5
 $(DATATROVE_VENV)/.installed:

@@ -119,8 +119,8 @@ def prepare_text(text: str, max_chars: int | None) -> str:
 def _one_line(text: str) -> str:
     """Whitespace runs as single spaces, none at the ends (most short texts already are).
 
-    The test for "already one line" is C-level scans, not a regex: on short sentences the regex took about
-    as long as a tenth of heliport's own call. It is exact because every whitespace character ``str.split``
+    The test for "already one line" is C-level scans, not a regex: on short sentences the regex cost about
+    a tenth of heliport's own call. It is exact because every whitespace character ``str.split``
     knows, but the plain space, is unprintable to ``str.isprintable``; a text that fails it for another reason
     (a zero-width space, say) has nothing to join and comes back unchanged.
     """

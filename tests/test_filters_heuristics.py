@@ -562,6 +562,22 @@ def test_interpreter_benchmark_names_an_interpreter_it_cannot_use(tmp_path):
         interpreter_build.main([sys.executable, missing, "--rounds", "1"])
 
 
+def test_conformance_benchmark_names_a_missing_datatrove_or_missing_data(tmp_path, monkeypatch):
+    """No datatrove venv, or no real data, is one usage error naming the path, before any document is read."""
+    from experiments.benchmarks import heuristics_conformance
+    from pipeline.errors import UsageError
+
+    monkeypatch.setattr(heuristics_conformance, "SHARED", tmp_path / "data")
+    with pytest.raises(UsageError, match=f"the real data is not here: {tmp_path}/data/raw/usenet"):
+        heuristics_conformance.main(["--datatrove-python", sys.executable, "--no-timing"])
+    for _, rel, _ in heuristics_conformance.SOURCES:  # data present: the interpreter is checked next
+        (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / rel).write_bytes(b"")
+    missing = str(tmp_path / "no-python")
+    with pytest.raises(UsageError, match=f"--datatrove-python {missing}: no such interpreter"):
+        heuristics_conformance.main(["--datatrove-python", missing, "--no-timing"])
+
+
 def test_ab_benchmark_refuses_two_identical_sides_and_malformed_variables():
     """One interpreter twice is only a comparison when the environments differ (``--env-b WINNOW_COMPILED=0``);
     the same side twice, or a variable without a value, is one usage error before anything is timed."""

@@ -670,7 +670,7 @@ def conformance(docs: list[tuple[str, str]], reference: list[dict], tables: dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datatrove-python", default="/tmp/dtv/bin/python",
                    help="interpreter of a venv with datatrove==0.10.1, spacy and regex")
     p.add_argument("--per-source", type=int, default=1000, help="documents per source (default 1000)")
@@ -697,6 +697,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from experiments.benchmarks import emit
+    from pipeline.errors import UsageError
+
+    missing = [str(SHARED / rel) for _, rel, _ in SOURCES if not (SHARED / rel).is_file()]
+    if missing:
+        raise UsageError(f"the real data is not here: {', '.join(missing)} (see ../shared/data/README.md)")
+    if not args.no_timing or not (args.reference_cache and args.reference_cache.exists()):
+        if not Path(args.datatrove_python).is_file():
+            raise UsageError(f"--datatrove-python {args.datatrove_python}: no such interpreter (make "
+                             f"bench-heuristics makes one; or `python3 -m venv DIR && DIR/bin/pip install "
+                             f"datatrove==0.10.1 spacy regex`)")
 
     t_start = time.time()
     docs = load_documents(args.per_source)

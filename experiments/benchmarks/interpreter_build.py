@@ -78,7 +78,7 @@ def _environment(variables: dict[str, str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("pythons", nargs=2, metavar="PYTHON", help="the two interpreters (each with winnow installed)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     p.add_argument("--per-source", type=int, default=1000, help="web pages to time (default 1000)")
